@@ -1,0 +1,1 @@
+"""rlhf-forge service. Never imports torch."""

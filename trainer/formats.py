@@ -1,0 +1,268 @@
+"""The dataset formats rlhf-forge exports and the trainer reads.
+
+This module is the one contract between ``app`` (which writes these records) and ``trainer``
+(which reads them). It imports nothing heavier than the standard library, so both sides and
+their tests can use it.
+
+Formats (one JSON object per line, UTF-8):
+
+- SFT: ``{"prompt": str, "completion": str}``
+- RM:  ``{"prompt": str, "completion": [str, ...], "ranking": [int, ...]}``; ``ranking[i]`` is
+  the rank of ``completion[i]``, 1 = most preferred, equal numbers are ties, K >= 2.
+- RL:  ``{"prompt": str}``
+- Pairs (TRL preference adapter): ``{"prompt", "chosen", "rejected"}`` with optional ``margin``.
+
+Every record may carry ``"id"`` (a stable string) and ``"meta"`` (an object). Unknown keys are
+ignored by readers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+FORMAT_VERSION = 1
+
+Kind = Literal["sft", "rm", "rl", "pairs"]
+
+
+class FormatError(ValueError):
+    """A record does not match its format. ``where`` says which file and line."""
+
+    def __init__(self, message: str, *, where: str | None = None):
+        self.message = message
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+def _str(obj: dict, key: str) -> str:
+    if key not in obj:
+        raise FormatError(f"missing key {key!r}")
+    value = obj[key]
+    if not isinstance(value, str):
+        raise FormatError(f"{key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _common(obj: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if obj.get("id") is not None:
+        if not isinstance(obj["id"], (str, int)) or isinstance(obj["id"], bool):
+            raise FormatError("'id' must be a string")
+        out["id"] = str(obj["id"])
+    if obj.get("meta") is not None:
+        if not isinstance(obj["meta"], dict):
+            raise FormatError("'meta' must be an object")
+        out["meta"] = obj["meta"]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SFTRecord:
+    kind: ClassVar[str] = "sft"
+    prompt: str
+    completion: str
+    id: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> SFTRecord:
+        return cls(prompt=_str(obj, "prompt"), completion=_str(obj, "completion"), **_common(obj))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _with_optional({"prompt": self.prompt, "completion": self.completion}, self)
+
+
+@dataclass(frozen=True, slots=True)
+class RMRecord:
+    kind: ClassVar[str] = "rm"
+    prompt: str
+    completion: list[str]
+    ranking: list[int]
+    id: str | None = None
+    meta: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        validate_ranking(self.ranking, len(self.completion))
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> RMRecord:
+        prompt = _str(obj, "prompt")
+        completion = obj.get("completion")
+        if not isinstance(completion, list) or not all(isinstance(c, str) for c in completion):
+            raise FormatError("'completion' must be a list of strings")
+        ranking = obj.get("ranking")
+        if not isinstance(ranking, list) or not all(
+            isinstance(r, int) and not isinstance(r, bool) for r in ranking
+        ):
+            raise FormatError("'ranking' must be a list of integers")
+        return cls(prompt=prompt, completion=completion, ranking=ranking, **_common(obj))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _with_optional(
+            {"prompt": self.prompt, "completion": list(self.completion), "ranking": list(self.ranking)},
+            self,
+        )
+
+    def pairs(self) -> list[tuple[int, int, int]]:
+        """Every (better, worse, rank_gap) index pair of the ranking; ties are skipped."""
+        return ranking_pairs(self.ranking)
+
+
+@dataclass(frozen=True, slots=True)
+class RLRecord:
+    kind: ClassVar[str] = "rl"
+    prompt: str
+    id: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> RLRecord:
+        return cls(prompt=_str(obj, "prompt"), **_common(obj))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _with_optional({"prompt": self.prompt}, self)
+
+
+@dataclass(frozen=True, slots=True)
+class PairRecord:
+    kind: ClassVar[str] = "pairs"
+    prompt: str
+    chosen: str
+    rejected: str
+    margin: float | None = None
+    id: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> PairRecord:
+        margin = obj.get("margin")
+        if margin is not None and (not isinstance(margin, (int, float)) or isinstance(margin, bool)):
+            raise FormatError("'margin' must be a number")
+        return cls(
+            prompt=_str(obj, "prompt"),
+            chosen=_str(obj, "chosen"),
+            rejected=_str(obj, "rejected"),
+            margin=None if margin is None else float(margin),
+            **_common(obj),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
+        if self.margin is not None:
+            out["margin"] = self.margin
+        return _with_optional(out, self)
+
+
+Record = SFTRecord | RMRecord | RLRecord | PairRecord
+R = TypeVar("R", SFTRecord, RMRecord, RLRecord, PairRecord)
+
+RECORD_TYPES: dict[str, type] = {
+    "sft": SFTRecord,
+    "rm": RMRecord,
+    "rl": RLRecord,
+    "pairs": PairRecord,
+}
+
+
+def _with_optional(out: dict[str, Any], rec: Any) -> dict[str, Any]:
+    if rec.id is not None:
+        out["id"] = rec.id
+    if rec.meta is not None:
+        out["meta"] = rec.meta
+    return out
+
+
+def validate_ranking(ranking: list[int], k: int) -> None:
+    """Check that ``ranking`` ranks ``k`` completions: K >= 2, ranks in 1..K, best rank is 1.
+
+    Ties are equal numbers. We accept both dense (1, 1, 2) and competition (1, 1, 3) tie
+    numbering: what matters is the order, and that rank 1 exists.
+    """
+    if k < 2:
+        raise FormatError(f"an RM record needs at least 2 completions, got {k}")
+    if len(ranking) != k:
+        raise FormatError(f"'ranking' has {len(ranking)} entries but 'completion' has {k}")
+    if any(r < 1 or r > k for r in ranking):
+        raise FormatError(f"ranks must be between 1 and {k}, got {ranking}")
+    if 1 not in ranking:
+        raise FormatError(f"ranking must contain rank 1 (the best), got {ranking}")
+
+
+def ranking_pairs(ranking: list[int]) -> list[tuple[int, int, int]]:
+    """All C(K,2) index pairs of a ranking as (better, worse, gap), ties skipped."""
+    out = []
+    for i, j in itertools.combinations(range(len(ranking)), 2):
+        if ranking[i] == ranking[j]:
+            continue
+        better, worse = (i, j) if ranking[i] < ranking[j] else (j, i)
+        out.append((better, worse, abs(ranking[i] - ranking[j])))
+    return out
+
+
+def parse_record(kind: str, obj: Any) -> Record:
+    if kind not in RECORD_TYPES:
+        raise FormatError(f"unknown format {kind!r}; expected one of {sorted(RECORD_TYPES)}")
+    if not isinstance(obj, dict):
+        raise FormatError(f"a record must be a JSON object, got {type(obj).__name__}")
+    return RECORD_TYPES[kind].from_dict(obj)
+
+
+def dumps(record: Record) -> str:
+    """One JSONL line (without the newline), UTF-8 text kept as is."""
+    return json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+def iter_jsonl(path: str | Path, kind: str) -> Iterator[Record]:
+    """Yield validated records from a JSONL file; a bad line raises FormatError with file:line."""
+    path = Path(path)
+    with path.open("r", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FormatError(f"invalid JSON ({exc.msg} at column {exc.colno})", where=where) from None
+            try:
+                yield parse_record(kind, obj)
+            except FormatError as exc:
+                raise FormatError(exc.message, where=where) from None
+
+
+def read_jsonl(path: str | Path, kind: str) -> list[Record]:
+    return list(iter_jsonl(path, kind))
+
+
+def write_jsonl(path: str | Path, records: Iterable[Record]) -> int:
+    n = 0
+    with Path(path).open("w", encoding="utf-8", newline="\n") as fh:
+        for rec in records:
+            fh.write(dumps(rec))
+            fh.write("\n")
+            n += 1
+    return n
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """The manifest written beside an export (``manifest.json``)."""
+
+    format_version: int
+    dataset: str
+    dataset_version: int
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {kind, rows, sha256, ...}
+    filters: dict[str, Any] = field(default_factory=dict)
+    split: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in obj.items() if k in known})
