@@ -1,0 +1,21 @@
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app import db
+from app.errors import error_body
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is up")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The database answers")
+async def readyz(request: Request):
+    try:
+        await db.ping(request.app.state.engine)
+    except Exception as exc:  # any failure to reach the database means not ready
+        return JSONResponse(error_body("not_ready", f"database unreachable: {type(exc).__name__}"), status_code=503)
+    return {"status": "ready"}

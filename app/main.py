@@ -1,0 +1,67 @@
+"""create_app(): settings, database, routers, error handlers, lifespan."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import db
+from app.config import Settings, get_settings
+from app.errors import install_error_handlers
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+def _routers():
+    # imported here so `app.main` stays cheap to import for the CLI
+    from app.completions.router import router as completions
+    from app.datasets.router import router as datasets
+    from app.health import router as health
+    from app.prompts.router import router as prompts
+    from app.rankings.router import router as rankings
+
+    return [(health, ""), (datasets, API_PREFIX), (prompts, API_PREFIX), (completions, API_PREFIX), (rankings, API_PREFIX)]
+
+
+def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> FastAPI:
+    """Build the service. Pass `engine` to share one (tests); otherwise the lifespan makes one,
+    starting the embedded Postgres when no DATABASE_URL is set."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        embedded = None
+        own_engine = engine is None
+        if own_engine:
+            url, embedded = db.resolve_database_url(settings)
+            db.check_schema(url)
+            app.state.engine = db.make_engine(url, settings)
+            app.state.database_url = url
+        else:
+            app.state.engine = engine
+            app.state.database_url = engine.url.render_as_string(hide_password=False)
+        app.state.sessions = db.session_factory(app.state.engine)
+        try:
+            yield
+        finally:
+            if own_engine:
+                await app.state.engine.dispose()
+            if embedded is not None:
+                embedded.stop()
+
+    app = FastAPI(
+        title="rlhf-forge",
+        version="0.1.0",
+        summary="Build SFT, reward-model and RL datasets with an LLM's help.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router, prefix in _routers():
+        app.include_router(router, prefix=prefix)
+    return app

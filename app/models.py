@@ -1,0 +1,283 @@
+"""SQLAlchemy 2 tables. The schema itself comes from the Alembic migrations in migrations/;
+these classes must match them (tests/app/test_migrations.py checks that they do)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSONB, list[str]: ARRAY(Text)}
+
+
+class ReviewStatus(enum.StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+    needs_review = "needs_review"
+
+
+class PromptSource(enum.StrEnum):
+    imported = "imported"
+    human = "human"
+    synthetic = "synthetic"
+
+
+class CompletionSource(enum.StrEnum):
+    model = "model"
+    human = "human"
+
+
+class RankerKind(enum.StrEnum):
+    judge = "judge"
+    human = "human"
+
+
+class RunKind(enum.StrEnum):
+    synth = "synth"
+    generate = "generate"
+    judge = "judge"
+    export = "export"
+
+
+class RunStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    budget_exhausted = "budget_exhausted"
+
+
+def _in(column: str, values: type[enum.Enum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+def _updated() -> Mapped[datetime]:
+    return mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+def _id() -> Mapped[int]:
+    return mapped_column(BigInteger, Identity(always=False), primary_key=True)
+
+
+class Dataset(Base):
+    __tablename__ = "dataset"
+
+    id: Mapped[int] = _id()
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    # Per-dataset overrides: LLM roles, judge template, review overlap, ...
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class Prompt(Base):
+    __tablename__ = "prompt"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "content_hash", name="uq_prompt_dataset_id_content_hash"),
+        CheckConstraint(_in("source", PromptSource), name="source"),
+        CheckConstraint(_in("review_status", ReviewStatus), name="review_status"),
+        # keyset pagination and filtered lists walk (dataset_id, id)
+        Index("ix_prompt_dataset_id_id", "dataset_id", "id"),
+        Index("ix_prompt_dataset_id_review_status_id", "dataset_id", "review_status", "id"),
+        Index("ix_prompt_tags", "tags", postgresql_using="gin"),
+    )
+
+    id: Mapped[int] = _id()
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    # sha256 of the whitespace-normalised text: exact duplicates within a dataset are refused
+    content_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    source: Mapped[str] = mapped_column(String(16), server_default=PromptSource.imported.value)
+    split: Mapped[str | None] = mapped_column(String(32))
+    review_status: Mapped[str] = mapped_column(String(16), server_default=ReviewStatus.pending.value)
+    flag_reasons: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    # for synthetic prompts: the run, model, template version and seeds that made it
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class Completion(Base):
+    __tablename__ = "completion"
+    __table_args__ = (
+        # a generation job can run twice without writing twice
+        UniqueConstraint("run_id", "prompt_id", "sample_index", name="uq_completion_run_id_prompt_id_sample_index"),
+        CheckConstraint(_in("source", CompletionSource), name="source"),
+        CheckConstraint(_in("review_status", ReviewStatus), name="review_status"),
+        Index("ix_completion_prompt_id_id", "prompt_id", "id"),
+        Index("ix_completion_dataset_id_id", "dataset_id", "id"),
+    )
+
+    id: Mapped[int] = _id()
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompt.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    # a reviewer's edit; `text` keeps what the model (or the first human) wrote
+    edited_text: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))
+    author: Mapped[str | None] = mapped_column(String(200))
+    model: Mapped[str | None] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    template_version: Mapped[str | None] = mapped_column(String(64))
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    finish_reason: Mapped[str | None] = mapped_column(String(32))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"))
+    sample_index: Mapped[int | None] = mapped_column(Integer)
+    review_status: Mapped[str] = mapped_column(String(16), server_default=ReviewStatus.pending.value)
+    flag_reasons: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class Ranking(Base):
+    __tablename__ = "ranking"
+    __table_args__ = (
+        UniqueConstraint("run_id", "prompt_id", name="uq_ranking_run_id_prompt_id"),
+        CheckConstraint(_in("ranker_kind", RankerKind), name="ranker_kind"),
+        CheckConstraint(_in("review_status", ReviewStatus), name="review_status"),
+        CheckConstraint("cardinality(completion_ids) = cardinality(ranks)", name="ranks_match"),
+        Index("ix_ranking_prompt_id_id", "prompt_id", "id"),
+        Index("ix_ranking_dataset_id_id", "dataset_id", "id"),
+    )
+
+    id: Mapped[int] = _id()
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompt.id", ondelete="CASCADE"))
+    # ranks[i] is the rank of completion_ids[i]; 1 = best; equal numbers are ties
+    completion_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    ranks: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    ranker_kind: Mapped[str] = mapped_column(String(16))
+    judge_model: Mapped[str | None] = mapped_column(String(200))
+    template_version: Mapped[str | None] = mapped_column(String(64))
+    reviewer: Mapped[str | None] = mapped_column(String(200))
+    rationale: Mapped[str | None] = mapped_column(Text)
+    # Kendall tau between the orders the judge was asked in (1 = fully consistent)
+    consistency: Mapped[float | None] = mapped_column()
+    # per-order raw judge results, rubric scores, ...
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"))
+    review_status: Mapped[str] = mapped_column(String(16), server_default=ReviewStatus.pending.value)
+    flag_reasons: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class ReviewEvent(Base):
+    """The audit trail: every human change, with who, when, before and after."""
+
+    __tablename__ = "review_event"
+    __table_args__ = (
+        Index("ix_review_event_target", "target_type", "target_id", "id"),
+        Index("ix_review_event_dataset_id_id", "dataset_id", "id"),
+    )
+
+    id: Mapped[int] = _id()
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[int] = mapped_column(BigInteger)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class Run(Base):
+    """A synth / generate / judge / export run: a status and counters that jobs advance."""
+
+    __tablename__ = "run"
+    __table_args__ = (
+        CheckConstraint(_in("kind", RunKind), name="kind"),
+        CheckConstraint(_in("status", RunStatus), name="status"),
+        Index("ix_run_dataset_id_id", "dataset_id", "id"),
+    )
+
+    id: Mapped[int] = _id()
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(24), server_default=RunStatus.queued.value)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    total: Mapped[int] = mapped_column(Integer, server_default="0")
+    done: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, server_default="0")
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    cost: Mapped[Decimal] = mapped_column(Numeric(14, 6), server_default="0")
+    budget: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _created()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Export(Base):
+    """A frozen dataset version and the files written from it."""
+
+    __tablename__ = "export"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "version", name="uq_export_dataset_id_version"),
+    )
+
+    id: Mapped[int] = _id()
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(24), server_default="queued")
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    split: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    manifest: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    path: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"))
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _created()
