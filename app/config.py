@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     )
     environment: str = Field(default="local", description="local | production")
 
+    # --- review (issue 4) ------------------------------------------------------------------
+    review_lease_seconds: int = Field(
+        default=900, ge=5, le=86_400, description="How long the review queue holds an item for one reviewer."
+    )
+    review_overlap: int = Field(
+        default=1, ge=1, le=50,
+        description="Reviewers per item; a dataset's settings.review_overlap overrides it (agreement studies).",
+    )
+
     # --- jobs -----------------------------------------------------------------------------
     worker_in_process: bool = Field(default=True, description="`serve` also runs a job worker.")
     worker_concurrency: int = 16

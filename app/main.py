@@ -24,8 +24,13 @@ def _routers():
     from app.health import router as health
     from app.prompts.router import router as prompts
     from app.rankings.router import router as rankings
+    from app.review.router import router as review
+    from app.ui.router import router as ui
 
-    return [(health, ""), (datasets, API_PREFIX), (prompts, API_PREFIX), (completions, API_PREFIX), (rankings, API_PREFIX)]
+    return [
+        (health, ""), (datasets, API_PREFIX), (prompts, API_PREFIX), (completions, API_PREFIX), (rankings, API_PREFIX),
+        (review, API_PREFIX), (ui, ""),
+    ]
 
 
 def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> FastAPI:

@@ -57,15 +57,19 @@ async def load_item(session: AsyncSession, prompt_id: int) -> Prompt:
     return prompt
 
 
-async def ensure_can_act(session: AsyncSession, prompt_id: int, actor: str) -> Prompt:
-    """Refuse a change to an item someone else holds a live lease on."""
-    prompt = await load_item(session, prompt_id)
+def refuse_if_leased_to_other(prompt: Prompt, actor: str) -> None:
     if lease_active(prompt) and prompt.lease_holder != actor:
         raise Conflict(
-            f"prompt {prompt_id} is being reviewed by {prompt.lease_holder!r} until "
+            f"prompt {prompt.id} is being reviewed by {prompt.lease_holder!r} until "
             f"{prompt.lease_expires_at.isoformat()}",
             details={"lease_holder": prompt.lease_holder, "lease_expires_at": prompt.lease_expires_at.isoformat()},
         )
+
+
+async def ensure_can_act(session: AsyncSession, prompt_id: int, actor: str) -> Prompt:
+    """Refuse a change to an item someone else holds a live lease on."""
+    prompt = await load_item(session, prompt_id)
+    refuse_if_leased_to_other(prompt, actor)
     return prompt
 
 

@@ -59,6 +59,10 @@ class Factory:
         with self.engine.connect() as c:
             return c.execute(text(sql), params).scalar()
 
+    def execute(self, sql: str, **params: Any) -> None:
+        with self.engine.begin() as c:
+            c.execute(text(sql), params)
+
     def rows(self, sql: str, **params: Any) -> list[Any]:
         with self.engine.connect() as c:
             return list(c.execute(text(sql), params))

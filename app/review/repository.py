@@ -1,0 +1,179 @@
+"""All SQL for the review queue, verdicts, history and agreement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import and_, exists, func, not_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import set_committed_value
+
+from app.models import Completion, Prompt, Ranking, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
+
+OPEN_STATUSES = (ReviewStatus.pending.value, ReviewStatus.needs_review.value)
+UNDOABLE = ("add_completion", "edit", "set_status", "rank", "approve", "reject")
+
+
+@dataclass
+class QueueFilter:
+    tags: list[str]
+    source: str | None
+    statuses: list[str]
+    exclude: list[int]
+    include_empty: bool
+
+
+def _flagged():
+    """An item needs a look first when it, its rankings or its completions carry a flag."""
+    return or_(
+        Prompt.review_status == ReviewStatus.needs_review.value,
+        Prompt.flag_reasons != [],
+        exists().where(
+            Ranking.prompt_id == Prompt.id,
+            or_(Ranking.flag_reasons != [], Ranking.review_status == ReviewStatus.needs_review.value),
+        ),
+        exists().where(
+            Completion.prompt_id == Prompt.id,
+            or_(Completion.flag_reasons != [], Completion.review_status == ReviewStatus.needs_review.value),
+        ),
+    )
+
+
+def _eligible(dataset_id: int, reviewer: str, overlap: int, f: QueueFilter):
+    done = func.cardinality(Prompt.reviewed_by)
+    conds = [
+        Prompt.dataset_id == dataset_id,
+        done < overlap,
+        not_(Prompt.reviewed_by.any_() == reviewer),
+    ]
+    if f.statuses:
+        conds.append(Prompt.review_status.in_(f.statuses))
+    else:
+        # open items, and items others reviewed that still want more reviewers (overlap)
+        conds.append(or_(Prompt.review_status.in_(OPEN_STATUSES), done > 0))
+    if f.tags:
+        conds.append(Prompt.tags.contains(f.tags))
+    if f.source:
+        conds.append(Prompt.source == f.source)
+    if f.exclude:
+        conds.append(Prompt.id.not_in(f.exclude))
+    if not f.include_empty:
+        conds.append(exists().where(Completion.prompt_id == Prompt.id))
+    return and_(*conds)
+
+
+def _free_or_mine(reviewer: str):
+    return or_(Prompt.lease_expires_at.is_(None), Prompt.lease_expires_at <= func.now(), Prompt.lease_holder == reviewer)
+
+
+async def claim_next(
+    session: AsyncSession, dataset_id: int, reviewer: str, *, overlap: int, lease_seconds: int, f: QueueFilter
+) -> Prompt | None:
+    """Lease the next item to `reviewer`: the one they already hold, else flagged first, then oldest.
+
+    `FOR UPDATE SKIP LOCKED` makes concurrent claims pass over a row another transaction is
+    claiming; the lease columns live on the row, so a claim that reaches a row just after another
+    committed re-checks them (READ COMMITTED re-evaluates the WHERE on the new row version).
+    """
+    mine = and_(Prompt.lease_holder == reviewer, Prompt.lease_expires_at > func.now())
+    q = (
+        select(Prompt)
+        .where(_eligible(dataset_id, reviewer, overlap, f), _free_or_mine(reviewer))
+        .order_by(mine.desc().nulls_last(), _flagged().desc(), Prompt.created_at, Prompt.id)
+        .limit(1)
+        .with_for_update(of=Prompt, skip_locked=True)
+    )
+    prompt = (await session.execute(q)).scalar_one_or_none()
+    if prompt is None:
+        await release_all(session, dataset_id, reviewer)
+        return None
+    await lease(session, prompt, reviewer, lease_seconds)
+    return prompt
+
+
+async def lock_item(session: AsyncSession, prompt_id: int) -> Prompt | None:
+    q = select(Prompt).where(Prompt.id == prompt_id).with_for_update(of=Prompt)
+    return (await session.execute(q.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+async def lease(session: AsyncSession, prompt: Prompt, reviewer: str, lease_seconds: int) -> None:
+    """Hold `prompt` for `reviewer` (one item per reviewer and dataset at a time)."""
+    await release_all(session, prompt.dataset_id, reviewer, keep=prompt.id)
+    expires = (
+        await session.execute(
+            update(Prompt)
+            .where(Prompt.id == prompt.id)
+            .values(lease_holder=reviewer, lease_expires_at=func.now() + timedelta(seconds=lease_seconds))
+            .returning(Prompt.lease_expires_at)
+        )
+    ).scalar_one()
+    set_committed_value(prompt, "lease_holder", reviewer)
+    set_committed_value(prompt, "lease_expires_at", expires)
+
+
+async def release_all(session: AsyncSession, dataset_id: int, reviewer: str, keep: int | None = None) -> None:
+    q = update(Prompt).where(Prompt.dataset_id == dataset_id, Prompt.lease_holder == reviewer)
+    if keep is not None:
+        q = q.where(Prompt.id != keep)
+    await session.execute(q.values(lease_holder=None, lease_expires_at=None).execution_options(synchronize_session=False))
+
+
+async def completions_of(session: AsyncSession, prompt_id: int) -> list[Completion]:
+    rows = await session.execute(select(Completion).where(Completion.prompt_id == prompt_id).order_by(Completion.id))
+    return list(rows.scalars())
+
+
+async def verdict(session: AsyncSession, prompt_id: int, reviewer: str) -> ReviewVerdict | None:
+    q = select(ReviewVerdict).where(ReviewVerdict.prompt_id == prompt_id, ReviewVerdict.reviewer == reviewer)
+    return (await session.execute(q)).scalar_one_or_none()
+
+
+async def history(session: AsyncSession, prompt_id: int) -> list[ReviewEvent]:
+    q = select(ReviewEvent).where(ReviewEvent.prompt_id == prompt_id).order_by(ReviewEvent.id)
+    return list((await session.execute(q)).scalars())
+
+
+async def last_undoable(session: AsyncSession, prompt_id: int, actor: str) -> ReviewEvent | None:
+    undone = aliased(ReviewEvent)
+    q = (
+        select(ReviewEvent)
+        .where(
+            ReviewEvent.prompt_id == prompt_id,
+            ReviewEvent.actor == actor,
+            ReviewEvent.action.in_(UNDOABLE),
+            not_(exists().where(undone.undoes_event_id == ReviewEvent.id)),
+        )
+        .order_by(ReviewEvent.id.desc())
+        .limit(1)
+    )
+    return (await session.execute(q)).scalar_one_or_none()
+
+
+@dataclass
+class VerdictPair:
+    prompt_id: int
+    reviewer: str
+    judge_model: str | None
+    template_version: str | None
+    judge_ids: list[int] | None
+    judge_ranks: list[int] | None
+    human_ids: list[int] | None
+    human_ranks: list[int] | None
+
+
+async def approved_verdicts(session: AsyncSession, dataset_id: int) -> list[VerdictPair]:
+    """Every approval with the judge ranking shown and the ranking the reviewer endorsed."""
+    judge, human = aliased(Ranking), aliased(Ranking)
+    q = (
+        select(
+            ReviewVerdict.prompt_id, ReviewVerdict.reviewer, judge.judge_model, judge.template_version,
+            judge.completion_ids, judge.ranks, human.completion_ids, human.ranks,
+        )
+        .outerjoin(judge, judge.id == ReviewVerdict.judge_ranking_id)
+        .outerjoin(human, human.id == ReviewVerdict.ranking_id)
+        .where(ReviewVerdict.dataset_id == dataset_id, ReviewVerdict.decision == Verdict.approved.value)
+        .order_by(ReviewVerdict.prompt_id, ReviewVerdict.reviewer)
+    )
+    return [VerdictPair(*row) for row in await session.execute(q)]

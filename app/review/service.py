@@ -1,0 +1,196 @@
+"""Review rules: the queue and its leases, approve / reject / comment / undo, and what an
+approval means. Services flush, never commit: the request owns the transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.completions import repository as completions_repo
+from app.config import Settings
+from app.errors import Conflict, InvalidInput, NotFound
+from app.models import Dataset, Prompt, Ranking, RankerKind, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
+from app.rankings import repository as rankings_repo
+from app.review import repository as repo
+from app.review.changes import AUDITED, Change, lease_active, load_item, refuse_if_leased_to_other, state
+
+MAX_OVERLAP = 50
+
+
+def overlap_of(dataset: Dataset, settings: Settings) -> int:
+    """Reviewers each item wants: the dataset's `review_overlap` setting, else the service's."""
+    raw = (dataset.settings or {}).get("review_overlap", settings.review_overlap)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_OVERLAP:
+        raise InvalidInput(
+            f"dataset {dataset.id}: settings.review_overlap must be an integer from 1 to {MAX_OVERLAP}, not {raw!r}",
+            details={"field": "settings.review_overlap"},
+        )
+    return raw
+
+
+async def next_item(session: AsyncSession, dataset: Dataset, reviewer: str, settings: Settings, f: repo.QueueFilter) -> Prompt | None:
+    return await repo.claim_next(
+        session, dataset.id, reviewer, overlap=overlap_of(dataset, settings), lease_seconds=settings.review_lease_seconds, f=f
+    )
+
+
+async def _lock(session: AsyncSession, prompt_id: int, actor: str) -> Prompt:
+    """The item, locked for this transaction, after checking nobody else holds it."""
+    prompt = await repo.lock_item(session, prompt_id)
+    if prompt is None:
+        raise NotFound(f"prompt {prompt_id} does not exist", details={"field": "prompt_id"})
+    refuse_if_leased_to_other(prompt, actor)
+    return prompt
+
+
+async def claim(session: AsyncSession, prompt_id: int, actor: str, settings: Settings) -> Prompt:
+    prompt = await _lock(session, prompt_id, actor)
+    await repo.lease(session, prompt, actor, settings.review_lease_seconds)
+    return prompt
+
+
+async def release(session: AsyncSession, prompt_id: int, actor: str) -> Prompt:
+    prompt = await _lock(session, prompt_id, actor)
+    prompt.lease_holder = prompt.lease_expires_at = None
+    await session.flush()
+    await session.refresh(prompt)
+    return prompt
+
+
+async def item_view(session: AsyncSession, prompt: Prompt, actor: str, settings: Settings) -> dict[str, Any]:
+    """What a reviewer sees: the prompt, its completions, the judge's ranking and their own."""
+    dataset = await session.get(Dataset, prompt.dataset_id)
+    return {
+        "prompt": prompt,
+        "completions": await repo.completions_of(session, prompt.id),
+        "judge_ranking": await rankings_repo.latest(session, prompt.id, ranker_kind=RankerKind.judge.value),
+        "my_ranking": await rankings_repo.latest(session, prompt.id, ranker_kind=RankerKind.human.value, reviewer=actor),
+        "my_verdict": await repo.verdict(session, prompt.id, actor),
+        "lease": {"holder": prompt.lease_holder, "expires_at": prompt.lease_expires_at} if lease_active(prompt) else None,
+        "overlap": overlap_of(dataset, settings),
+    }
+
+
+async def _decide(session: AsyncSession, prompt_id: int, actor: str, decision: Verdict, reason: str | None) -> ReviewEvent:
+    prompt = await _lock(session, prompt_id, actor)
+    completions = await repo.completions_of(session, prompt.id)
+    judge = await rankings_repo.latest(session, prompt.id, ranker_kind=RankerKind.judge.value)
+    mine = await rankings_repo.latest(session, prompt.id, ranker_kind=RankerKind.human.value, reviewer=actor)
+    endorsed: Ranking | None = mine or judge
+    change = Change(session, prompt)
+    prompt.review_status = decision.value
+    if actor not in prompt.reviewed_by:
+        prompt.reviewed_by = [*prompt.reviewed_by, actor]
+    if decision is Verdict.approved and endorsed is not None:
+        uncovered = sorted({c.id for c in completions} - set(endorsed.completion_ids))
+        if uncovered and len(completions) >= 2:
+            raise Conflict(
+                f"the ranking you would approve does not rank completions {uncovered}: re-rank prompt {prompt.id} first",
+                details={"unranked": uncovered, "ranking_id": endorsed.id},
+            )
+        change.touch(endorsed).review_status = ReviewStatus.approved.value
+        for c in completions:
+            if c.review_status in repo.OPEN_STATUSES:
+                change.touch(c).review_status = ReviewStatus.approved.value
+    verdict = await repo.verdict(session, prompt.id, actor)
+    if verdict is None:
+        verdict = change.add(ReviewVerdict(dataset_id=prompt.dataset_id, prompt_id=prompt.id, reviewer=actor))
+    else:
+        change.touch(verdict)
+    verdict.decision = decision.value
+    verdict.reason = reason
+    verdict.ranking_id = endorsed.id if endorsed is not None else None
+    verdict.judge_ranking_id = judge.id if judge is not None else None
+    prompt.lease_holder = prompt.lease_expires_at = None
+    return await change.record(actor=actor, action=_ACTION[decision], comment=reason)
+
+
+_ACTION = {Verdict.approved: "approve", Verdict.rejected: "reject"}
+
+
+async def approve(session: AsyncSession, prompt_id: int, actor: str, comment: str | None) -> ReviewEvent:
+    """Approve the item: the prompt, the ranking the reviewer endorses (their own re-rank, else the
+    judge's) and the completions still open. Records the reviewer's verdict; releases the lease."""
+    return await _decide(session, prompt_id, actor, Verdict.approved, comment)
+
+
+async def reject(session: AsyncSession, prompt_id: int, actor: str, reason: str) -> ReviewEvent:
+    """Reject the item: nothing of it is exported."""
+    return await _decide(session, prompt_id, actor, Verdict.rejected, reason)
+
+
+async def comment(session: AsyncSession, prompt_id: int, actor: str, text: str, completion_id: int | None) -> ReviewEvent:
+    prompt = await load_item(session, prompt_id)
+    target_type, target_id = "prompt", prompt.id
+    if completion_id is not None:
+        completion = await completions_repo.get(session, completion_id)
+        if completion is None or completion.prompt_id != prompt.id:
+            raise InvalidInput(
+                f"completion_id: {completion_id} is not a completion of prompt {prompt.id}", details={"field": "completion_id"}
+            )
+        target_type, target_id = "completion", completion.id
+    event = ReviewEvent(
+        dataset_id=prompt.dataset_id, prompt_id=prompt.id, actor=actor, action="comment",
+        target_type=target_type, target_id=target_id, comment=text,
+    )
+    session.add(event)
+    await session.flush()
+    return event
+
+
+def _entries(event: ReviewEvent) -> list[tuple[str, int, dict | None, dict | None]]:
+    """(type, id, before, after) for the event's target and every related row."""
+    before = dict(event.before) if event.before is not None else None
+    after = dict(event.after) if event.after is not None else None
+    related_before = (before or {}).pop("related", {})
+    related_after = (after or {}).pop("related", {})
+    out = [(event.target_type, event.target_id, before, after)]
+    for key in related_after.keys() | related_before.keys():
+        kind, _, row_id = key.partition(":")
+        out.append((kind, int(row_id), related_before.get(key), related_after.get(key)))
+    return out
+
+
+async def undo(session: AsyncSession, prompt_id: int, actor: str) -> ReviewEvent:
+    """Revert the actor's latest action on the item that is not yet undone, if nothing it changed
+    has been changed again since."""
+    prompt = await _lock(session, prompt_id, actor)
+    event = await repo.last_undoable(session, prompt.id, actor)
+    if event is None:
+        raise Conflict(f"nothing of {actor!r} to undo on prompt {prompt.id}")
+    plan = []
+    for kind, row_id, before, after in _entries(event):
+        row = await session.get(AUDITED[kind][0], row_id)
+        current = state(row) if row is not None else None
+        if current != after:
+            raise Conflict(
+                f"cannot undo {event.action} (event {event.id}): {kind} {row_id} has changed since",
+                details={"event_id": event.id, "target": f"{kind}:{row_id}"},
+            )
+        if before is None and kind == "completion" and await completions_repo.in_any_ranking(session, row):
+            raise Conflict(
+                f"cannot undo adding completion {row_id}: a ranking includes it; undo or replace that ranking first",
+                details={"event_id": event.id},
+            )
+        plan.append((row, before))
+    for row, before in plan:
+        if before is None:
+            await session.delete(row)
+        else:
+            for field, value in before.items():
+                setattr(row, field, value)
+    await session.flush()
+    undo_event = ReviewEvent(
+        dataset_id=event.dataset_id, prompt_id=event.prompt_id, actor=actor, action="undo",
+        target_type=event.target_type, target_id=event.target_id, before=event.after, after=event.before,
+        comment=f"undid {event.action} (event {event.id})", undoes_event_id=event.id,
+    )
+    session.add(undo_event)
+    await session.flush()
+    return undo_event
+
+
+async def history(session: AsyncSession, prompt_id: int) -> list[ReviewEvent]:
+    await load_item(session, prompt_id)
+    return await repo.history(session, prompt_id)

@@ -1,0 +1,137 @@
+"""The review queue over real HTTP: order, leases, filters, overlap, and concurrent reviewers."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+API = "/api/v1"
+
+
+def as_(name):
+    return {"X-Actor": name}
+
+
+def next_id(http, ds, who, **params):
+    r = http.get(f"{API}/datasets/{ds}/review/next", headers=as_(who), params=params)
+    assert r.status_code == 200, r.text
+    item = r.json()["item"]
+    return item and item["prompt"]["id"]
+
+
+def test_flagged_first_then_oldest_and_a_lease_per_reviewer(http, factory):
+    ds = factory.dataset()
+    old, _, _ = factory.judged_item(ds, "old", ["a", "b"])
+    flagged, _, _ = factory.judged_item(ds, "flagged", ["a", "b"], flag_reasons=["judge_inconsistent"], review_status="needs_review")
+    new, _, _ = factory.judged_item(ds, "new", ["a", "b"])
+
+    r = http.get(f"{API}/datasets/{ds}/review/next", headers=as_("ann"))
+    item = r.json()["item"]
+    assert item["prompt"]["id"] == flagged
+    assert item["lease"]["holder"] == "ann" and [c["text"] for c in item["completions"]] == ["a", "b"]
+    assert item["judge_ranking"]["flag_reasons"] == ["judge_inconsistent"] and item["my_ranking"] is None
+    assert next_id(http, ds, "ann") == flagged  # asking again: the item you hold
+    assert next_id(http, ds, "bob") == old
+    assert next_id(http, ds, "cy") == new
+    assert next_id(http, ds, "dee") is None
+    assert factory.rows("SELECT id, lease_holder FROM prompt ORDER BY id") == [(old, "bob"), (flagged, "ann"), (new, "cy")]
+
+
+def test_expired_and_released_leases_free_the_item(http, factory):
+    ds = factory.dataset()
+    pid, _, _ = factory.judged_item(ds, "q", ["a", "b"])
+    assert next_id(http, ds, "ann") == pid
+    assert next_id(http, ds, "bob") is None
+    factory.execute("UPDATE prompt SET lease_expires_at = now() - interval '1 second'")
+    assert next_id(http, ds, "bob") == pid
+    r = http.post(f"{API}/prompts/{pid}/review/release", headers=as_("ann"))
+    assert r.status_code == 409 and "bob" in r.json()["error"]["message"]
+    r = http.post(f"{API}/prompts/{pid}/review/release", headers=as_("bob"))
+    assert r.status_code == 200 and r.json()["lease"] is None
+    assert next_id(http, ds, "ann") == pid
+
+
+def test_someone_elses_lease_blocks_actions(http, factory):
+    ds = factory.dataset()
+    pid, cids, _ = factory.judged_item(ds, "q", ["a", "b"])
+    assert next_id(http, ds, "ann") == pid
+    for method, path, body in [
+        ("post", f"/prompts/{pid}/review/approve", {}),
+        ("post", f"/prompts/{pid}/review/reject", {"reason": "no"}),
+        ("post", f"/prompts/{pid}/review/claim", None),
+        ("patch", f"/completions/{cids[0]}", {"edited_text": "x"}),
+        ("post", f"/prompts/{pid}/completions", {"text": "x"}),
+        ("post", f"/prompts/{pid}/rankings", {"completion_ids": cids, "ranks": [2, 1]}),
+    ]:
+        r = getattr(http, method)(API + path, headers=as_("bob"), **({"json": body} if body is not None else {}))
+        assert r.status_code == 409, (path, r.text)
+        assert "being reviewed by 'ann'" in r.json()["error"]["message"]
+    assert factory.scalar("SELECT count(*) FROM review_event") == 0
+    assert factory.scalar("SELECT review_status FROM prompt") == "pending"
+
+
+def test_filters_and_exclude(http, factory):
+    ds = factory.dataset()
+    a, _, _ = factory.judged_item(ds, "a", ["x", "y"], prompt_kw={"tags": ["math", "easy"], "source": "imported"})
+    b, _, _ = factory.judged_item(ds, "b", ["x", "y"], prompt_kw={"tags": ["code"], "source": "synthetic"})
+    c, _, _ = factory.judged_item(ds, "c", ["x", "y"], prompt_kw={"tags": ["math"], "review_status": "approved"})
+    empty = factory.prompt(ds, "no answers yet")
+    assert next_id(http, ds, "u1", tag=["math", "easy"]) == a
+    assert next_id(http, ds, "u2", source="synthetic") == b
+    assert next_id(http, ds, "u3", status="approved") == c
+    assert next_id(http, ds, "u4", tag="math") is None  # a is leased, c is approved
+    assert next_id(http, ds, "u5") is None
+    assert next_id(http, ds, "u6", include_empty=True) == empty
+    http.post(f"{API}/prompts/{a}/review/release", headers=as_("u1"))
+    assert next_id(http, ds, "u7", exclude=[a]) is None
+    assert next_id(http, ds, "u7") == a
+
+
+def test_overlap_hands_an_item_to_n_different_reviewers(http, factory):
+    ds = factory.dataset("study", review_overlap=2)
+    pid, _, _ = factory.judged_item(ds, "q", ["a", "b"])
+    assert next_id(http, ds, "ann") == pid
+    assert http.post(f"{API}/prompts/{pid}/review/approve", headers=as_("ann")).status_code == 200
+    assert next_id(http, ds, "ann") is None  # already reviewed it
+    item = http.get(f"{API}/datasets/{ds}/review/next", headers=as_("bob")).json()["item"]
+    assert item["prompt"]["id"] == pid and item["overlap"] == 2 and item["prompt"]["reviewed_by"] == ["ann"]
+    assert http.post(f"{API}/prompts/{pid}/review/approve", headers=as_("bob")).status_code == 200
+    assert next_id(http, ds, "cy") is None
+    assert factory.scalar("SELECT reviewed_by FROM prompt") == ["ann", "bob"]
+
+
+def test_concurrent_reviewers_never_share_an_item(http, factory, live_server):
+    ds = factory.dataset()
+    for i in range(12):
+        factory.judged_item(ds, f"q{i}", ["a", "b"], **({"flag_reasons": ["low_margin"]} if i % 3 == 0 else {}))
+
+    def grab(who):
+        with httpx.Client(base_url=live_server.url, timeout=30) as c:
+            got = []
+            for _ in range(2):
+                item = c.get(f"{API}/datasets/{ds}/review/next", headers=as_(who)).json()["item"]
+                if item is None:
+                    break
+                got.append(item["prompt"]["id"])
+                assert c.post(f"{API}/prompts/{item['prompt']['id']}/review/approve", headers=as_(who)).status_code == 200
+            return got
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(grab, [f"r{i}" for i in range(8)]))
+    handed = [pid for got in results for pid in got]
+    assert len(handed) == len(set(handed)) == 12
+    assert factory.scalar("SELECT count(*) FROM review_verdict") == 12
+
+
+def test_bad_overlap_setting_and_bad_queue_params(http, factory):
+    ds = factory.dataset("bad", review_overlap="two")
+    r = http.get(f"{API}/datasets/{ds}/review/next")
+    assert r.status_code == 422 and "review_overlap" in r.json()["error"]["message"]
+    ok = factory.dataset("ok")
+    for params, where in [({"status": "meh"}, "status"), ({"exclude": "x"}, "exclude"), ({"source": "web"}, "source")]:
+        r = http.get(f"{API}/datasets/{ok}/review/next", params=params)
+        assert r.status_code == 422 and where in r.json()["error"]["message"], r.text
+    assert http.get(f"{API}/datasets/999999/review/next").status_code == 404
+    for path in ("/prompts/999999/review", "/prompts/999999/review/claim", "/prompts/999999/review/release", "/prompts/999999/history"):
+        r = http.request("GET" if path.endswith(("review", "history")) else "POST", API + path)
+        assert r.status_code == 404 and "prompt 999999" in r.json()["error"]["message"], path
