@@ -33,6 +33,11 @@ router = APIRouter(tags=["review"])
 PromptId = Annotated[int, Path(ge=1)]
 
 
+@router.get("/me", summary="Who the service takes you for (the review page shows it)")
+async def whoami(actor: ActorDep) -> dict:
+    return {"actor": actor}
+
+
 @router.get("/datasets/{dataset_id}/review/next", response_model=NextItem, summary="Lease the next item to review")
 async def next_item(
     dataset: DatasetDep,
