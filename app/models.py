@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -120,8 +121,6 @@ class Prompt(Base):
         Index("ix_prompt_dataset_id_id", "dataset_id", "id"),
         Index("ix_prompt_dataset_id_review_status_id", "dataset_id", "review_status", "id"),
         Index("ix_prompt_tags", "tags", postgresql_using="gin"),
-        # the review queue walks a dataset's prompts by age
-        Index("ix_prompt_dataset_id_created_at_id", "dataset_id", "created_at", "id"),
     )
 
     id: Mapped[int] = _id()
@@ -340,3 +339,15 @@ class ReviewVerdict(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
+
+
+# The review queue's indexes (migration 0003): open prompts by age, rows flagged and not yet
+# resolved, and live leases. The queries in app/review/repository.py spell these predicates
+# with constants so the planner can use the partial indexes.
+OPEN_PREDICATE = "review_status IN ('pending', 'needs_review')"
+FLAGGED_PREDICATE = "review_status = 'needs_review' OR (flag_reasons <> '{}'::text[] AND review_status = 'pending')"
+Index("ix_prompt_review_open", Prompt.dataset_id, Prompt.id, postgresql_where=text(OPEN_PREDICATE))
+Index("ix_prompt_review_flagged", Prompt.dataset_id, Prompt.id, postgresql_where=text(FLAGGED_PREDICATE))
+Index("ix_ranking_review_flagged", Ranking.dataset_id, Ranking.prompt_id, postgresql_where=text(FLAGGED_PREDICATE))
+Index("ix_completion_review_flagged", Completion.dataset_id, Completion.prompt_id, postgresql_where=text(FLAGGED_PREDICATE))
+Index("ix_prompt_lease_holder", Prompt.lease_holder, postgresql_where=text("lease_holder IS NOT NULL"))

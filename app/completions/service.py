@@ -43,6 +43,7 @@ async def add_human(session: AsyncSession, prompt: Prompt, data: CompletionCreat
     change = Change(session)
     change.add(completion)
     await change.record(actor=actor, action="add_completion")
+    await session.refresh(completion)
     return completion
 
 
@@ -56,5 +57,6 @@ async def edit(session: AsyncSession, completion: Completion, edited_text: str |
     flags = [f for f in completion.flag_reasons if f != FlagReason.edited]
     completion.flag_reasons = flags + [FlagReason.edited.value] if edited_text is not None else flags
     await change.record(actor=actor, action="edit")
+    await session.refresh(completion)
     return completion
 

@@ -70,5 +70,6 @@ async def create_human(session: AsyncSession, prompt: Prompt, data: RankingCreat
     change = Change(session)
     change.add(ranking)
     await change.record(actor=actor, action="rank")
+    await session.refresh(ranking)
     return ranking
 

@@ -98,8 +98,9 @@ class Change:
 
     async def record(self, *, actor: str, action: str, comment: str | None = None, undoes: int | None = None) -> ReviewEvent:
         await self.session.flush()
-        for row, before in self._rows:
-            if before is None or inspect(row).expired_attributes:
+        for row, _ in self._rows:
+            # only what the event needs: server-side defaults of a new row not set in Python
+            if inspect(row).unloaded & set(AUDITED[TYPE_OF[type(row)]][1]):
                 await self.session.refresh(row)
         target = self.target
         (_, before), *others = [(r, b) for r, b in self._rows if r is target] + [(r, b) for r, b in self._rows if r is not target]
@@ -131,4 +132,5 @@ async def set_review_status(session: AsyncSession, row: Completion | Ranking, da
     if data.flag_reasons is not None:
         row.flag_reasons = [f.value for f in data.flag_reasons]
     await change.record(actor=actor, action="set_status", comment=data.comment)
+    await session.refresh(row)
     return row

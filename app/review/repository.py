@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, exists, func, not_, or_, select, update
+from sqlalchemy import and_, case, exists, func, literal_column, not_, or_, select, union, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
@@ -25,34 +25,37 @@ class QueueFilter:
     include_empty: bool
 
 
-def _flagged():
-    """An item needs a look first when it, its rankings or its completions carry a flag."""
+def _const(value: str):
+    """A constant inlined in the SQL (not a bound parameter), so the planner can match the
+    partial indexes' predicates (app.models.OPEN_PREDICATE / FLAGGED_PREDICATE)."""
+    return literal_column(f"'{value}'")
+
+
+NO_FLAGS = literal_column("'{}'::text[]")
+
+
+def _flagged(table):
+    """Flagged and not yet resolved: needs_review, or flags on a row still pending."""
     return or_(
-        Prompt.review_status == ReviewStatus.needs_review.value,
-        Prompt.flag_reasons != [],
-        exists().where(
-            Ranking.prompt_id == Prompt.id,
-            or_(Ranking.flag_reasons != [], Ranking.review_status == ReviewStatus.needs_review.value),
-        ),
-        exists().where(
-            Completion.prompt_id == Prompt.id,
-            or_(Completion.flag_reasons != [], Completion.review_status == ReviewStatus.needs_review.value),
-        ),
+        table.review_status == _const(ReviewStatus.needs_review.value),
+        and_(table.flag_reasons != NO_FLAGS, table.review_status == _const(ReviewStatus.pending.value)),
     )
 
 
 def _eligible(dataset_id: int, reviewer: str, overlap: int, f: QueueFilter):
     done = func.cardinality(Prompt.reviewed_by)
-    conds = [
-        Prompt.dataset_id == dataset_id,
-        done < overlap,
-        not_(Prompt.reviewed_by.any_() == reviewer),
-    ]
+    conds = [Prompt.dataset_id == dataset_id, not_(Prompt.reviewed_by.any_() == reviewer)]
     if f.statuses:
         conds.append(Prompt.review_status.in_(f.statuses))
+    if overlap == 1:
+        conds.append(done == 0)
+        if not f.statuses:
+            conds.append(Prompt.review_status.in_([_const(s) for s in OPEN_STATUSES]))
     else:
-        # open items, and items others reviewed that still want more reviewers (overlap)
-        conds.append(or_(Prompt.review_status.in_(OPEN_STATUSES), done > 0))
+        conds.append(done < overlap)
+        if not f.statuses:
+            # open items, and items others reviewed that still want more reviewers
+            conds.append(or_(Prompt.review_status.in_([_const(s) for s in OPEN_STATUSES]), done > 0))
     if f.tags:
         conds.append(Prompt.tags.contains(f.tags))
     if f.source:
@@ -64,33 +67,32 @@ def _eligible(dataset_id: int, reviewer: str, overlap: int, f: QueueFilter):
     return and_(*conds)
 
 
-def _free_or_mine(reviewer: str):
-    return or_(Prompt.lease_expires_at.is_(None), Prompt.lease_expires_at <= func.now(), Prompt.lease_holder == reviewer)
-
-
 async def claim_next(
     session: AsyncSession, dataset_id: int, reviewer: str, *, overlap: int, lease_seconds: int, f: QueueFilter
 ) -> Prompt | None:
-    """Lease the next item to `reviewer`: the one they already hold, else flagged first, then oldest.
+    """Lease the next item to `reviewer`: the one they already hold, else the oldest flagged
+    one, else the oldest.
 
     `FOR UPDATE SKIP LOCKED` makes concurrent claims pass over a row another transaction is
     claiming; the lease columns live on the row, so a claim that reaches a row just after another
     committed re-checks them (READ COMMITTED re-evaluates the WHERE on the new row version).
     """
-    mine = and_(Prompt.lease_holder == reviewer, Prompt.lease_expires_at > func.now())
-    q = (
-        select(Prompt)
-        .where(_eligible(dataset_id, reviewer, overlap, f), _free_or_mine(reviewer))
-        .order_by(mine.desc().nulls_last(), _flagged().desc(), Prompt.created_at, Prompt.id)
-        .limit(1)
-        .with_for_update(of=Prompt, skip_locked=True)
+    eligible = _eligible(dataset_id, reviewer, overlap, f)
+    free = or_(Prompt.lease_expires_at.is_(None), Prompt.lease_expires_at <= func.now())
+    held = and_(Prompt.lease_holder == reviewer, Prompt.lease_expires_at > func.now())
+    flagged_ids = union(
+        select(Prompt.id).where(Prompt.dataset_id == dataset_id, _flagged(Prompt)),
+        select(Ranking.prompt_id).where(Ranking.dataset_id == dataset_id, _flagged(Ranking)),
+        select(Completion.prompt_id).where(Completion.dataset_id == dataset_id, _flagged(Completion)),
     )
-    prompt = (await session.execute(q)).scalar_one_or_none()
-    if prompt is None:
-        await release_all(session, dataset_id, reviewer)
-        return None
-    await lease(session, prompt, reviewer, lease_seconds)
-    return prompt
+    for extra in (held, and_(free, Prompt.id.in_(flagged_ids)), free):
+        q = select(Prompt).where(eligible, extra).order_by(Prompt.id).limit(1).with_for_update(of=Prompt, skip_locked=True)
+        prompt = (await session.execute(q)).scalar_one_or_none()
+        if prompt is not None:
+            await lease(session, prompt, reviewer, lease_seconds)
+            return prompt
+    await release_all(session, dataset_id, reviewer)
+    return None
 
 
 async def lock_item(session: AsyncSession, prompt_id: int) -> Prompt | None:
@@ -99,24 +101,26 @@ async def lock_item(session: AsyncSession, prompt_id: int) -> Prompt | None:
 
 
 async def lease(session: AsyncSession, prompt: Prompt, reviewer: str, lease_seconds: int) -> None:
-    """Hold `prompt` for `reviewer` (one item per reviewer and dataset at a time)."""
-    await release_all(session, prompt.dataset_id, reviewer, keep=prompt.id)
-    expires = (
-        await session.execute(
-            update(Prompt)
-            .where(Prompt.id == prompt.id)
-            .values(lease_holder=reviewer, lease_expires_at=func.now() + timedelta(seconds=lease_seconds))
-            .returning(Prompt.lease_expires_at)
+    """Hold `prompt` for `reviewer`, releasing any other item they hold in the dataset (one
+    item per reviewer at a time), in one statement."""
+    target = Prompt.id == prompt.id
+    rows = await session.execute(
+        update(Prompt)
+        .where(or_(target, and_(Prompt.dataset_id == prompt.dataset_id, Prompt.lease_holder == reviewer)))
+        .values(
+            lease_holder=case((target, reviewer), else_=None),
+            lease_expires_at=case((target, func.now() + timedelta(seconds=lease_seconds)), else_=None),
         )
-    ).scalar_one()
+        .returning(Prompt.id, Prompt.lease_expires_at)
+        .execution_options(synchronize_session=False)
+    )
+    expires = next(e for pid, e in rows if pid == prompt.id)
     set_committed_value(prompt, "lease_holder", reviewer)
     set_committed_value(prompt, "lease_expires_at", expires)
 
 
-async def release_all(session: AsyncSession, dataset_id: int, reviewer: str, keep: int | None = None) -> None:
+async def release_all(session: AsyncSession, dataset_id: int, reviewer: str) -> None:
     q = update(Prompt).where(Prompt.dataset_id == dataset_id, Prompt.lease_holder == reviewer)
-    if keep is not None:
-        q = q.where(Prompt.id != keep)
     await session.execute(q.values(lease_holder=None, lease_expires_at=None).execution_options(synchronize_session=False))
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.completions import repository as completions_repo
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import Dataset, Prompt, Ranking, RankerKind, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
+from app.models import Dataset, Prompt, Ranking, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
 from app.rankings import repository as rankings_repo
 from app.review import repository as repo
 from app.review.changes import AUDITED, Change, lease_active, load_item, refuse_if_leased_to_other, state
@@ -61,11 +61,12 @@ async def release(session: AsyncSession, prompt_id: int, actor: str) -> Prompt:
 async def item_view(session: AsyncSession, prompt: Prompt, actor: str, settings: Settings) -> dict[str, Any]:
     """What a reviewer sees: the prompt, its completions, the judge's ranking and their own."""
     dataset = await session.get(Dataset, prompt.dataset_id)
+    judge, mine = await rankings_repo.judge_and_mine(session, prompt.id, actor)
     return {
         "prompt": prompt,
         "completions": await repo.completions_of(session, prompt.id),
-        "judge_ranking": await rankings_repo.latest(session, prompt.id, ranker_kind=RankerKind.judge.value),
-        "my_ranking": await rankings_repo.latest(session, prompt.id, ranker_kind=RankerKind.human.value, reviewer=actor),
+        "judge_ranking": judge,
+        "my_ranking": mine,
         "my_verdict": await repo.verdict(session, prompt.id, actor),
         "lease": {"holder": prompt.lease_holder, "expires_at": prompt.lease_expires_at} if lease_active(prompt) else None,
         "overlap": overlap_of(dataset, settings),
@@ -75,8 +76,7 @@ async def item_view(session: AsyncSession, prompt: Prompt, actor: str, settings:
 async def _decide(session: AsyncSession, prompt_id: int, actor: str, decision: Verdict, reason: str | None) -> ReviewEvent:
     prompt = await _lock(session, prompt_id, actor)
     completions = await repo.completions_of(session, prompt.id)
-    judge = await rankings_repo.latest(session, prompt.id, ranker_kind=RankerKind.judge.value)
-    mine = await rankings_repo.latest(session, prompt.id, ranker_kind=RankerKind.human.value, reviewer=actor)
+    judge, mine = await rankings_repo.judge_and_mine(session, prompt.id, actor)
     endorsed: Ranking | None = mine or judge
     change = Change(session, prompt)
     prompt.review_status = decision.value

@@ -16,12 +16,20 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
+OPEN = "review_status IN ('pending', 'needs_review')"
+FLAGGED = "review_status = 'needs_review' OR (flag_reasons <> '{}'::text[] AND review_status = 'pending')"
+
 
 def upgrade() -> None:
     op.add_column("prompt", sa.Column("lease_holder", sa.String(length=200), nullable=True))
     op.add_column("prompt", sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("prompt", sa.Column("reviewed_by", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False))
-    op.create_index("ix_prompt_dataset_id_created_at_id", "prompt", ["dataset_id", "created_at", "id"])
+    # the review queue: open prompts by age, flagged rows not yet resolved, live leases
+    op.create_index("ix_prompt_review_open", "prompt", ["dataset_id", "id"], postgresql_where=sa.text(OPEN))
+    op.create_index("ix_prompt_review_flagged", "prompt", ["dataset_id", "id"], postgresql_where=sa.text(FLAGGED))
+    op.create_index("ix_ranking_review_flagged", "ranking", ["dataset_id", "prompt_id"], postgresql_where=sa.text(FLAGGED))
+    op.create_index("ix_completion_review_flagged", "completion", ["dataset_id", "prompt_id"], postgresql_where=sa.text(FLAGGED))
+    op.create_index("ix_prompt_lease_holder", "prompt", ["lease_holder"], postgresql_where=sa.text("lease_holder IS NOT NULL"))
 
     op.add_column("review_event", sa.Column("prompt_id", sa.BigInteger(), nullable=True))
     op.add_column("review_event", sa.Column("undoes_event_id", sa.BigInteger(), nullable=True))
@@ -67,7 +75,11 @@ def downgrade() -> None:
     op.drop_constraint(op.f("fk_review_event_undoes_event_id_review_event"), "review_event", type_="foreignkey")
     op.drop_column("review_event", "undoes_event_id")
     op.drop_column("review_event", "prompt_id")
-    op.drop_index("ix_prompt_dataset_id_created_at_id", table_name="prompt")
+    op.drop_index("ix_prompt_lease_holder", table_name="prompt")
+    op.drop_index("ix_completion_review_flagged", table_name="completion")
+    op.drop_index("ix_ranking_review_flagged", table_name="ranking")
+    op.drop_index("ix_prompt_review_flagged", table_name="prompt")
+    op.drop_index("ix_prompt_review_open", table_name="prompt")
     op.drop_column("prompt", "reviewed_by")
     op.drop_column("prompt", "lease_expires_at")
     op.drop_column("prompt", "lease_holder")

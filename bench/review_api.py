@@ -1,0 +1,269 @@
+"""Review API under load: the queue (`GET .../review/next`) and an approve, with 32 concurrent
+clients, beside a trivial FastAPI endpoint measured in the same run.
+
+    python bench/review_api.py            # 20,000 judged items, 20 s per phase
+    python bench/review_api.py --quick    # 2,000 items, 4 s per phase
+
+Each server is a separate uvicorn process on 127.0.0.1 (one worker each), driven from this
+process by asyncio + httpx. Every review client is its own reviewer: it leases the next item
+(flagged first, then oldest; `FOR UPDATE SKIP LOCKED` keeps the 32 of them apart) and approves
+it, so each loop is one claim and one write transaction with its audit event and verdict.
+
+The last line is one JSON object: req/s and p50/p99 latency of each, `ratio` = review req/s /
+trivial req/s, and `p99_ms` = p99 over all review requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fastapi import FastAPI  # noqa: E402
+
+# the trivial endpoint the review API is compared with (served by its own uvicorn process)
+trivial_app = FastAPI()
+
+
+@trivial_app.get("/ping")
+async def ping() -> dict:
+    return {"ok": True}
+
+
+@contextlib.contextmanager
+def database():
+    """A fresh, migrated database: BENCH_DATABASE_URL / TEST_DATABASE_URL, else embedded."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from app import db
+    from app.config import normalize_db_url
+
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    server = None
+    url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        import pgserver
+
+        server = pgserver.get_server(tempfile.mkdtemp(prefix="forge-bench-pg-"), cleanup_mode="delete")
+        url = server.get_uri()
+    url = normalize_db_url(url)
+    name = f"forge_bench_review_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    bench_url = make_url(url).set(database=name).render_as_string(hide_password=False)
+    try:
+        db.upgrade(bench_url)
+        yield bench_url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+        if server is not None:
+            server.cleanup()
+
+
+def seed(url: str, items: int) -> int:
+    """A dataset of `items` prompts, each with 3 model answers and a judge ranking; 1 in 10 flagged."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as c:
+        ds = c.execute(text("INSERT INTO dataset (name) VALUES ('bench-review') RETURNING id")).scalar_one()
+        c.execute(
+            text(
+                "INSERT INTO prompt (dataset_id, text, content_hash, tags) "
+                "SELECT :ds, 'Question ' || g || ': explain idea ' || g, sha256(convert_to('q' || g, 'UTF8')), ARRAY['t' || (g % 5)] "
+                "FROM generate_series(1, :n) g"
+            ),
+            {"ds": ds, "n": items},
+        )
+        c.execute(
+            text(
+                "INSERT INTO completion (dataset_id, prompt_id, text, source, model, sample_index) "
+                "SELECT :ds, p.id, 'Answer ' || k || ' to prompt ' || p.id || repeat(' more words', 40), 'model', 'gen-small', k "
+                "FROM prompt p CROSS JOIN generate_series(0, 2) k WHERE p.dataset_id = :ds"
+            ),
+            {"ds": ds},
+        )
+        c.execute(
+            text(
+                "INSERT INTO ranking (dataset_id, prompt_id, completion_ids, ranks, ranker_kind, judge_model, template_version, "
+                "rationale, consistency, review_status, flag_reasons) "
+                "SELECT :ds, prompt_id, array_agg(id ORDER BY id), ARRAY[2, 1, 3], 'judge', 'judge-a', 'v1', 'b is clearer', 1.0, "
+                "CASE WHEN prompt_id % 10 = 0 THEN 'needs_review' ELSE 'pending' END, "
+                "CASE WHEN prompt_id % 10 = 0 THEN ARRAY['low_margin'] ELSE '{}'::text[] END "
+                "FROM completion WHERE dataset_id = :ds GROUP BY prompt_id"
+            ),
+            {"ds": ds},
+        )
+        c.execute(text("ANALYZE"))
+    engine.dispose()
+    return ds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def uvicorn_process(target: list[str], env: dict[str, str]):
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", *target, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}: {' '.join(cmd)}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server did not start") from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def summary(latencies: list[float], seconds: float) -> dict:
+    if not latencies:
+        return {"requests": 0, "rps": 0.0, "p50_ms": None, "p99_ms": None}
+    qs = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"requests": len(latencies), "rps": len(latencies) / seconds, "p50_ms": qs[49] * 1000, "p99_ms": qs[98] * 1000}
+
+
+async def run_trivial(base: str, clients: int, seconds: float) -> dict:
+    import httpx
+
+    lat: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as c:
+        for _ in range(20):
+            await c.get("/ping")
+        stop = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                r = await c.get("/ping")
+                lat.append(time.perf_counter() - t)
+                r.raise_for_status()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - t0
+    return summary(lat, elapsed)
+
+
+async def run_review(base: str, dataset_id: int, clients: int, seconds: float) -> dict:
+    import httpx
+
+    next_lat: list[float] = []
+    approve_lat: list[float] = []
+    handed: list[int] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as c:
+        stop = time.perf_counter() + seconds
+
+        async def reviewer(i: int) -> None:
+            headers = {"X-Actor": f"bench-{i}"}
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                r = await c.get(f"/api/v1/datasets/{dataset_id}/review/next", headers=headers)
+                next_lat.append(time.perf_counter() - t)
+                r.raise_for_status()
+                item = r.json()["item"]
+                if item is None:
+                    return
+                pid = item["prompt"]["id"]
+                handed.append(pid)
+                t = time.perf_counter()
+                r = await c.post(f"/api/v1/prompts/{pid}/review/approve", headers=headers, json={})
+                approve_lat.append(time.perf_counter() - t)
+                r.raise_for_status()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(reviewer(i) for i in range(clients)))
+        elapsed = time.perf_counter() - t0
+    if len(handed) != len(set(handed)):
+        raise SystemExit(f"an item was handed out twice: {len(handed) - len(set(handed))} repeats")
+    return {
+        "next": summary(next_lat, elapsed),
+        "approve": summary(approve_lat, elapsed),
+        "all": summary(next_lat + approve_lat, elapsed),
+        "items_reviewed": len(handed),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2,000 items and 4 s per phase")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--items", type=int)
+    ap.add_argument("--seconds", type=float)
+    args = ap.parse_args()
+    items = args.items or (2_000 if args.quick else 20_000)
+    seconds = args.seconds or (4.0 if args.quick else 20.0)
+
+    with database() as url:
+        t = time.perf_counter()
+        dataset_id = seed(url, items)
+        print(f"seeded {items} judged items (3 answers each) in {time.perf_counter() - t:.1f}s", flush=True)
+        env = {"DATABASE_URL": url, "FORGE_WORKER_IN_PROCESS": "false", "FORGE_DB_POOL_SIZE": str(args.clients)}
+        with uvicorn_process(["--app-dir", "bench", "review_api:trivial_app"], env) as base:
+            trivial = asyncio.run(run_trivial(base, args.clients, seconds))
+        with uvicorn_process(["--factory", "app.main:create_app"], env) as base:
+            review = asyncio.run(run_review(base, dataset_id, args.clients, seconds))
+
+    def line(name: str, s: dict) -> str:
+        return f"{name:<22} {s['requests']:>7} req  {s['rps']:>8.1f} req/s  p50 {s['p50_ms'] or 0:>7.1f} ms  p99 {s['p99_ms'] or 0:>7.1f} ms"
+
+    print(f"{args.clients} concurrent clients, {seconds:.0f} s per phase")
+    print(line("trivial GET /ping", trivial))
+    print(line("review next", review["next"]))
+    print(line("review approve", review["approve"]))
+    print(line("review (next+approve)", review["all"]))
+    print(f"items reviewed: {review['items_reviewed']}, none handed out twice")
+    result = {
+        "clients": args.clients,
+        "items": items,
+        "seconds": seconds,
+        "trivial_rps": round(trivial["rps"], 1),
+        "trivial_p99_ms": round(trivial["p99_ms"], 2),
+        "next_rps": round(review["next"]["rps"], 1),
+        "next_p50_ms": round(review["next"]["p50_ms"], 2),
+        "next_p99_ms": round(review["next"]["p99_ms"], 2),
+        "approve_rps": round(review["approve"]["rps"], 1),
+        "approve_p50_ms": round(review["approve"]["p50_ms"], 2),
+        "approve_p99_ms": round(review["approve"]["p99_ms"], 2),
+        "review_rps": round(review["all"]["rps"], 1),
+        "ratio": round(review["all"]["rps"] / trivial["rps"], 4),
+        "p99_ms": round(review["all"]["p99_ms"], 2),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
