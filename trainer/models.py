@@ -164,10 +164,10 @@ class ScalarModel(nn.Module):
     def __init__(self, backbone: nn.Module, hidden_size: int):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(hidden_size, 1)
-        # Reward/value starts at zero: the policy gets no signal from an untrained head.
+        # No bias: the ranking loss only sees reward differences, so a bias would never train.
+        self.head = nn.Linear(hidden_size, 1, bias=False)
+        # A new head scores everything 0: deterministic, and a new value model starts neutral.
         nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
 
     @property
     def config(self):
@@ -178,16 +178,22 @@ class ScalarModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
+        """Scalars [B, T], or [B] at each right-padded sequence's last real token if ``last_only``.
+
+        ``last_only`` lives in ``forward`` (not a separate method) so DDP-wrapped models work.
+        """
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-        hidden = out.last_hidden_state
-        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)
+        values = self.head(out.last_hidden_state.to(self.head.weight.dtype)).squeeze(-1)
+        if not last_only:
+            return values
+        last = attention_mask.long().sum(1) - 1
+        return values.gather(1, last.unsqueeze(1)).squeeze(1)
 
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """One reward per right-padded sequence: the head at its last real token."""
-        values = self(input_ids, attention_mask)
-        last = attention_mask.long().sum(1) - 1
-        return values.gather(1, last.unsqueeze(1)).squeeze(1)
+        return self(input_ids, attention_mask, last_only=True)
 
     def save_pretrained(self, path: str | Path) -> None:
         from safetensors.torch import save_file
