@@ -210,8 +210,15 @@ class ScalarModel(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel
 
+        from transformers.utils import logging as hf_logging
+
         path = Path(resolve_model_path(str(path)))
-        backbone = AutoModel.from_pretrained(str(path), dtype=dtype or torch.float32)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # a causal-LM folder has an LM head we drop on purpose
+        try:
+            backbone = AutoModel.from_pretrained(str(path), dtype=dtype or torch.float32)
+        finally:
+            hf_logging.set_verbosity(verbosity)
         model = cls(backbone, hidden_size_of(backbone.config))
         if (path / SCALAR_HEAD_FILE).exists():
             model.head.load_state_dict(load_file(str(path / SCALAR_HEAD_FILE)))
