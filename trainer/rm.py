@@ -116,6 +116,7 @@ def train_rm(cfg: RMConfig, *, resume: bool = False, show_progress: bool = False
     device = accelerator.device
     tput = Throughput()
     last_loss, val_metrics = float("nan"), {}
+    pairs_seen = 0
 
     def checkpoint(path: Path, with_optimizer: bool, atomic: bool = True) -> None:
         save_checkpoint(
@@ -146,6 +147,7 @@ def train_rm(cfg: RMConfig, *, resume: bool = False, show_progress: bool = False
                     accelerator.backward(loss)
                 step_loss += loss.item()
                 tput.add(batch["better"].numel())
+                pairs_seen += batch["better"].numel()
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -179,6 +181,7 @@ def train_rm(cfg: RMConfig, *, resume: bool = False, show_progress: bool = False
         "loss": last_loss,
         **val_metrics,
         "seconds": elapsed,
+        "pairs": pairs_seen,
         "metrics": metrics.rows,
         "model": accelerator.unwrap_model(model),
         "tokenizer": tokenizer,

@@ -100,6 +100,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, show_progress: bool = Fal
     device = accelerator.device
     tput = Throughput()
     last_loss, val_loss = float("nan"), float("nan")
+    tokens_seen = 0
 
     def checkpoint(path: Path, with_optimizer: bool, atomic: bool = True) -> None:
         save_checkpoint(
@@ -133,7 +134,9 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, show_progress: bool = Fal
                     loss = sft_loss(logits, batch["labels"].to(device), reduction="sum") / max(n_tokens, 1)
                     accelerator.backward(loss)
                 step_loss += loss.item()
-                tput.add(int(batch["attention_mask"].sum()))
+                n_real = int(batch["attention_mask"].sum())
+                tput.add(n_real)
+                tokens_seen += n_real
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -167,6 +170,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, show_progress: bool = Fal
         "loss": last_loss,
         "val_loss": val_loss,
         "seconds": elapsed,
+        "tokens": tokens_seen,
         "metrics": metrics.rows,
         "model": accelerator.unwrap_model(model),
         "tokenizer": tokenizer,
