@@ -102,7 +102,9 @@ def trl_common(out: str, steps: int, batch_size: int, lr: float) -> dict:
         dataloader_num_workers=0,
         seed=0,
         use_cpu=not torch.cuda.is_available(),
-        bf16=False,  # TRL defaults to bf16 autocast; both sides run fp32 here
+        # TRL 1.x defaults to bf16 autocast and gradient checkpointing; ours uses neither, so neither here
+        bf16=False,
+        gradient_checkpointing=False,
     )
 
 
