@@ -108,3 +108,16 @@ def test_response_mask_and_positions():
     assert response_mask_of(response, eos).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
     mask = torch.tensor([[0, 0, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
     assert position_ids_of(mask).tolist() == [[0, 0, 0, 1, 2, 2], [0, 1, 2, 3, 4, 5]]
+
+
+def test_lora_ppo_trains_adapters_and_value_head_only(ab_task, tmp_path):
+    sft_weights = {k: v.clone() for k, v in load_causal_lm(str(ab_task["sft"])).state_dict().items()}
+    result = train_ppo(ppo_config(ab_task, tmp_path, max_steps=2, lora=True, lora_r=4), reward_fn=share_of_a)
+    trainable = [n for n, p in result["policy"].named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    value_trainable = [n for n, p in result["value_model"].named_parameters() if p.requires_grad]
+    assert "head.weight" in value_trainable and all("lora_" in n or n == "head.weight" for n in value_trainable)
+    for name, value in result["ref"].state_dict().items():
+        assert torch.equal(value, sft_weights[name]), name
+    merged = load_causal_lm(str(tmp_path))
+    assert set(merged.state_dict()) == set(sft_weights)  # saved merged: a plain model again

@@ -60,3 +60,15 @@ def test_every_parameter_moves_and_resume_is_exact(exports, tmp_path):
     assert strip(resumed["metrics"]) == strip([r for r in whole["metrics"] if r["step"] > 3])
     for (name, a), (_, b) in zip(whole["model"].state_dict().items(), resumed["model"].state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_lora_reward_model_saves_merged_backbone_and_head(exports, tmp_path):
+    result = train_rm(
+        RMConfig(data=str(exports["rm"]), model="tiny", out=str(tmp_path), max_steps=3, lr=1e-2, batch_size=4, lora=True)
+    )
+    trainable = [n for n, p in result["model"].named_parameters() if p.requires_grad]
+    assert "head.weight" in trainable and all("lora_" in n or n == "head.weight" for n in trainable)
+    loaded = ScalarModel.from_pretrained(tmp_path)
+    assert not any("lora" in k for k in loaded.state_dict())
+    assert torch.equal(loaded.head.weight, result["model"].head.weight.detach())
+    assert loaded.head.weight.abs().sum() > 0
