@@ -229,6 +229,11 @@ def _mode():
     return ImportMode.partial
 
 
+from app.review.cli import cli as review_cli  # noqa: E402
+
+cli.add_typer(review_cli, name="review", help="Human review: agreement figures.")
+
+
 def _mount_optional() -> None:
     """Sub-commands that live in their own packages."""
     try:

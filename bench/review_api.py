@@ -24,16 +24,15 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fastapi import FastAPI  # noqa: E402
+
+from bench._pg import bench_database  # noqa: E402
 
 # the trivial endpoint the review API is compared with (served by its own uvicorn process)
 trivial_app = FastAPI()
@@ -42,40 +41,6 @@ trivial_app = FastAPI()
 @trivial_app.get("/ping")
 async def ping() -> dict:
     return {"ok": True}
-
-
-@contextlib.contextmanager
-def database():
-    """A fresh, migrated database: BENCH_DATABASE_URL / TEST_DATABASE_URL, else embedded."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from app import db
-    from app.config import normalize_db_url
-
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    server = None
-    url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
-    if not url:
-        import pgserver
-
-        server = pgserver.get_server(tempfile.mkdtemp(prefix="forge-bench-pg-"), cleanup_mode="delete")
-        url = server.get_uri()
-    url = normalize_db_url(url)
-    name = f"forge_bench_review_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    bench_url = make_url(url).set(database=name).render_as_string(hide_password=False)
-    try:
-        db.upgrade(bench_url)
-        yield bench_url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        if server is not None:
-            server.cleanup()
 
 
 def seed(url: str, items: int) -> int:
@@ -227,12 +192,12 @@ def main() -> None:
     items = args.items or (2_000 if args.quick else 20_000)
     seconds = args.seconds or (4.0 if args.quick else 20.0)
 
-    with database() as url:
+    with bench_database() as url:
         t = time.perf_counter()
         dataset_id = seed(url, items)
         print(f"seeded {items} judged items (3 answers each) in {time.perf_counter() - t:.1f}s", flush=True)
         env = {"DATABASE_URL": url, "FORGE_WORKER_IN_PROCESS": "false", "FORGE_DB_POOL_SIZE": str(args.clients)}
-        with uvicorn_process(["--app-dir", "bench", "review_api:trivial_app"], env) as base:
+        with uvicorn_process(["bench.review_api:trivial_app"], env) as base:
             trivial = asyncio.run(run_trivial(base, args.clients, seconds))
         with uvicorn_process(["--factory", "app.main:create_app"], env) as base:
             review = asyncio.run(run_review(base, dataset_id, args.clients, seconds))

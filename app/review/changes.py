@@ -15,7 +15,8 @@ from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import snapshot
-from app.errors import Conflict, NotFound
+from app.errors import Conflict
+from app.prompts import service as prompts_service
 from app.models import Base, Completion, Prompt, Ranking, ReviewEvent, ReviewVerdict
 from app.review.schemas import ReviewStatusUpdate
 
@@ -51,10 +52,7 @@ def lease_active(prompt: Prompt, now: datetime | None = None) -> bool:
 
 
 async def load_item(session: AsyncSession, prompt_id: int) -> Prompt:
-    prompt = await session.get(Prompt, prompt_id)
-    if prompt is None:
-        raise NotFound(f"prompt {prompt_id} does not exist", details={"field": "prompt_id"})
-    return prompt
+    return await prompts_service.get_or_404(session, prompt_id)
 
 
 def refuse_if_leased_to_other(prompt: Prompt, actor: str) -> None:

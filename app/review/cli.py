@@ -69,13 +69,9 @@ def agreement_table(report: dict) -> Table:
 @cli.command("agreement")
 def agreement_cmd(dataset: Annotated[str, typer.Argument(help="Dataset name or id.")]) -> None:
     """Judge-vs-human and between-reviewer agreement, per judge model and template version."""
-    from app import db
+    from app.cli import database
 
     settings = get_settings()
-    url, embedded = db.resolve_database_url(settings)
-    try:
+    with database(settings, check=True) as url:
         report = asyncio.run(_agreement(settings, url, dataset))
-    finally:
-        if embedded is not None:
-            embedded.stop()
     console.print(agreement_table(report))
