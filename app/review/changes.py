@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import snapshot
 from app.errors import Conflict
-from app.prompts import service as prompts_service
 from app.models import Base, Completion, Prompt, Ranking, ReviewEvent, ReviewVerdict
+from app.prompts import service as prompts_service
 from app.review.schemas import ReviewStatusUpdate
 
 # the rows a review action may change, and the fields an event records (and undo restores)

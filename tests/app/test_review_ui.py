@@ -113,7 +113,7 @@ def test_keyboard_review_end_to_end(reviewers, factory):
     page.wait_for_selector("#empty:not([hidden])")
     assert factory.rows("SELECT review_status FROM prompt ORDER BY id") == [("approved",), ("rejected",)]
     assert factory.scalar("SELECT comment FROM review_event WHERE action = 'reject'") == "off topic"
-    page.wait_for_function("document.querySelector('#progress-text').textContent === '2 / 2 reviewed'")
+    page.locator("#progress-text", has_text="2 / 2 reviewed").wait_for()
 
 
 @pytest.mark.browser
@@ -141,7 +141,7 @@ def test_model_output_is_shown_as_text_and_runs_nothing(reviewers, factory):
     page.wait_for_selector("#edit-dialog[open]")
     assert page.input_value("#edit-text") == evil
     page.click("#edit-cancel")
-    assert page.evaluate("window.__pwned") is None
+    assert page.evaluate("() => window.__pwned") is None
     assert dialogs == []
     assert not [u for u in requests if u.endswith(("/x", "/y"))]
 
@@ -181,3 +181,24 @@ def test_sign_in_mode_and_security_headers(settings: Settings):
             if keys:
                 assert c.get("/api/v1/me").status_code == 401
                 assert c.get("/api/v1/me", headers={"Authorization": "Bearer k-123"}).json() == {"actor": "ann"}
+
+
+@pytest.mark.browser
+def test_drag_reorders_and_undo_walks_back(reviewers, factory):
+    ds = factory.dataset("drag")
+    pid, (c1, c2, c3), _ = factory.judged_item(ds, "Order these", ["first", "second", "third"])
+    ann = reviewers("ann").open(ds)
+    ann.wait_for_item(pid)
+    page = ann.page
+    page.drag_and_drop(f"#order li[data-completion-id='{c3}']", f"#order li[data-completion-id='{c1}']")
+    assert page.locator("#order li").all_text_contents() == ["#3", "#1", "#2"]
+    assert page.text_content(f"article[data-completion-id='{c3}'] .rank") == "rank 1"
+    ann.press("a")
+    page.wait_for_selector("#empty:not([hidden])")
+    assert factory.rows("SELECT completion_ids, ranks FROM ranking WHERE ranker_kind = 'human'") == [([c3, c1, c2], [1, 2, 3])]
+    ann.press("k")  # back to it
+    ann.wait_for_item(pid)
+    ann.press("u")  # and undo the approval
+    page.locator("#message", has_text="undid approve").wait_for()
+    assert factory.scalar("SELECT review_status FROM prompt") == "pending"
+    assert page.locator("#order li").all_text_contents() == ["#3", "#1", "#2"]  # my ranking is still on record
