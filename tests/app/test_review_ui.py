@@ -202,3 +202,36 @@ def test_drag_reorders_and_undo_walks_back(reviewers, factory):
     page.locator("#message", has_text="undid approve").wait_for()
     assert factory.scalar("SELECT review_status FROM prompt") == "pending"
     assert page.locator("#order li").all_text_contents() == ["#3", "#1", "#2"]  # my ranking is still on record
+
+
+@pytest.fixture
+def with_api_keys(live_server):
+    """The live server with API keys configured (settings are read per request)."""
+    plain = live_server.app.state.settings
+    live_server.app.state.settings = plain.model_copy(update={"api_keys": {"key-of-ann": "ann"}})
+    yield
+    live_server.app.state.settings = plain
+
+
+@pytest.mark.browser
+def test_sign_in_with_an_api_key(browser, live_server, with_api_keys, factory):
+    ds = factory.dataset("keyed")
+    pid, _, _ = factory.judged_item(ds, "q", ["a", "b"])
+    context = browser.new_context(base_url=live_server.url)
+    try:
+        page = context.new_page()
+        page.goto("/ui/")
+        assert page.get_attribute("#credential", "type") == "password"
+        page.fill("#credential", "wrong")
+        page.click("#sign-in-form button[type=submit]")
+        page.locator("#sign-in-error", has_text="not valid").wait_for()
+        page.fill("#credential", "key-of-ann")
+        page.click("#sign-in-form button[type=submit]")
+        page.locator("#who", has_text="signed in as ann").wait_for()
+        page.click(f"a[href='/ui/datasets/{ds}']")
+        page.wait_for_selector(f"#item[data-prompt-id='{pid}']:not([hidden])")
+        page.keyboard.press("a")
+        page.wait_for_selector("#empty:not([hidden])")
+    finally:
+        context.close()
+    assert factory.rows("SELECT actor, action FROM review_event") == [("ann", "approve")]
