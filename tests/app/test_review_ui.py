@@ -235,3 +235,13 @@ def test_sign_in_with_an_api_key(browser, live_server, with_api_keys, factory):
     finally:
         context.close()
     assert factory.rows("SELECT actor, action FROM review_event") == [("ann", "approve")]
+
+
+@pytest.mark.browser
+def test_page_filters_narrow_the_queue(reviewers, factory):
+    ds = factory.dataset("filters")
+    factory.judged_item(ds, "older, untagged", ["a", "b"])
+    math, _, _ = factory.judged_item(ds, "newer, tagged", ["a", "b"], prompt_kw={"tags": ["math"]})
+    ann = reviewers("ann")
+    ann.page.goto(f"/ui/datasets/{ds}?tag=math")
+    ann.wait_for_item(math)
