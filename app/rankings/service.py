@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.completions import repository as completions
 from app.errors import InvalidInput, NotFound
-from app.models import Prompt, Ranking, RankerKind, ReviewStatus
+from app.models import Prompt, RankerKind, Ranking, ReviewStatus
 from app.rankings import repository as repo
 from app.rankings.schemas import RankingCreate
 from app.review.changes import Change, ensure_can_act

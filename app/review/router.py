@@ -47,7 +47,7 @@ async def next_item(
     tag: Annotated[list[str], Query(max_length=20, description="Only prompts with all these tags.")] = [],  # noqa: B006
     source: PromptSource | None = None,
     status: Annotated[list[ReviewStatus], Query(description="Only prompts in these review states.")] = [],  # noqa: B006
-    exclude: Annotated[list[Annotated[int, Query(ge=1)]], Query(max_length=1000, description="Prompt ids to pass over (skipped).")] = [],  # noqa: B006
+    exclude: Annotated[list[int], Query(max_length=1000, description="Prompt ids to pass over (skipped).")] = [],  # noqa: B006
     include_empty: Annotated[bool, Query(description="Also prompts without completions.")] = False,
 ):
     f = repo.QueueFilter(tags=tag, source=source, statuses=[s.value for s in status], exclude=exclude, include_empty=include_empty)

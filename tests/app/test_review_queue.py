@@ -3,7 +3,6 @@
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
 
 API = "/api/v1"
 
