@@ -245,3 +245,19 @@ def test_page_filters_narrow_the_queue(reviewers, factory):
     ann = reviewers("ann")
     ann.page.goto(f"/ui/datasets/{ds}?tag=math")
     ann.wait_for_item(math)
+
+
+@pytest.mark.browser
+def test_a_lost_lease_moves_on(reviewers, factory):
+    ds = factory.dataset("lost")
+    first, _, _ = factory.judged_item(ds, "first", ["a", "b"])
+    second, _, _ = factory.judged_item(ds, "second", ["a", "b"])
+    ann = reviewers("ann").open(ds)
+    ann.wait_for_item(first)
+    # ann's lease runs out and bob takes the item
+    factory.execute("UPDATE prompt SET lease_holder = 'bob', lease_expires_at = now() + interval '1 hour' WHERE id = :p", p=first)
+    ann.press("a")
+    ann.wait_for_item(second)
+    assert "being reviewed by 'bob'" in ann.page.text_content("#message")
+    assert factory.scalar("SELECT review_status FROM prompt WHERE id = :p", p=first) == "pending"
+    ann.errors.clear()  # the refused request is logged by the browser

@@ -30,6 +30,7 @@ const Forge = (() => {
     if (!r.ok) {
       const err = new Error((data && data.error && data.error.message) || "HTTP " + r.status);
       err.status = r.status;
+      err.details = data && data.error ? data.error.details : null;
       throw err;
     }
     return data;

@@ -189,6 +189,9 @@
       await fn();
     } catch (e) {
       say(e.message, true);
+      if (e.status === 409 && e.details && e.details.lease_holder) {
+        try { await loadNext(); } catch (e2) { say(e2.message, true); }
+      }
     } finally {
       busy = false;
     }
