@@ -134,3 +134,35 @@ def test_bad_overlap_setting_and_bad_queue_params(http, factory):
     for path in ("/prompts/999999/review", "/prompts/999999/review/claim", "/prompts/999999/review/release", "/prompts/999999/history"):
         r = http.request("GET" if path.endswith(("review", "history")) else "POST", API + path)
         assert r.status_code == 404 and "prompt 999999" in r.json()["error"]["message"], path
+
+
+async def test_simultaneous_claims_in_the_database_are_disjoint(engine, factory):
+    """16 transactions claim at the same moment, over and over: no item is ever held twice."""
+    import asyncio
+
+    from app import db
+    from app.review import repository as repo
+
+    ds = factory.dataset()
+    ids = {factory.judged_item(ds, f"q{i}", ["a", "b"])[0] for i in range(24)}
+    sessions = db.session_factory(engine)
+    f = repo.QueueFilter(tags=[], source=None, statuses=[], exclude=[], include_empty=False)
+    start = asyncio.Event()
+
+    async def claim(who: str):
+        async with sessions() as s:
+            await start.wait()
+            prompt = await repo.claim_next(s, ds, who, overlap=1, lease_seconds=60, f=f)
+            await s.commit()
+            return prompt and prompt.id
+
+    tasks = [asyncio.create_task(claim(f"r{i}")) for i in range(16)]
+    await asyncio.sleep(0.05)
+    start.set()
+    first = list(await asyncio.gather(*tasks))
+    assert None not in first and len(set(first)) == 16
+    tasks = [asyncio.create_task(claim(f"s{i}")) for i in range(16)]
+    await asyncio.sleep(0)
+    second = [pid for pid in await asyncio.gather(*tasks) if pid is not None]
+    assert len(second) == len(set(second)) == 8 and not set(second) & set(first)
+    assert set(first) | set(second) == ids
