@@ -135,7 +135,11 @@ async def verdict(session: AsyncSession, prompt_id: int, reviewer: str) -> Revie
 
 
 async def history(session: AsyncSession, prompt_id: int) -> list[ReviewEvent]:
-    q = select(ReviewEvent).where(ReviewEvent.prompt_id == prompt_id).order_by(ReviewEvent.id)
+    # events written outside review (e.g. PATCH /prompts/{id}) name the prompt as their target only
+    about_item = or_(
+        ReviewEvent.prompt_id == prompt_id, and_(ReviewEvent.target_type == "prompt", ReviewEvent.target_id == prompt_id)
+    )
+    q = select(ReviewEvent).where(about_item).order_by(ReviewEvent.id)
     return list((await session.execute(q)).scalars())
 
 

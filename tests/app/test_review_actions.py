@@ -145,7 +145,9 @@ def test_history_is_per_item_and_keeps_before_and_after(http, factory, judged):
     other, other_cids, _ = factory.judged_item(ds, "other", ["x", "y"])
     http.put(f"{API}/rankings/{rid}/review", json={"review_status": "needs_review", "flag_reasons": ["reported"]}, headers=as_("ann"))
     http.patch(f"{API}/completions/{other_cids[0]}", json={"edited_text": "z"})
-    [ev] = http.get(f"{API}/prompts/{pid}/history").json()["data"]
+    http.patch(f"{API}/prompts/{pid}", json={"tags": ["fruit"]}, headers=as_("bob"))
+    ev, tagged = http.get(f"{API}/prompts/{pid}/history").json()["data"]
+    assert (tagged["actor"], tagged["action"], tagged["after"]["tags"]) == ("bob", "update", ["fruit"])
     assert (ev["actor"], ev["action"], ev["target_type"], ev["target_id"]) == ("ann", "set_status", "ranking", rid)
     assert (ev["before"]["flag_reasons"], ev["after"]["flag_reasons"]) == ([], ["reported"])
     assert ev["created_at"]
