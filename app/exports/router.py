@@ -37,7 +37,8 @@ async def stream_export(
     if q.version is not None:
         export = await service.get_version_or_404(session, dataset.id, q.version)
         service.require_frozen(export)
-        query, params = service.frozen_query(export, fmt, q.render(), q.split)
+        render = service.render_options(export, override=q.render(), fields=q.model_fields_set)
+        query, params = service.frozen_query(export, fmt, render, q.split)
     else:
         query, params = service.live_query(dataset.id, fmt, q.filters(), q.split_spec(), q.render(), q.split)
     parts = [dataset.name, f"v{q.version}" if q.version else "live", fmt.value] + ([q.split.value] if q.split else [])

@@ -118,8 +118,12 @@ async def public(session: AsyncSession, exports: list[Export], url_prefix: str =
     return out
 
 
-def render_options(export: Export) -> RenderOptions:
-    return RenderOptions(pairs_mode=PairsMode(export.options["pairs_mode"]), margin=export.options["margin"])
+def render_options(export: Export, override: RenderOptions | None = None, fields: set[str] = frozenset()) -> RenderOptions:
+    """How a version renders: its own options, unless the caller set some explicitly."""
+    chosen = {k: export.options[k] for k in RenderOptions.model_fields}
+    if override is not None:
+        chosen.update(override.model_dump(include=set(fields) & set(RenderOptions.model_fields)))
+    return RenderOptions(**chosen)
 
 
 def record_counts(counts: dict[str, dict[str, int]], render: RenderOptions) -> dict[str, dict[str, int]]:
