@@ -84,16 +84,14 @@ def resolution_sql(filters: ExportFilters, split: SplitSpec) -> tuple[str, dict[
     def _and(where: list[str]) -> str:
         return "".join(f" AND {w}" for w in where)
 
+    # the completion filter is written out in both places that need it (not a shared CTE): an
+    # inlined filter lets Postgres walk completions in prompt order and skip a materialisation
+    completions = f"c.dataset_id = %(dataset_id)s AND c.review_status <> 'rejected'{_and(completion_where)}"
     sql = f"""
 WITH p AS (
   SELECT p.id, p.text, p.review_status, {_HASH_SQL} AS h
   FROM prompt p
   WHERE p.dataset_id = %(dataset_id)s AND p.review_status <> 'rejected'{_and(prompt_where)}
-),
-c AS (
-  SELECT c.id, c.prompt_id, c.text, c.edited_text, c.source, c.review_status
-  FROM completion c
-  WHERE c.dataset_id = %(dataset_id)s AND c.review_status <> 'rejected'{_and(completion_where)}
 ),
 rk AS (
   SELECT DISTINCT ON (r.prompt_id) r.prompt_id, r.completion_ids, r.ranks, r.ranker_kind
@@ -104,8 +102,8 @@ rk AS (
 sft AS (
   SELECT DISTINCT ON (c.prompt_id) c.prompt_id, c.id AS completion_id,
          coalesce(c.edited_text, c.text) AS completion
-  FROM c LEFT JOIN rk ON rk.prompt_id = c.prompt_id
-  WHERE c.review_status = ANY(%(status)s::text[])
+  FROM completion c LEFT JOIN rk ON rk.prompt_id = c.prompt_id
+  WHERE {completions} AND c.review_status = ANY(%(status)s::text[])
   ORDER BY c.prompt_id, (c.edited_text IS NOT NULL) DESC,
            rk.ranks[array_position(rk.completion_ids, c.id)] NULLS LAST, (c.source = 'human') DESC, c.id
 ),
@@ -116,7 +114,8 @@ rm_item AS (
          dense_rank() OVER (w ORDER BY x.rank) AS dense
   FROM rk
   CROSS JOIN LATERAL unnest(rk.completion_ids, rk.ranks) WITH ORDINALITY AS x(completion_id, rank, i)
-  JOIN c ON c.id = x.completion_id AND c.prompt_id = rk.prompt_id
+  JOIN completion c ON c.id = x.completion_id AND c.prompt_id = rk.prompt_id
+  WHERE {completions}
   WINDOW w AS (PARTITION BY rk.prompt_id)
 ),
 rm AS (
@@ -139,6 +138,7 @@ FROM p
 LEFT JOIN sft ON sft.prompt_id = p.id
 LEFT JOIN rm ON rm.prompt_id = p.id
 WHERE sft.prompt_id IS NOT NULL OR rm.prompt_id IS NOT NULL OR p.review_status = ANY(%(status)s::text[])
+ORDER BY p.id
 """
     return sql, params
 
@@ -241,20 +241,26 @@ async def driver(conn: AsyncConnection) -> psycopg.AsyncConnection:
     return raw.driver_connection
 
 
-async def copy_lines(conn: AsyncConnection, query: str, params: dict[str, Any]) -> AsyncIterator[bytes]:
+async def copy_lines(
+    conn: AsyncConnection, query: str, params: dict[str, Any], work_mem: str | None = None
+) -> AsyncIterator[bytes]:
     """Yield the rows of `query` as they arrive, one b'...\\n' per row."""
     pg = await driver(conn)
     async with pg.cursor() as cur:
+        if work_mem:
+            await cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
         async with cur.copy(_COPY.format(query=query), params) as copy:
             async for row in copy:
                 yield bytes(row)
 
 
-async def freeze(session: AsyncSession, export: Export) -> int:
+async def freeze(session: AsyncSession, export: Export, work_mem: str | None = None) -> int:
     """Write the export's rows into export_item from the live rows; the number of prompts."""
     sql, params = resolution_sql(ExportFilters(**export.filters), SplitSpec(**export.split))
     pg = await driver(await session.connection())
     async with pg.cursor() as cur:
+        if work_mem:
+            await cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
         await cur.execute(
             f"INSERT INTO export_item (export_id, {_ITEM_COLUMNS}) "
             f"SELECT %(export_id)s, {_ITEM_COLUMNS} FROM ({sql}) r",

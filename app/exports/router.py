@@ -31,7 +31,12 @@ def _prefix(request: Request, dataset_id: int) -> str:
     responses={200: {"content": {"application/jsonl": {}}, "description": "One JSON record a line."}},
 )
 async def stream_export(
-    fmt: ExportFormat, dataset: DatasetDep, session: SessionDep, request: Request, q: Annotated[StreamQuery, Query()]
+    fmt: ExportFormat,
+    dataset: DatasetDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+    q: Annotated[StreamQuery, Query()],
 ):
     """Stream one format as JSONL: the live rows under the given filters, or a frozen version."""
     if q.version is not None:
@@ -43,7 +48,7 @@ async def stream_export(
         query, params = service.live_query(dataset.id, fmt, q.filters(), q.split_spec(), q.render(), q.split)
     parts = [dataset.name, f"v{q.version}" if q.version else "live", fmt.value] + ([q.split.value] if q.split else [])
     return StreamingResponse(
-        service.stream(request.app.state.engine, query, params),
+        service.stream(request.app.state.engine, query, params, settings.export_work_mem),
         media_type="application/jsonl",
         headers={"Content-Disposition": f'attachment; filename="{"-".join(parts)}.jsonl"'},
     )

@@ -153,11 +153,11 @@ async def _chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, int
         yield b"".join(buf), len(buf)
 
 
-async def stream(engine: AsyncEngine, query: str, params: dict[str, Any]) -> AsyncIterator[bytes]:
+async def stream(engine: AsyncEngine, query: str, params: dict[str, Any], work_mem: str | None = None) -> AsyncIterator[bytes]:
     """The body of a streamed export. It opens its own connection: the request's session is
     closed before the body is sent."""
     async with engine.connect() as conn:
-        async for chunk, _ in _chunks(repo.copy_lines(conn, query, params)):
+        async for chunk, _ in _chunks(repo.copy_lines(conn, query, params, work_mem)):
             yield chunk
 
 
@@ -173,12 +173,12 @@ def frozen_query(export: Export, fmt: ExportFormat, render: RenderOptions, only:
     return repo.format_sql(fmt, source, render, only), params
 
 
-async def freeze(session: AsyncSession, export: Export) -> int:
+async def freeze(session: AsyncSession, export: Export, work_mem: str | None = None) -> int:
     """Resolve the live rows into the version's frozen rows (once: a frozen version never moves)."""
     if export.frozen_at is not None:
         return 0
     await repo.clear_items(session, export.id)
-    n = await repo.freeze(session, export)
+    n = await repo.freeze(session, export, work_mem)
     await repo.set_status(session, export.id, frozen_at=datetime.now(UTC))
     await session.flush()
     return n
