@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -155,10 +156,24 @@ async def _chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, int
 
 async def stream(engine: AsyncEngine, query: str, params: dict[str, Any], work_mem: str | None = None) -> AsyncIterator[bytes]:
     """The body of a streamed export. It opens its own connection: the request's session is
-    closed before the body is sent."""
-    async with engine.connect() as conn:
-        async for chunk, _ in _chunks(repo.copy_lines(conn, query, params, work_mem)):
-            yield chunk
+    closed before the body is sent.
+
+    Reads are shielded from cancellation: when the client hangs up, Starlette cancels the
+    response at its next send, never halfway through a read, and closing this generator then
+    ends the COPY (psycopg cancels the query and drains it) and returns the connection clean."""
+    conn = await engine.connect()
+    chunks = _chunks(repo.copy_lines(conn, query, params, work_mem))
+    try:
+        while True:
+            with anyio.CancelScope(shield=True):
+                item = await anext(chunks, None)
+            if item is None:
+                break
+            yield item[0]
+    finally:
+        with anyio.CancelScope(shield=True):
+            await chunks.aclose()
+            await conn.close()
 
 
 def live_query(

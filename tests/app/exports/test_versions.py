@@ -10,6 +10,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from app.exports.cli import cli
@@ -191,3 +192,34 @@ async def test_bad_bulk_requests(http, seed):
     assert http.get(f"/api/v1/datasets/{ds.id}/exports").json()["count"] == 0
     r = http.get(f"/api/v1/datasets/{ds.id}/exports/1/archive")
     assert r.status_code == 404
+
+
+async def test_the_job_is_safe_to_run_twice_and_records_failures(seed, session, engine, base_settings, tmp_path):
+    from sqlalchemy import text as sql
+
+    from app import db
+    from app.exports import service, tasks
+    from app.exports.schemas import ExportCreate
+
+    ds = await _reviewed(seed, n=6)
+    export = await service.create(session, ds, ExportCreate(), actor="test")
+    await session.commit()
+    sessions = db.session_factory(engine)
+    settings = base_settings.model_copy(update={"data_dir": tmp_path})
+    first = await tasks.run_export(export.id, sessions=sessions, settings=settings)
+    await session.execute(sql("UPDATE completion SET edited_text = 'later edit'"))
+    await session.commit()
+    second = await tasks.run_export(export.id, sessions=sessions, settings=settings)  # a repeated job
+    assert second.status == "succeeded" and second.frozen_at == first.frozen_at  # not frozen again
+    assert second.manifest["files"] == first.manifest["files"]
+    items = (await session.execute(sql("SELECT count(*) FROM export_item WHERE export_id = :e"), {"e": export.id})).scalar()
+    assert items == 6 + 5  # ranked prompts and RL-only prompts
+
+    (tmp_path / "blocker").write_text("a file where the export directory should go")
+    broken = base_settings.model_copy(update={"data_dir": tmp_path / "blocker"})
+    export2 = await service.create(session, ds, ExportCreate(), actor="test")
+    await session.commit()
+    with pytest.raises(OSError):
+        await tasks.run_export(export2.id, sessions=sessions, settings=broken)
+    (public,) = await service.public(session, [await session.get(type(export2), export2.id, populate_existing=True)])
+    assert public.status == "failed" and "blocker" in public.error and public.finished_at is not None
