@@ -39,14 +39,22 @@ def split_of(seed: int, prompt_id: int, split: SplitSpec) -> str:
     return "train" if h < t_train else "validation" if h < t_validation else "test"
 
 
+def _and(conditions: list[str]) -> str:
+    return "".join(f" AND {c}" for c in conditions)
+
+
 def resolution_sql(filters: ExportFilters, split: SplitSpec) -> tuple[str, dict[str, Any]]:
     """One row per exported prompt: its split, text, SFT target, RM ranking and RL membership.
 
-    - SFT target: among the prompt's completions with an accepted review status, a human edit
-      first, then the best rank in the ranking that counts, then human-written, then oldest.
-    - RM ranking: the ranking that counts is the newest human ranking with an accepted status,
-      else the newest judge ranking; completions filtered out (rejected, other models, flagged)
-      leave the ranking, whose ranks are then renumbered densely; fewer than 2 left: no RM row.
+    What a person did counts as reviewed (unless rejected); what the judge did needs an accepted
+    review status (`status`, default approved):
+    - SFT target: among the prompt's completions that are accepted, edited by a person or written
+      by one: a human edit first, then the best rank in the ranking that counts, then
+      human-written, then oldest.
+    - RM ranking: the ranking that counts is the newest human ranking, else the newest judge
+      ranking with an accepted status (and `min_consistency`); completions filtered out
+      (rejected, other models, flagged) leave it and the ranks are renumbered densely; fewer than
+      2 left: no RM row.
     - RL: prompts whose own review status is accepted (and, with rl_disjoint, used for neither
       SFT nor RM). A rejected prompt is in nothing.
     """
@@ -57,7 +65,8 @@ def resolution_sql(filters: ExportFilters, split: SplitSpec) -> tuple[str, dict[
         "t_train": t_train,
         "t_validation": t_validation,
     }
-    where: dict[str, list[str]] = {"p": [], "c": [], "r": []}
+    # p: prompts, c: completions, r: every ranking, j: judge rankings only
+    where: dict[str, list[str]] = {"p": [], "c": [], "r": [], "j": []}
     # (filter field, table alias, condition): a condition applies when its field is set
     optional = [
         ("source", "p", "p.source = ANY(%(source)s::text[])"),
@@ -65,45 +74,44 @@ def resolution_sql(filters: ExportFilters, split: SplitSpec) -> tuple[str, dict[
         ("created_after", "p", "p.created_at >= %(created_after)s::timestamptz"),
         ("created_before", "p", "p.created_at < %(created_before)s::timestamptz"),
         ("models", "c", "c.model = ANY(%(models)s::text[])"),
-        ("min_consistency", "r", "(r.ranker_kind = 'human' OR r.consistency >= %(min_consistency)s::float8)"),
+        ("min_consistency", "j", "r.consistency >= %(min_consistency)s::float8"),
     ]
     values = filters.model_dump(mode="json")
     for name, alias, condition in optional:
         if values[name] not in (None, []):
             params[name] = getattr(filters, name) if name.startswith("created") else values[name]
             where[alias].append(condition)
-    prompt_where, completion_where, ranking_where = where["p"], where["c"], where["r"]
-    for alias, where in (("p", prompt_where), ("c", completion_where), ("r", ranking_where)):
+    for alias in ("p", "c", "r"):
         if filters.exclude_flags:
             params["exclude_flags"] = filters.exclude_flags
-            where.append(f"NOT ({alias}.flag_reasons && %(exclude_flags)s::text[])")
+            where[alias].append(f"NOT ({alias}.flag_reasons && %(exclude_flags)s::text[])")
         if filters.exclude_flagged:
-            where.append(f"cardinality({alias}.flag_reasons) = 0")
+            where[alias].append(f"cardinality({alias}.flag_reasons) = 0")
+    prompt_where, completion_where, ranking_where, judge_where = (_and(where[a]) for a in "pcrj")
     rl_disjoint = " AND sft.prompt_id IS NULL AND rm.prompt_id IS NULL" if split.rl_disjoint else ""
-
-    def _and(where: list[str]) -> str:
-        return "".join(f" AND {w}" for w in where)
 
     # the completion filter is written out in both places that need it (not a shared CTE): an
     # inlined filter lets Postgres walk completions in prompt order and skip a materialisation
-    completions = f"c.dataset_id = %(dataset_id)s AND c.review_status <> 'rejected'{_and(completion_where)}"
+    completions = f"c.dataset_id = %(dataset_id)s AND c.review_status <> 'rejected'{completion_where}"
     sql = f"""
 WITH p AS (
   SELECT p.id, p.text, p.review_status, {_HASH_SQL} AS h
   FROM prompt p
-  WHERE p.dataset_id = %(dataset_id)s AND p.review_status <> 'rejected'{_and(prompt_where)}
+  WHERE p.dataset_id = %(dataset_id)s AND p.review_status <> 'rejected'{prompt_where}
 ),
 rk AS (
   SELECT DISTINCT ON (r.prompt_id) r.prompt_id, r.completion_ids, r.ranks, r.ranker_kind
   FROM ranking r
-  WHERE r.dataset_id = %(dataset_id)s AND r.review_status = ANY(%(status)s::text[]){_and(ranking_where)}
+  WHERE r.dataset_id = %(dataset_id)s AND r.review_status <> 'rejected'{ranking_where}
+    AND (r.ranker_kind = 'human' OR r.review_status = ANY(%(status)s::text[]){judge_where})
   ORDER BY r.prompt_id, (r.ranker_kind = 'human') DESC, r.id DESC
 ),
 sft AS (
   SELECT DISTINCT ON (c.prompt_id) c.prompt_id, c.id AS completion_id,
          coalesce(c.edited_text, c.text) AS completion
   FROM completion c LEFT JOIN rk ON rk.prompt_id = c.prompt_id
-  WHERE {completions} AND c.review_status = ANY(%(status)s::text[])
+  WHERE {completions}
+    AND (c.review_status = ANY(%(status)s::text[]) OR c.edited_text IS NOT NULL OR c.source = 'human')
   ORDER BY c.prompt_id, (c.edited_text IS NOT NULL) DESC,
            rk.ranks[array_position(rk.completion_ids, c.id)] NULLS LAST, (c.source = 'human') DESC, c.id
 ),

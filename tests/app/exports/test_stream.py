@@ -86,16 +86,31 @@ async def test_sft_target_edit_then_human_ranking_then_judge(http, seed):
     ds = await seed.dataset()
     p1, (a, b), _ = await seed.ranked(ds, "judge only", ["a", "b"], [2, 1])
     p2, (c, d), _ = await seed.ranked(ds, "human wins", ["c", "d"], [2, 1])
-    await seed.ranking(p2, [c, d], [1, 2], ranker_kind="human", reviewer="ann")
+    # what a person did counts as reviewed: the review API stores re-ranks and edits as pending
+    await seed.ranking(p2, [c, d], [1, 2], ranker_kind="human", reviewer="ann", review_status="pending")
     p3, (e, f), _ = await seed.ranked(ds, "edited wins", ["e", "f"], [2, 1])
-    e.edited_text = "e, improved by a human"
+    e.edited_text, e.review_status, e.flag_reasons = "e, improved by a human", "pending", ["edited"]
     p4, (g, h), _ = await seed.ranked(ds, "best is pending", ["g", "h"], [2, 1])
     h.review_status = "pending"
+    p5 = await seed.prompt(ds, "written by a person")
+    await seed.completion(p5, "human answer", source="human", model=None, review_status="pending")
+    p6, (i, j), _ = await seed.ranked(ds, "rejected human ranking", ["i", "j"], [2, 1])
+    await seed.ranking(p6, [i, j], [1, 2], ranker_kind="human", review_status="rejected")
     await seed.commit()
     got = {r.prompt: r.completion for r in records(http, ds.id, "sft")}
-    assert got == {"judge only": "b", "human wins": "c", "edited wins": "e, improved by a human", "best is pending": "g"}
+    assert got == {
+        "judge only": "b",
+        "human wins": "c",
+        "edited wins": "e, improved by a human",
+        "best is pending": "g",
+        "written by a person": "human answer",
+        "rejected human ranking": "j",
+    }
     rm = {r.prompt: r.ranking for r in records(http, ds.id, "rm")}
     assert rm["human wins"] == [1, 2]  # the human ranking, not the judge's [2, 1]
+    assert rm["rejected human ranking"] == [2, 1]
+    # a human edit flagged `edited` leaves when flagged rows are excluded
+    assert {r.prompt: r.completion for r in records(http, ds.id, "sft", exclude_flagged=True)}["edited wins"] == "f"
     # judge-only (unreviewed) rows come in on request
     got = {r.prompt: r.completion for r in records(http, ds.id, "sft", status=["approved", "pending"])}
     assert got["best is pending"] == "h"
