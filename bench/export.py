@@ -9,6 +9,8 @@
 - api: `GET /api/v1/datasets/{id}/exports/sft.jsonl` from a live uvicorn server in this process,
   read by httpx: the full path (filters, SFT target rule, split hash, JSON, HTTP).
   Each is run twice, alternately; the faster run counts.
+- bulk: `POST /api/v1/datasets/{id}/exports` (SFT only, no archive) polled to the end: freezing
+  the version into export_item and writing sft/train.jsonl with its sha256 (a figure, no ratio).
 - RSS: this process's peak resident set (VmHWM, server and client together) when the
   api stream has delivered 10% of the rows and when it has delivered all of them.
 
@@ -131,6 +133,21 @@ def bench_api(base: str, ds: int, n: int) -> tuple[float, float, float]:
     return elapsed, rss_at_checkpoint, peak_rss_mb()
 
 
+def bench_bulk(base: str, ds: int, n: int) -> float:
+    with httpx.Client(base_url=base, timeout=3600) as client:
+        t = time.perf_counter()
+        body = {"formats": ["sft"], "archive": False, "split": {"train": 1, "validation": 0, "test": 0}}
+        r = client.post(f"/api/v1/datasets/{ds}/exports", json=body)
+        r.raise_for_status()
+        version = r.json()["version"]
+        while (export := client.get(f"/api/v1/datasets/{ds}/exports/{version}").json())["status"] not in ("succeeded", "failed"):
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - t
+    assert export["status"] == "succeeded", export
+    assert export["manifest"]["files"]["sft/train.jsonl"]["rows"] == n, export["manifest"]
+    return elapsed
+
+
 def main() -> None:
     n = rows_from_args(__doc__, quick=100_000, full=1_000_000)
 
@@ -149,6 +166,8 @@ def main() -> None:
                     f"{rss_n:.0f} MB at {n:,} rows",
                     flush=True,
                 )
+            bulk_s = bench_bulk(base, ds, n)
+            print(f"bulk: {n / bulk_s:,.0f} rows/s ({bulk_s:.2f} s: freeze the version, write sft/train.jsonl)", flush=True)
     copy_s = min(copy_runs)
     api_s = min(r[0] for r in api_runs)
     rss_10, rss_n = api_runs[0][1], api_runs[-1][2]
@@ -158,6 +177,7 @@ def main() -> None:
         "rows": n,
         "api_rows_per_s": round(n / api_s),
         "copy_rows_per_s": round(n / copy_s),
+        "bulk_rows_per_s": round(n / bulk_s),
         "ratio": round(ratio, 3),
         "rss_mb_at_10pct": round(rss_10, 1),
         "rss_mb_at_end": round(rss_n, 1),
