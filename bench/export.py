@@ -10,7 +10,7 @@
   read by httpx: the full path (filters, SFT target rule, split hash, JSON, HTTP).
   Each is run twice, alternately; the faster run counts.
 - bulk: `POST /api/v1/datasets/{id}/exports` (SFT only, no archive) polled to the end: freezing
-  the version into export_item and writing sft/train.jsonl with its sha256 (a figure, no ratio).
+  the version into export_item and writing sft.train.jsonl with its sha256 (a figure, no ratio).
 - RSS: this process's peak resident set (VmHWM, server and client together) when the
   api stream has delivered 10% of the rows and when it has delivered all of them.
 
@@ -144,7 +144,7 @@ def bench_bulk(base: str, ds: int, n: int) -> float:
             time.sleep(0.1)
         elapsed = time.perf_counter() - t
     assert export["status"] == "succeeded", export
-    assert export["manifest"]["files"]["sft/train.jsonl"]["rows"] == n, export["manifest"]
+    assert export["manifest"]["files"]["sft.train.jsonl"]["rows"] == n, export["manifest"]
     return elapsed
 
 
@@ -167,7 +167,7 @@ def main() -> None:
                     flush=True,
                 )
             bulk_s = bench_bulk(base, ds, n)
-            print(f"bulk: {n / bulk_s:,.0f} rows/s ({bulk_s:.2f} s: freeze the version, write sft/train.jsonl)", flush=True)
+            print(f"bulk: {n / bulk_s:,.0f} rows/s ({bulk_s:.2f} s: freeze the version, write sft.train.jsonl)", flush=True)
     copy_s = min(copy_runs)
     api_s = min(r[0] for r in api_runs)
     rss_10, rss_n = api_runs[0][1], api_runs[-1][2]

@@ -30,7 +30,7 @@ console = Console(stderr=True)
 @cli.command("export")
 def export_command(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write {format}/{split}.jsonl and manifest.json into.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write {format}.{split}.jsonl and manifest.json into.")],
     version: Annotated[
         int | None, typer.Option(help="Render this frozen version again (byte-identical) instead of freezing a new one.")
     ] = None,

@@ -47,8 +47,8 @@ _SPLITS = [SplitName.train, SplitName.validation, SplitName.test]
 
 
 def file_name(fmt: ExportFormat, split: SplitName) -> str:
-    # {format}/{split}.jsonl: `datasets.load_dataset("json", data_dir=".../sft")` finds the splits
-    return f"{fmt.value}/{split.value}.jsonl"
+    # flat, beside manifest.json (where the trainer looks for it): sft.train.jsonl, ...
+    return f"{fmt.value}.{split.value}.jsonl"
 
 
 def export_dir(settings: Settings, export: Export) -> Path:
@@ -208,7 +208,7 @@ async def write_files(
     on_progress: ProgressCallback | None = None,
     track: bool = True,
 ) -> Manifest:
-    """Render a frozen version into out_dir: {format}/{split}.jsonl for every non-empty file,
+    """Render a frozen version into out_dir: {format}.{split}.jsonl for every non-empty file,
     and manifest.json. Rendering the same version again gives byte-identical files."""
     render = render_options(export)
     formats = [ExportFormat(f) for f in export.options["formats"]]
@@ -239,7 +239,6 @@ async def write_files(
                     continue
                 name = file_name(fmt, split)
                 path = out_dir / name
-                path.parent.mkdir(parents=True, exist_ok=True)
                 digest, rows, size = hashlib.sha256(), 0, 0
                 query, params = frozen_query(export, fmt, render, split)
                 with path.open("wb") as fh:

@@ -70,8 +70,8 @@ async def test_bulk_export_writes_files_manifest_and_archive(http, seed, tmp_pat
             seen.setdefault(info["split"], set()).update(ids)
 
     # downloads: one file, the manifest, the archive
-    r = http.get(f"/api/v1/datasets/{ds.id}/exports/1/files/sft/train.jsonl")
-    assert r.status_code == 200 and r.content == (out / "sft/train.jsonl").read_bytes()
+    r = http.get(f"/api/v1/datasets/{ds.id}/exports/1/files/sft.train.jsonl")
+    assert r.status_code == 200 and r.content == (out / "sft.train.jsonl").read_bytes()
     assert http.get(f"/api/v1/datasets/{ds.id}/exports/1/files/manifest.json").json()["files"] == manifest.files
     r = http.get(f"/api/v1/datasets/{ds.id}/exports/1/files/sft/%2E%2E/%2E%2E/%2E%2E/pyproject.toml")
     assert r.status_code == 404
@@ -80,8 +80,8 @@ async def test_bulk_export_writes_files_manifest_and_archive(http, seed, tmp_pat
     with tarfile.open(fileobj=io.BytesIO(r.content), mode="r:gz") as tar:
         names = {m.name for m in tar.getmembers()}
         assert names == {f"v1/{n}" for n in [*manifest.files, "manifest.json"]}
-        data = tar.extractfile("v1/rm/train.jsonl").read()
-        assert hashlib.sha256(data).hexdigest() == manifest.files["rm/train.jsonl"]["sha256"]
+        data = tar.extractfile("v1/rm.train.jsonl").read()
+        assert hashlib.sha256(data).hexdigest() == manifest.files["rm.train.jsonl"]["sha256"]
     listed = http.get(f"/api/v1/datasets/{ds.id}/exports").json()
     assert listed["count"] == 1 and listed["data"][0]["version"] == 1
 
@@ -94,18 +94,18 @@ async def test_files_load_with_datasets(http, seed):
           split={"train": 1, "validation": 0, "test": 0})
     done = wait_for_export(http, ds.id, 1)
     out = Path(done["path"])
-    sft = datasets.load_dataset("json", data_dir=str(out / "sft"))["train"]
+    sft = datasets.load_dataset("json", data_files={"train": str(out / "sft.train.jsonl")})["train"]
     assert sft.num_rows == 12 and set(sft.column_names) == {"prompt", "completion", "id"}
-    rm = datasets.load_dataset("json", data_files=str(out / "rm/train.jsonl"))["train"]
+    rm = datasets.load_dataset("json", data_files=str(out / "rm.train.jsonl"))["train"]
     assert len(rm[0]["completion"]) == len(rm[0]["ranking"]) == 3
-    pairs = datasets.load_dataset("json", data_files=str(out / "pairs/train.jsonl"))["train"]
+    pairs = datasets.load_dataset("json", data_files=str(out / "pairs.train.jsonl"))["train"]
     assert {"prompt", "chosen", "rejected", "margin"} <= set(pairs.column_names)
     assert pairs.num_rows == done["manifest"]["counts"]["pairs"]["train"]
-    chat = datasets.load_dataset("json", data_files=str(out / "sft_chat/train.jsonl"))["train"]
+    chat = datasets.load_dataset("json", data_files=str(out / "sft_chat.train.jsonl"))["train"]
     assert [m["role"] for m in chat[0]["messages"]] == ["user", "assistant"]
-    chat_pairs = datasets.load_dataset("json", data_files=str(out / "pairs_chat/train.jsonl"))["train"]
+    chat_pairs = datasets.load_dataset("json", data_files=str(out / "pairs_chat.train.jsonl"))["train"]
     assert chat_pairs[0]["chosen"][0]["role"] == "assistant" and chat_pairs[0]["prompt"][0]["role"] == "user"
-    rl = datasets.load_dataset("json", data_files=str(out / "rl/train.jsonl"))["train"]
+    rl = datasets.load_dataset("json", data_files=str(out / "rl.train.jsonl"))["train"]
     assert rl.num_rows == 17
 
 
@@ -134,7 +134,7 @@ async def test_a_version_renders_byte_identically_after_new_reviews(http, seed, 
     await seed.commit()
 
     for name, info in v1["manifest"]["files"].items():
-        fmt, split = name.removesuffix(".jsonl").split("/")
+        fmt, split = name.removesuffix(".jsonl").split(".")
         body = frozen(fmt, split)  # rendered with the version's own options (margin)
         assert hashlib.sha256(body).hexdigest() == info["sha256"], name
     # live rows moved on, and a new version sees them
@@ -162,7 +162,7 @@ async def test_cli_export_and_rerender(seed, database_url, tmp_path, monkeypatch
         manifest = F.Manifest.load(out / "manifest.json")
         assert manifest.verify(out) == [] and manifest.dataset_version == 1 and manifest.split["seed"] == 3
         assert (tmp_path / "out.tar.gz").is_file()
-        assert "sft/train.jsonl" in result.output
+        assert "sft.train.jsonl" in result.output
         again = tmp_path / "again"
         result = await asyncio.to_thread(runner.invoke, cli, ["--dataset", ds.name, "--out", str(again), "--version", "1"])
         assert result.exit_code == 0, result.output
