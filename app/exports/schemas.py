@@ -111,29 +111,22 @@ class ExportCreate(RenderOptions):
         return self
 
 
-class StreamQuery(ExportFilters, RenderOptions):
-    """Query parameters of GET .../exports/{format}.jsonl: live rows under these filters, or a
-    frozen version (whose filters are fixed) when `version` is given."""
+class StreamQuery(ExportFilters, SplitSpec, RenderOptions):
+    """Query parameters of GET .../exports/{format}.jsonl: live rows under these filters and
+    split, or a frozen version (whose filters and split are fixed) when `version` is given."""
 
     version: int | None = Field(default=None, ge=1, description="Stream this frozen version instead of live rows.")
     split: SplitName | None = Field(default=None, description="Only this split (default: every split).")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    train: float = Field(default=0.9, ge=0, le=1)
-    validation: float = Field(default=0.05, ge=0, le=1)
-    test: float = Field(default=0.05, ge=0, le=1)
-    rl_disjoint: bool = False
 
     @model_validator(mode="after")
     def _version_is_frozen(self) -> StreamQuery:
         if self.version is not None:
-            fixed = self.model_fields_set - {"version", "split", "pairs_mode", "margin"}
+            fixed = self.model_fields_set - {"version", "split", *RenderOptions.model_fields}
             if fixed:
                 raise ValueError(
                     f"version {self.version} is frozen; its filters and split cannot be changed "
                     f"(drop {', '.join(sorted(fixed))})"
                 )
-        else:
-            self.split_spec()  # validates the ratios
         return self
 
     def filters(self) -> ExportFilters:
