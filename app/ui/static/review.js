@@ -169,8 +169,8 @@
 
   async function loadNext() {
     const q = new URLSearchParams();
-    // the page's own ?tag=&source=&status= narrow the queue
-    for (const [k, v] of new URLSearchParams(location.search)) if (["tag", "source", "status"].includes(k)) q.append(k, v);
+    // the page's own ?tag=&source=&status=&include_empty= narrow (or widen) the queue
+    for (const [k, v] of new URLSearchParams(location.search)) if (["tag", "source", "status", "include_empty"].includes(k)) q.append(k, v);
     for (const pid of skipped) q.append("exclude", String(pid));
     const r = await api("GET", "/datasets/" + datasetId + "/review/next?" + q.toString());
     show(r.item);
