@@ -75,11 +75,17 @@ def downgrade() -> None:
     op.drop_constraint(op.f("fk_review_event_undoes_event_id_review_event"), "review_event", type_="foreignkey")
     op.drop_column("review_event", "undoes_event_id")
     op.drop_column("review_event", "prompt_id")
-    op.drop_index("ix_prompt_lease_holder", table_name="prompt")
-    op.drop_index("ix_completion_review_flagged", table_name="completion")
-    op.drop_index("ix_ranking_review_flagged", table_name="ranking")
-    op.drop_index("ix_prompt_review_flagged", table_name="prompt")
-    op.drop_index("ix_prompt_review_open", table_name="prompt")
+    # if_exists: a database upgraded by the first version of this revision has the one index
+    # it made (ix_prompt_dataset_id_created_at_id) instead of these
+    for name, table in (
+        ("ix_prompt_lease_holder", "prompt"),
+        ("ix_completion_review_flagged", "completion"),
+        ("ix_ranking_review_flagged", "ranking"),
+        ("ix_prompt_review_flagged", "prompt"),
+        ("ix_prompt_review_open", "prompt"),
+        ("ix_prompt_dataset_id_created_at_id", "prompt"),
+    ):
+        op.drop_index(name, table_name=table, if_exists=True)
     op.drop_column("prompt", "reviewed_by")
     op.drop_column("prompt", "lease_expires_at")
     op.drop_column("prompt", "lease_holder")
