@@ -80,13 +80,21 @@ async def claim_next(
     eligible = _eligible(dataset_id, reviewer, overlap, f)
     free = or_(Prompt.lease_expires_at.is_(None), Prompt.lease_expires_at <= func.now())
     held = and_(Prompt.lease_holder == reviewer, Prompt.lease_expires_at > func.now())
-    flagged_ids = union(
+    # first the item held, else the oldest flagged: both from a small candidate set (indexed)
+    held_or_flagged = union(
+        select(Prompt.id).where(Prompt.dataset_id == dataset_id, Prompt.lease_holder == reviewer),
         select(Prompt.id).where(Prompt.dataset_id == dataset_id, _flagged(Prompt)),
         select(Ranking.prompt_id).where(Ranking.dataset_id == dataset_id, _flagged(Ranking)),
         select(Completion.prompt_id).where(Completion.dataset_id == dataset_id, _flagged(Completion)),
     )
-    for extra in (held, and_(free, Prompt.id.in_(flagged_ids)), free):
-        q = select(Prompt).where(eligible, extra).order_by(Prompt.id).limit(1).with_for_update(of=Prompt, skip_locked=True)
+    first = (
+        select(Prompt)
+        .where(eligible, or_(held, free), Prompt.id.in_(held_or_flagged))
+        .order_by(held.desc().nulls_last(), Prompt.id)
+    )
+    oldest = select(Prompt).where(eligible, free).order_by(Prompt.id)
+    for q in (first, oldest):
+        q = q.limit(1).with_for_update(of=Prompt, skip_locked=True)
         prompt = (await session.execute(q)).scalar_one_or_none()
         if prompt is not None:
             await lease(session, prompt, reviewer, lease_seconds)

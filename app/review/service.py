@@ -67,7 +67,8 @@ async def item_view(session: AsyncSession, prompt: Prompt, actor: str, settings:
         "completions": await repo.completions_of(session, prompt.id),
         "judge_ranking": judge,
         "my_ranking": mine,
-        "my_verdict": await repo.verdict(session, prompt.id, actor),
+        # a verdict exists only for those in reviewed_by (approve/reject add them, undo removes)
+        "my_verdict": await repo.verdict(session, prompt.id, actor) if actor in prompt.reviewed_by else None,
         "lease": {"holder": prompt.lease_holder, "expires_at": prompt.lease_expires_at} if lease_active(prompt) else None,
         "overlap": overlap_of(dataset, settings),
     }
