@@ -232,8 +232,8 @@ def main() -> None:
         rm = bench_rm(model_dir, tok, work, steps, args.batch_size, repeats)
         print(f"RM   ours {rm['ours_pairs_per_s']:.0f} pairs/s  TRL RewardTrainer {rm['trl_pairs_per_s']:.0f} pairs/s")
 
-    import trl
     import transformers
+    import trl
 
     result = {
         "sft_ratio": round(sft["ours_tokens_per_s"] / sft["trl_tokens_per_s"], 3),

@@ -19,7 +19,6 @@ from trainer.data import (
     split,
     steps_per_epoch,
 )
-from trainer.losses import ranking_loss
 from trainer.loop import (
     CHECKPOINTS,
     Metrics,
@@ -37,6 +36,7 @@ from trainer.loop import (
     save_checkpoint,
     set_lr,
 )
+from trainer.losses import ranking_loss
 from trainer.models import apply_lora, load_scalar_model, load_tokenizer
 
 
