@@ -232,7 +232,7 @@ def train_ppo(
     accelerator = make_accelerator(cfg)
     device = accelerator.device
     out = Path(cfg.out)
-    resumed = load_resume(out, "ppo") if resume else None
+    resumed = load_resume(cfg) if resume else None
     ckpt = resumed[0] if resumed and not cfg.lora else None
 
     tokenizer = load_tokenizer(cfg.model)
