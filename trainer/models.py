@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -98,7 +99,15 @@ def resolve_gguf(path: str | Path) -> Path:
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    # transformers de-quantizes GGUF tensors on load; the weights are plain floats now, but the
+    # model still carries the GGUF quantizer, which refuses to serialise. Drop the marker.
+    model.hf_quantizer = None
+    for config in (model.config, getattr(model.config, "text_config", None)):
+        if config is not None and hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
     tmp = cache.with_name(cache.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tmp.rename(cache)  # a crash mid-way leaves no half-written cache behind
@@ -209,7 +218,6 @@ class ScalarModel(nn.Module):
         """Load a scalar model folder, or a causal-LM folder with a new zero head."""
         from safetensors.torch import load_file
         from transformers import AutoModel
-
         from transformers.utils import logging as hf_logging
 
         path = Path(resolve_model_path(str(path)))
