@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from trainer.config import TrainConfig
-from trainer.data import find_manifest, sha256_file
+from trainer.data import find_manifest
+from trainer.formats import sha256_file
 
 STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "trainer_config.json"

