@@ -24,8 +24,12 @@ def _routers():
     from app.health import router as health
     from app.prompts.router import router as prompts
     from app.rankings.router import router as rankings
+    from app.runs.router import router as runs
 
-    return [(health, ""), (datasets, API_PREFIX), (prompts, API_PREFIX), (completions, API_PREFIX), (rankings, API_PREFIX)]
+    return [
+        (health, ""), (datasets, API_PREFIX), (prompts, API_PREFIX), (completions, API_PREFIX), (rankings, API_PREFIX),
+        (runs, API_PREFIX),
+    ]
 
 
 def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> FastAPI:
@@ -47,7 +51,11 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             app.state.database_url = engine.url.render_as_string(hide_password=False)
         app.state.sessions = db.session_factory(app.state.engine)
         try:
-            yield
+            # the job queue, and a worker in this process when settings.worker_in_process
+            from app.worker import jobs_lifespan
+
+            async with jobs_lifespan(app.state, settings, app.state.database_url):
+                yield
         finally:
             if own_engine:
                 await app.state.engine.dispose()
