@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     llm_max_attempts: int = Field(default=5, ge=1, le=20, description="Attempts per call (429, 5xx, timeouts, drops).")
     llm_backoff_initial_s: float = Field(default=0.5, ge=0)
     llm_backoff_max_s: float = Field(default=30.0, ge=0, description="Longest wait between attempts, Retry-After included.")
+    llm_request_spacing_ms: float = Field(
+        default=1.0, ge=0, description="Least time between request starts per endpoint and process (no bursts)."
+    )
     llm_cache: bool = Field(default=True, description="Reuse stored responses for identical calls.")
     llm_prices: dict[str, ModelPrice] = Field(
         default_factory=dict, description="model -> USD per million prompt / completion tokens; unknown models cost 0."

@@ -37,6 +37,12 @@ class Runtime:
     llm: LLMPool
     # per dataset: the near-duplicate index synthesis keeps in this process
     near_dup: dict[int, Any] = field(default_factory=dict)
+    monitor: Any = None
+
+    def __post_init__(self) -> None:
+        from app.runs.pipeline import RunMonitor
+
+        self.monitor = self.monitor or RunMonitor(self.sessions, self.settings.run_status_poll_s)
 
 
 def conninfo(url: str) -> str:

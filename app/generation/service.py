@@ -21,6 +21,7 @@ class _Ctx:
     spec: GenerateRun
     endpoint: Endpoint
     existing: set[tuple[int, int]]
+    cached: dict[tuple[int, int], ChatResult]
 
 
 def sample_request(spec: GenerateRun, endpoint: Endpoint, prompt: str, index: int) -> ChatRequest:
@@ -36,18 +37,29 @@ def sample_request(spec: GenerateRun, endpoint: Endpoint, prompt: str, index: in
     return ChatRequest(messages=messages, params=params, model=entry.model or endpoint.model)
 
 
+async def _done(result: ChatResult) -> ChatResult:
+    return result
+
+
 class GenerateHandler:
     async def prepare(self, rt, run: Run, dataset: Dataset, items: list[Item]) -> _Ctx:
         spec = GenerateRun.model_validate(run.params)
         endpoint = resolve_endpoint(rt.settings, "generator", dataset.settings, run.params.get("llm"))
         async with rt.sessions() as session:
             existing = await repo.existing_samples(session, run.id, [i.prompt_id for i in items])
-        return _Ctx(run, spec, endpoint, existing)
+        todo = [(i.prompt_id, k, i.prompt_text) for i in items for k in range(spec.k) if (i.prompt_id, k) not in existing]
+        hits = await rt.llm.cached_many(endpoint, [sample_request(spec, endpoint, text, k) for _, k, text in todo])
+        cached = {(p, k): hit for (p, k, _), hit in zip(todo, hits, strict=True) if hit is not None}
+        return _Ctx(run, spec, endpoint, existing, cached)
 
     async def process(self, rt, ctx: _Ctx, item: Item) -> ItemOutcome:
         todo = [k for k in range(ctx.spec.k) if (item.prompt_id, k) not in ctx.existing]
         requests = [sample_request(ctx.spec, ctx.endpoint, item.prompt_text, k) for k in todo]
-        results = await asyncio.gather(*(rt.llm.chat(ctx.endpoint, r) for r in requests), return_exceptions=True)
+        cached = [ctx.cached.get((item.prompt_id, k)) for k in todo]  # looked up for the chunk at once
+        results = await asyncio.gather(
+            *(_done(hit) if hit else rt.llm.chat(ctx.endpoint, r, use_cache=False) for r, hit in zip(requests, cached, strict=True)),
+            return_exceptions=True,
+        )
         outcome = ItemOutcome()
         rows, errors = [], []
         for k, req, res in zip(todo, requests, results, strict=True):
@@ -62,12 +74,12 @@ class GenerateHandler:
         if errors:
             outcome.error = "; ".join(errors)[:2000]
 
-        async def write(session) -> None:
-            await repo.insert_completions(session, rows)
-            if errors:
+        outcome.completions = rows
+        if errors:
+            async def flag(session) -> None:
                 await repo.flag_prompt(session, item.prompt_id, f"generation: {len(errors)} of {ctx.spec.k} samples failed")
 
-        outcome.write = write
+            outcome.write = flag
         return outcome
 
     @staticmethod

@@ -22,8 +22,9 @@ def cache_key(base_url: str, model: str, messages: list[dict[str, Any]], params:
     return hashlib.sha256(blob.encode()).digest()
 
 
-async def lookup(conn: AsyncConnection, key: bytes) -> dict[str, Any] | None:
-    return (await conn.execute(select(LLMCache.response).where(LLMCache.key == key))).scalar_one_or_none()
+async def lookup_many(conn: AsyncConnection, keys: list[bytes]) -> dict[bytes, dict[str, Any]]:
+    rows = await conn.execute(select(LLMCache.key, LLMCache.response).where(LLMCache.key.in_(keys)))
+    return {key: response for key, response in rows}
 
 
 async def store(session: AsyncSession, rows: list[tuple[bytes, str, dict[str, Any]]]) -> None:

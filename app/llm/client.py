@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import httpx2
 import openai
+from openai.types.chat import ChatCompletion
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tenacity.wait import wait_base
@@ -26,11 +28,6 @@ from app.llm.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
-# arguments chat.completions.create takes by name; anything else travels in extra_body
-_KNOWN_PARAMS = {
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop", "n",
-    "presence_penalty", "frequency_penalty", "response_format", "logit_bias", "user",
-}
 
 
 class LLMCallFailed(Exception):
@@ -68,6 +65,15 @@ class ChatResult:
             "text": self.text, "finish_reason": self.finish_reason,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
         }
+
+
+def _from_cache(hit: dict[str, Any], model: str, params: dict[str, Any], key: bytes) -> ChatResult:
+    # a cached answer costs nothing this time: the run did not pay for it
+    return ChatResult(
+        text=hit["text"], model=model, finish_reason=hit.get("finish_reason"),
+        prompt_tokens=hit.get("prompt_tokens", 0), completion_tokens=hit.get("completion_tokens", 0),
+        cost=Decimal(0), latency_ms=0, cached=True, attempts=0, cache_key=key, params=params,
+    )
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -140,12 +146,30 @@ class LLMClient:
             api_key=endpoint.api_key or "unused",
             timeout=settings.llm_timeout_s,
             max_retries=0,  # tenacity below owns retries
+            # the SDK's aiohttp transport: at dozens of requests in flight httpx's pool spends
+            # more time checking its connections than sending
+            http_client=openai.DefaultAioHttpClient(
+                limits=httpx2.Limits(max_connections=None, max_keepalive_connections=endpoint.concurrency)
+            ),
         )
         self._semaphore = asyncio.Semaphore(endpoint.concurrency)
+        self._next_start = 0.0
         self._limiter = RateLimiter(engine) if engine is not None else None
 
     async def close(self) -> None:
         await self._openai.close()
+
+    async def _pace(self) -> None:
+        """Space request starts by llm_request_spacing_ms. Requests that start together come
+        back together and then wait on each other's parsing; spaced, they stay spread out."""
+        spacing = self.settings.llm_request_spacing_ms / 1000
+        if spacing <= 0:
+            return
+        now = time.monotonic()
+        start = max(now, self._next_start)
+        self._next_start = start + spacing
+        if start > now:
+            await asyncio.sleep(start - now)
 
     @staticmethod
     def _estimate_tokens(req: ChatRequest, params: dict[str, Any]) -> int:
@@ -158,33 +182,42 @@ class LLMClient:
         limiter = self._limiter if (endpoint.rpm or endpoint.tpm) else None
         if limiter:
             await limiter.acquire(scope, endpoint.rpm, endpoint.tpm, reserved)
-        known = {k: v for k, v in params.items() if k in _KNOWN_PARAMS}
-        extra = {k: v for k, v in params.items() if k not in _KNOWN_PARAMS}
+        body = {"model": model, "messages": req.messages, **params}
         async with self._semaphore:
+            await self._pace()
             started = time.perf_counter()
-            response = await self._openai.chat.completions.create(
-                model=model, messages=req.messages, extra_body=extra or None, **known
-            )
+            # the client's generic post: same transport, auth, errors and response types as
+            # chat.completions.create, without re-walking our already-plain request body
+            response = await self._openai.post("/chat/completions", body=body, cast_to=ChatCompletion)
             latency_ms = int((time.perf_counter() - started) * 1000)
         if limiter and response.usage is not None:
             await limiter.refund_tokens(scope, endpoint.tpm, reserved, response.usage.total_tokens)
         return response, latency_ms
 
+    def _resolve(self, endpoint: Endpoint, req: ChatRequest) -> tuple[str, dict[str, Any], bytes]:
+        model = req.model or endpoint.model
+        params = {**endpoint.params, **req.params}
+        return model, params, cache.cache_key(endpoint.base_url, model, req.messages, params)
+
+    async def cached_many(self, endpoint: Endpoint, reqs: list[ChatRequest]) -> list[ChatResult | None]:
+        """Stored answers for these requests (None where there is none), in one query."""
+        if not (self.settings.llm_cache and self.engine is not None and reqs):
+            return [None] * len(reqs)
+        resolved = [self._resolve(endpoint, r) for r in reqs]
+        async with self.engine.connect() as conn:
+            hits = await cache.lookup_many(conn, [key for _, _, key in resolved])
+        return [
+            _from_cache(hits[key], model, params, key) if key in hits else None for model, params, key in resolved
+        ]
+
     async def chat(self, endpoint: Endpoint, req: ChatRequest, *, use_cache: bool = True) -> ChatResult:
         """One chat completion for `endpoint` (its model and default parameters under the
         request's); raises LLMCallFailed once the attempts are spent."""
-        model = req.model or endpoint.model
-        params = {**endpoint.params, **req.params}
-        key = cache.cache_key(endpoint.base_url, model, req.messages, params)
-        if use_cache and self.settings.llm_cache and self.engine is not None:
-            async with self.engine.connect() as conn:
-                hit = await cache.lookup(conn, key)
+        model, params, key = self._resolve(endpoint, req)
+        if use_cache:
+            (hit,) = await self.cached_many(endpoint, [req])
             if hit is not None:
-                return ChatResult(
-                    text=hit["text"], model=model, finish_reason=hit.get("finish_reason"),
-                    prompt_tokens=hit.get("prompt_tokens", 0), completion_tokens=hit.get("completion_tokens", 0),
-                    cost=Decimal(0), latency_ms=0, cached=True, attempts=0, cache_key=key, params=params,
-                )
+                return hit
         s = self.settings
         retrying = AsyncRetrying(
             stop=stop_after_attempt(s.llm_max_attempts),
@@ -242,6 +275,9 @@ class LLMPool:
 
     async def chat(self, endpoint: Endpoint, req: ChatRequest, *, use_cache: bool = True) -> ChatResult:
         return await self.client(endpoint).chat(endpoint, req, use_cache=use_cache)
+
+    async def cached_many(self, endpoint: Endpoint, reqs: list[ChatRequest]) -> list[ChatResult | None]:
+        return await self.client(endpoint).cached_many(endpoint, reqs)
 
     async def close(self) -> None:
         for c in self._clients.values():

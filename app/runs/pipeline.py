@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -43,6 +44,7 @@ class ItemOutcome:
     cost: Decimal = Decimal(0)
     result: dict[str, Any] = field(default_factory=dict)
     cache_rows: list[tuple[bytes, str, dict[str, Any]]] = field(default_factory=list)
+    completions: list[dict[str, Any]] = field(default_factory=list)
     write: Callable[[AsyncSession], Awaitable[None]] | None = None
 
     def add(self, r: ChatResult, *, cacheable: bool = True) -> None:
@@ -89,28 +91,47 @@ async def plan_run(rt: Runtime, run_id: int) -> list[int]:
         await repo.set_started(session, run, total)
         if not counts.get("pending"):
             # nothing (left) to do: close the run through the same rule the items use
-            await repo.advance(session, run_id)
+            await repo.refresh_counters(session, run_id)
             return []
         return await repo.pending_chunks(session, run_id, rt.settings.run_chunk_size)
 
 
-async def finish_item(rt: Runtime, run_id: int, item: Item, outcome: ItemOutcome) -> str | None:
-    """Write one item's rows and advance the run, in one transaction; the run's status after."""
-    ok = outcome.error is None
+async def finish_items(rt: Runtime, run_id: int, batch: list[tuple[Item, ItemOutcome]]) -> None:
+    """Write finished items' rows in one transaction, leaving out any item another execution
+    of the job already finished."""
     async with rt.sessions() as session, session.begin():
-        claimed = await repo.claim_item(
-            session, run_id, item.index, ok=ok, error=outcome.error, prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens, cost=outcome.cost, result=outcome.result,
-        )
-        if not claimed:
-            return await repo.status(session, run_id)
-        if outcome.write is not None:
-            await outcome.write(session)
-        await llm_cache.store(session, outcome.cache_rows)
-        return await repo.advance(
-            session, run_id, done=int(ok), failed=int(not ok), prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens, cost=outcome.cost,
-        )
+        claimed = await repo.claim_items(session, run_id, [
+            {"idx": item.index, "status": "failed" if o.error else "done", "error": o.error,
+             "pt": o.prompt_tokens, "ct": o.completion_tokens, "cost": o.cost, "result": o.result}
+            for item, o in batch
+        ])
+        mine = [o for item, o in batch if item.index in claimed]
+        await repo.insert_completions(session, [row for o in mine for row in o.completions])
+        for o in mine:
+            if o.write is not None:
+                await o.write(session)
+        await llm_cache.store(session, [row for o in mine for row in o.cache_rows])
+
+
+class RunMonitor:
+    """A run's status as this process sees it, with its counters recomputed from the items at
+    most every `interval` seconds however many jobs ask; that refresh is also what finishes a
+    run or stops it at its budget (so a budget can be overrun by about `interval` of spend)."""
+
+    def __init__(self, sessions, interval: float):
+        self.sessions, self.interval = sessions, interval
+        self._seen: dict[int, tuple[float, str | None]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    async def status(self, run_id: int, *, fresh: bool = False) -> str | None:
+        lock = self._locks.setdefault(run_id, asyncio.Lock())
+        async with lock:
+            at, status = self._seen.get(run_id, (0.0, None))
+            if fresh or time.monotonic() - at >= self.interval:
+                async with self.sessions() as session, session.begin():
+                    status = await repo.refresh_counters(session, run_id)
+                self._seen[run_id] = (time.monotonic(), status)
+            return status
 
 
 async def process_chunk(rt: Runtime, run_id: int, lo: int, hi: int) -> None:
@@ -121,32 +142,32 @@ async def process_chunk(rt: Runtime, run_id: int, lo: int, hi: int) -> None:
         dataset = await session.get(Dataset, run.dataset_id)
         rows = await repo.pending_items(session, run_id, lo, hi)
     if not rows:
+        await rt.monitor.status(run_id, fresh=True)
         return
     items = [Item(*r) for r in rows]
     handler = handler_for(run.kind)
     ctx = await handler.prepare(rt, run, dataset, items)
-    stopped = asyncio.Event()
+
+    # group commit: whoever takes the lock writes every item finished so far, so under load
+    # many items share a transaction and under light load none waits
+    finished: list[tuple[Item, ItemOutcome]] = []
+    write_lock = asyncio.Lock()
 
     async def work(item: Item) -> None:
-        if stopped.is_set():
-            return
-        outcome = await handler.process(rt, ctx, item)
-        # recorded even if the run stopped meanwhile: the call was paid for
-        status = await finish_item(rt, run_id, item, outcome)
-        if status != RunStatus.running:
-            stopped.set()
+        finished.append((item, await handler.process(rt, ctx, item)))
+        async with write_lock:
+            if finished:
+                batch = finished.copy()
+                finished.clear()
+                await finish_items(rt, run_id, batch)
 
     tasks = [asyncio.create_task(work(i)) for i in items]
     try:
         pending = set(tasks)
         while pending:
             _, pending = await asyncio.wait(pending, timeout=rt.settings.run_status_poll_s)
-            if pending and not stopped.is_set():
-                async with rt.sessions() as session:
-                    if await repo.status(session, run_id) != RunStatus.running:
-                        stopped.set()
-            if stopped.is_set():
-                for t in pending:
+            if pending and await rt.monitor.status(run_id) != RunStatus.running:
+                for t in pending:  # cancelled or out of budget: stop asking the LLM
                     t.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
                 break
@@ -156,3 +177,5 @@ async def process_chunk(rt: Runtime, run_id: int, lo: int, hi: int) -> None:
     finally:
         for t in tasks:
             t.cancel()
+    # whoever finishes the last item sees every commit before its own, and closes the run
+    await rt.monitor.status(run_id, fresh=True)

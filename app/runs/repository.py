@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+import json
 from typing import Any
 
 from sqlalchemy import and_, case, func, select, text, update
@@ -106,59 +106,66 @@ async def pending_items(session: AsyncSession, run_id: int, lo: int, hi: int) ->
     return [tuple(r) for r in rows]
 
 
-async def claim_item(
-    session: AsyncSession, run_id: int, item_index: int, *, ok: bool, error: str | None,
-    prompt_tokens: int, completion_tokens: int, cost: Decimal, result: dict[str, Any],
-) -> bool:
-    """pending -> done|failed, once: a second job finishing the same item gets False."""
-    stmt = (
-        update(RunItem)
-        .where(RunItem.run_id == run_id, RunItem.item_index == item_index, RunItem.status == "pending")
-        .values(
-            status="done" if ok else "failed", error=error, attempts=RunItem.attempts + 1,
-            prompt_tokens=RunItem.prompt_tokens + prompt_tokens,
-            completion_tokens=RunItem.completion_tokens + completion_tokens,
-            cost=RunItem.cost + cost, result=result,
-        )
-        .returning(RunItem.item_index)
-    )
-    return (await session.execute(stmt)).first() is not None
-
-
-_ADVANCE = text(
+_CLAIM = text(
     """
-    UPDATE run SET
-        done = done + :d, failed = failed + :f,
-        prompt_tokens = prompt_tokens + :pt, completion_tokens = completion_tokens + :ct,
-        cost = cost + :c,
-        status = CASE
-            WHEN status <> 'running' THEN status
-            WHEN done + :d + failed + :f >= total THEN
-                CASE WHEN done + :d = 0 AND failed + :f > 0 THEN 'failed' ELSE 'succeeded' END
-            WHEN budget IS NOT NULL AND cost + :c >= budget THEN 'budget_exhausted'
-            ELSE status END,
-        finished_at = CASE
-            WHEN status = 'running' AND (done + :d + failed + :f >= total
-                 OR (budget IS NOT NULL AND cost + :c >= budget)) THEN now()
-            ELSE finished_at END
-    WHERE id = :run_id
-    RETURNING status
+    UPDATE run_item AS ri SET
+        status = v.status, error = v.error, attempts = ri.attempts + 1,
+        prompt_tokens = ri.prompt_tokens + v.pt, completion_tokens = ri.completion_tokens + v.ct,
+        cost = ri.cost + v.cost, result = v.result, updated_at = now()
+    FROM unnest(
+        CAST(:idx AS integer[]), CAST(:status AS text[]), CAST(:error AS text[]), CAST(:pt AS integer[]),
+        CAST(:ct AS integer[]), CAST(:cost AS numeric[]), CAST(:result AS jsonb[])
+    ) AS v(item_index, status, error, pt, ct, cost, result)
+    WHERE ri.run_id = :run_id AND ri.item_index = v.item_index AND ri.status = 'pending'
+    RETURNING ri.item_index
     """
 )
 
 
-async def advance(
-    session: AsyncSession, run_id: int, *, done: int = 0, failed: int = 0,
-    prompt_tokens: int = 0, completion_tokens: int = 0, cost: Decimal = Decimal(0),
-) -> str | None:
-    """Add one finished item's counts and usage; finishes the run when it was the last item
-    or the budget is spent. Returns the run's status afterwards."""
-    row = (
-        await session.execute(
-            _ADVANCE,
-            {"run_id": run_id, "d": done, "f": failed, "pt": prompt_tokens, "ct": completion_tokens, "c": cost},
-        )
-    ).first()
+async def claim_items(session: AsyncSession, run_id: int, finished: list[dict[str, Any]]) -> set[int]:
+    """pending -> done|failed for each finished item, once: the items another execution of
+    the job already finished are left out of the returned set, and their rows unwritten."""
+    if not finished:
+        return set()
+    cols = {k: [f[k] for f in finished] for k in ("idx", "status", "error", "pt", "ct", "cost")}
+    cols["result"] = [json.dumps(f["result"]) for f in finished]
+    return {r[0] for r in await session.execute(_CLAIM, {"run_id": run_id, **cols})}
+
+
+_REFRESH = text(
+    """
+    UPDATE run SET
+        done = a.done, failed = a.failed, prompt_tokens = a.pt, completion_tokens = a.ct, cost = a.cost,
+        status = CASE
+            WHEN run.status <> 'running' THEN run.status
+            WHEN a.done + a.failed >= run.total THEN
+                CASE WHEN a.done = 0 AND a.failed > 0 THEN 'failed' ELSE 'succeeded' END
+            WHEN run.budget IS NOT NULL AND a.cost >= run.budget THEN 'budget_exhausted'
+            ELSE run.status END,
+        finished_at = CASE
+            WHEN run.status = 'running' AND (a.done + a.failed >= run.total
+                 OR (run.budget IS NOT NULL AND a.cost >= run.budget)) THEN now()
+            ELSE run.finished_at END
+    FROM (
+        SELECT count(*) FILTER (WHERE status = 'done') AS done,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               coalesce(sum(prompt_tokens), 0) AS pt, coalesce(sum(completion_tokens), 0) AS ct,
+               coalesce(sum(cost), 0) AS cost
+        FROM run_item WHERE run_id = :run_id
+    ) AS a
+    WHERE run.id = :run_id
+    RETURNING run.status
+    """
+)
+
+
+async def refresh_counters(session: AsyncSession, run_id: int) -> str | None:
+    """Recompute the run's counters from its items (the truth, so always exact) and finish it
+    when every item is done or the budget is spent. Returns the status afterwards.
+
+    Items never touch the run row themselves: with a hot row shared by every item, each
+    commit would wait for the one before it."""
+    row = (await session.execute(_REFRESH, {"run_id": run_id})).first()
     return row[0] if row else None
 
 
