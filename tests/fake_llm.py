@@ -64,7 +64,7 @@ def quality(text: str) -> int:
 
 @dataclass
 class Fault:
-    kind: str  # 429 | 500 | drop | slow | invalid_json | fenced_json | position_bias | inject
+    kind: str  # 429 | 500 | 401 | drop | slow | invalid_json | fenced_json | position_bias | inject
     times: int | None = None  # per logical request (model + messages); None: always
     match: str | None = None  # only requests whose messages contain this text
     retry_after: float = 1.0
@@ -196,12 +196,12 @@ class FakeLLM:
                 method, path, _ = lines[0].split(" ", 2)
                 headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
                 raw = await reader.readexactly(int(headers.get("content-length", "0")))
-                status, extra, payload = await self._respond(method, path, raw)
+                status, extra, payload = await self._respond(method, path, raw, headers)
                 if status == 0:  # drop the connection without a reply
                     writer.transport.abort()
                     return
                 body = json.dumps(payload).encode()
-                reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}[status]
+                reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}[status]
                 hdrs = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
                 writer.write(
                     f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{hdrs}\r\n".encode()
@@ -215,7 +215,7 @@ class FakeLLM:
         finally:
             writer.close()
 
-    async def _respond(self, method: str, path: str, raw: bytes) -> tuple[int, dict, Any]:
+    async def _respond(self, method: str, path: str, raw: bytes, headers: dict[str, str]) -> tuple[int, dict, Any]:
         if method == "GET" and path.endswith("/models"):
             return 200, {}, {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "tests"}]}
         if method != "POST" or not path.endswith("/chat/completions"):
@@ -235,6 +235,8 @@ class FakeLLM:
                 return 429, {"Retry-After": str(fault.retry_after)}, {"error": {"message": "rate limited", "type": "rate_limit"}}
             if fault.kind == "500":
                 return 500, {}, {"error": {"message": "the fake server broke", "type": "server_error"}}
+            if fault.kind == "401":  # a careless server that echoes the key it was sent
+                return 401, {}, {"error": {"message": f"invalid key: {headers.get('authorization')}", "type": "auth"}}
             if fault.kind == "drop":
                 return 0, {}, None
             if fault.kind == "slow":
@@ -261,14 +263,21 @@ class FakeLLM:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
-            def shutdown() -> None:
-                self._server.close()
-                self._loop.stop()
+        if self._loop is None:
+            return
 
-            self._loop.call_soon_threadsafe(shutdown)
-            self._thread.join(5)
-            self._loop = None
+        async def shutdown() -> None:
+            self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+        self._loop = None
 
     def __enter__(self) -> FakeLLM:
         return self.start()

@@ -95,10 +95,10 @@ def retry_after_seconds(headers: Any) -> float | None:
         try:
             seconds = float(value) / divisor
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if name == "retry-after" else None
-            if parsed is None:
+            try:
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError):
                 continue
-            seconds = parsed.timestamp() - time.time()
         if math.isfinite(seconds):
             return max(0.0, seconds)
     return None

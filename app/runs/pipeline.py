@@ -114,23 +114,39 @@ async def finish_items(rt: Runtime, run_id: int, batch: list[tuple[Item, ItemOut
 
 
 class RunMonitor:
-    """A run's status as this process sees it, with its counters recomputed from the items at
-    most every `interval` seconds however many jobs ask; that refresh is also what finishes a
-    run or stops it at its budget (so a budget can be overrun by about `interval` of spend)."""
+    """A run's status as this process sees it. Its counters are recomputed from the items at
+    most every `interval` seconds however many jobs ask, and at once when this process's own
+    spending since then reaches the budget; that refresh is what finishes a run or stops it at
+    its budget (other processes' spending shows at their next refresh)."""
 
     def __init__(self, sessions, interval: float):
         self.sessions, self.interval = sessions, interval
-        self._seen: dict[int, tuple[float, str | None]] = {}
+        self._seen: dict[int, tuple[float, str | None, Decimal, Decimal | None]] = {}
+        self._spent: dict[int, Decimal] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+
+    def spent(self, run_id: int, cost: Decimal) -> None:
+        self._spent[run_id] = self._spent.get(run_id, Decimal(0)) + cost
+
+    def _over_budget(self, run_id: int) -> bool:
+        _, status, cost, budget = self._seen.get(run_id, (0.0, None, Decimal(0), None))
+        return budget is not None and cost + self._spent.get(run_id, Decimal(0)) >= budget
+
+    def saw(self, run_id: int, status: str) -> None:
+        """A status just read from the run row (a resumed run is running again)."""
+        at, _, cost, budget = self._seen.get(run_id, (0.0, None, Decimal(0), None))
+        self._seen[run_id] = (at, status, cost, budget)
 
     async def status(self, run_id: int, *, fresh: bool = False) -> str | None:
         lock = self._locks.setdefault(run_id, asyncio.Lock())
         async with lock:
-            at, status = self._seen.get(run_id, (0.0, None))
-            if fresh or time.monotonic() - at >= self.interval:
+            at, status, _, _ = self._seen.get(run_id, (0.0, None, Decimal(0), None))
+            if fresh or self._over_budget(run_id) or time.monotonic() - at >= self.interval:
+                self._spent[run_id] = Decimal(0)  # what was committed before now is in the sums
                 async with self.sessions() as session, session.begin():
-                    status = await repo.refresh_counters(session, run_id)
-                self._seen[run_id] = (time.monotonic(), status)
+                    row = await repo.refresh_counters(session, run_id)
+                status, cost, budget = row if row else (None, Decimal(0), None)
+                self._seen[run_id] = (time.monotonic(), status, cost, budget)
             return status
 
 
@@ -139,6 +155,7 @@ async def process_chunk(rt: Runtime, run_id: int, lo: int, hi: int) -> None:
         run = await repo.get(session, run_id)
         if run is None or run.status != RunStatus.running:
             return
+        rt.monitor.saw(run_id, run.status)
         dataset = await session.get(Dataset, run.dataset_id)
         rows = await repo.pending_items(session, run_id, lo, hi)
     if not rows:
@@ -160,6 +177,11 @@ async def process_chunk(rt: Runtime, run_id: int, lo: int, hi: int) -> None:
                 batch = finished.copy()
                 finished.clear()
                 await finish_items(rt, run_id, batch)
+                rt.monitor.spent(run_id, sum((o.cost for _, o in batch), Decimal(0)))
+        if await rt.monitor.status(run_id) != RunStatus.running:
+            for t in tasks:  # out of budget or cancelled: stop asking the LLM
+                if t is not asyncio.current_task():
+                    t.cancel()
 
     tasks = [asyncio.create_task(work(i)) for i in items]
     try:
@@ -167,7 +189,7 @@ async def process_chunk(rt: Runtime, run_id: int, lo: int, hi: int) -> None:
         while pending:
             _, pending = await asyncio.wait(pending, timeout=rt.settings.run_status_poll_s)
             if pending and await rt.monitor.status(run_id) != RunStatus.running:
-                for t in pending:  # cancelled or out of budget: stop asking the LLM
+                for t in pending:
                     t.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
                 break

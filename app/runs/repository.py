@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, case, func, select, text, update
@@ -154,19 +155,19 @@ _REFRESH = text(
         FROM run_item WHERE run_id = :run_id
     ) AS a
     WHERE run.id = :run_id
-    RETURNING run.status
+    RETURNING run.status, run.cost, run.budget
     """
 )
 
 
-async def refresh_counters(session: AsyncSession, run_id: int) -> str | None:
+async def refresh_counters(session: AsyncSession, run_id: int) -> tuple[str, Decimal, Decimal | None] | None:
     """Recompute the run's counters from its items (the truth, so always exact) and finish it
-    when every item is done or the budget is spent. Returns the status afterwards.
+    when every item is done or the budget is spent. Returns (status, cost, budget) afterwards.
 
     Items never touch the run row themselves: with a hot row shared by every item, each
     commit would wait for the one before it."""
     row = (await session.execute(_REFRESH, {"run_id": run_id})).first()
-    return row[0] if row else None
+    return tuple(row) if row else None
 
 
 async def set_started(session: AsyncSession, run: Run, total: int) -> None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.config import Settings
+from app.config import LLMRole, Settings
 from app.prompts.hashing import content_hash
 from conftest import LiveServer
 from fake_llm import FakeLLM
@@ -41,6 +41,7 @@ def llm_settings(base: Settings, fake: FakeLLM, **overrides) -> Settings:
         llm_base_url=fake.url, llm_api_key="sk-test-SECRET-KEY", llm_backoff_initial_s=0.01, llm_backoff_max_s=0.3,
         llm_max_attempts=3, llm_timeout_s=5.0, llm_prices=PRICES, worker_in_process=True, worker_concurrency=8,
         run_chunk_size=4, run_status_poll_s=0.2, worker_heartbeat_s=0.5, worker_stalled_after_s=2.0,
+        llm_generator=LLMRole(concurrency=8, params={"max_tokens": 64}),
     )
     values.update(overrides)
     return Settings(**values)
