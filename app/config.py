@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -99,6 +99,19 @@ class Settings(BaseSettings):
     def _psycopg_driver(cls, v: str | None) -> str | None:
         return normalize_db_url(v) if v else v
 
+    @model_validator(mode="after")
+    def _safe_outside_local(self) -> "Settings":
+        if self.environment != "local":
+            if not self.api_keys:
+                raise ValueError(
+                    f"FORGE_API_KEYS must be set when FORGE_ENVIRONMENT={self.environment}: "
+                    'a JSON object of key -> actor name, e.g. {"<long random key>": "alice"}'
+                )
+            weak = [k for k in self.api_keys if len(k) < 16 or k.lower() in PLACEHOLDER_KEYS]
+            if weak:
+                raise ValueError("FORGE_API_KEYS holds a placeholder or short key (under 16 characters)")
+        return self
+
     @property
     def pg_dir(self) -> Path:
         return self.data_dir / "pg"
@@ -110,6 +123,9 @@ class Settings(BaseSettings):
             if isinstance(getattr(self, key, None), SecretStr):
                 data[key] = "**********" if value else None
         return data
+
+
+PLACEHOLDER_KEYS = {"changeme", "changethis", "secret", "password", "test", "dev", "key"}
 
 
 def normalize_db_url(url: str) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import db
 from app.config import Settings, get_settings
+from app.deps import get_actor
 from app.errors import install_error_handlers
 
 log = logging.getLogger(__name__)
@@ -71,5 +72,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.settings = settings
     install_error_handlers(app)
     for router, prefix in _routers():
-        app.include_router(router, prefix=prefix)
+        # every API route needs a key when keys are configured (get_actor checks it)
+        deps = [Depends(get_actor)] if prefix == API_PREFIX else []
+        app.include_router(router, prefix=prefix, dependencies=deps)
     return app

@@ -120,6 +120,8 @@ class Prompt(Base):
         Index("ix_prompt_dataset_id_id", "dataset_id", "id"),
         Index("ix_prompt_dataset_id_review_status_id", "dataset_id", "review_status", "id"),
         Index("ix_prompt_tags", "tags", postgresql_using="gin"),
+        # the review queue walks a dataset's prompts by age
+        Index("ix_prompt_dataset_id_created_at_id", "dataset_id", "created_at", "id"),
     )
 
     id: Mapped[int] = _id()
@@ -136,6 +138,11 @@ class Prompt(Base):
     # for synthetic prompts: the run, model, template version and seeds that made it
     provenance: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"))
+    # review queue (migration 0003): who holds the item now, until when, and who has reviewed it;
+    # on the row itself so a `FOR UPDATE SKIP LOCKED` claim re-checks them after a concurrent commit
+    lease_holder: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reviewed_by: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 
@@ -219,6 +226,7 @@ class ReviewEvent(Base):
     __table_args__ = (
         Index("ix_review_event_target", "target_type", "target_id", "id"),
         Index("ix_review_event_dataset_id_id", "dataset_id", "id"),
+        Index("ix_review_event_prompt_id_id", "prompt_id", "id"),
     )
 
     id: Mapped[int] = _id()
@@ -230,6 +238,10 @@ class ReviewEvent(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     comment: Mapped[str | None] = mapped_column(Text)
+    # the review item (prompt) the target belongs to, for one history per item (migration 0003)
+    prompt_id: Mapped[int | None] = mapped_column(BigInteger)
+    # set on an `undo` event: the event it reverted
+    undoes_event_id: Mapped[int | None] = mapped_column(ForeignKey("review_event.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _created()
 
 
@@ -281,6 +293,53 @@ class Export(Base):
     run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"))
     created_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = _created()
+
+
+# --- review (issue 4, migration 0003) ------------------------------------------------------
+
+
+class FlagReason(enum.StrEnum):
+    """Why a row needs a human look. The judge and generator set the first five."""
+
+    judge_inconsistent = "judge_inconsistent"  # different answers across presentation orders
+    judge_invalid = "judge_invalid"  # the judge's reply could not be parsed
+    top_tie = "top_tie"  # the best place is shared
+    low_margin = "low_margin"  # the judge barely preferred one answer
+    generation_failed = "generation_failed"
+    reported = "reported"  # a reviewer asked for another look
+    edited = "edited"  # a reviewer changed the text
+
+
+class Verdict(enum.StrEnum):
+    approved = "approved"
+    rejected = "rejected"
+
+
+class ReviewVerdict(Base):
+    """One reviewer's decision on one item (a prompt with its completions and rankings).
+
+    `ranking_id` is the ranking the reviewer endorsed (their own re-rank, or the judge's they
+    confirmed); `judge_ranking_id` the judge's ranking they were shown. Agreement figures are
+    computed from these pairs.
+    """
+
+    __tablename__ = "review_verdict"
+    __table_args__ = (
+        UniqueConstraint("prompt_id", "reviewer", name="uq_review_verdict_prompt_id_reviewer"),
+        CheckConstraint(_in("decision", Verdict), name="decision"),
+        Index("ix_review_verdict_dataset_id_id", "dataset_id", "id"),
+    )
+
+    id: Mapped[int] = _id()
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompt.id", ondelete="CASCADE"))
+    reviewer: Mapped[str] = mapped_column(String(200))
+    decision: Mapped[str] = mapped_column(String(16))
+    ranking_id: Mapped[int | None] = mapped_column(ForeignKey("ranking.id", ondelete="SET NULL"))
+    judge_ranking_id: Mapped[int | None] = mapped_column(ForeignKey("ranking.id", ondelete="SET NULL"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
 
 
 # --- LLM pipeline (issue 3) ------------------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.llm import ChatRequest, ChatResult, Endpoint, LLMCallFailed, resolve_endpoint
-from app.models import CompletionSource, Dataset, Run
+from app.models import CompletionSource, Dataset, FlagReason, Run
 from app.runs import repository as repo
 from app.runs.pipeline import Item, ItemOutcome
 from app.runs.schemas import GenerateRun
@@ -77,7 +77,10 @@ class GenerateHandler:
         outcome.completions = rows
         if errors:
             async def flag(session) -> None:
-                await repo.flag_prompt(session, item.prompt_id, f"generation: {len(errors)} of {ctx.spec.k} samples failed")
+                await repo.flag_prompt(
+                    session, item.prompt_id, FlagReason.generation_failed,
+                    f"{len(errors)} of {ctx.spec.k} samples failed: {outcome.error}"[:1000],
+                )
 
             outcome.write = flag
         return outcome

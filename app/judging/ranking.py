@@ -100,11 +100,18 @@ def aggregate(rankings: Sequence[Sequence[int]]) -> tuple[list[int], list[float]
     return competition_ranks(means, higher_is_better=False), means
 
 
-def review_flags(final: Sequence[int], consistency: float | None, min_consistency: float) -> list[str]:
-    flags = []
+def review_flags(
+    final: Sequence[int], consistency: float | None, min_consistency: float, mean_ranks: Sequence[float] | None = None
+) -> dict[str, str]:
+    """Why a judge ranking needs a human look: {flag code (FlagReason): the detail}."""
+    flags: dict[str, str] = {}
     if consistency is not None and consistency < min_consistency:
-        flags.append(f"judge orders disagree: Kendall tau {consistency:.2f} < {min_consistency:.2f}")
+        flags["judge_inconsistent"] = f"judge orders disagree: Kendall tau {consistency:.2f} < {min_consistency:.2f}"
     top = [i + 1 for i, r in enumerate(final) if r == 1]
     if len(top) > 1:
-        flags.append(f"tie for first place between candidates {top}")
+        flags["top_tie"] = f"tie for first place between candidates {top}"
+    elif mean_ranks is not None and len(mean_ranks) > 1:
+        best, second = sorted(mean_ranks)[:2]
+        if second - best < 1:
+            flags["low_margin"] = f"the best candidate leads by {second - best:.2f} mean rank"
     return flags

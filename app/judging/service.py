@@ -23,7 +23,7 @@ from app.judging.ranking import (
     to_original,
 )
 from app.llm import ChatRequest, ChatResult, Endpoint, LLMCallFailed, resolve_endpoint
-from app.models import Dataset, RankerKind, ReviewStatus, Run
+from app.models import Dataset, FlagReason, RankerKind, ReviewStatus, Run
 from app.runs import repository as repo
 from app.runs.pipeline import Item, ItemOutcome
 from app.runs.schemas import JudgeRun
@@ -80,7 +80,7 @@ class JudgeHandler:
             outcome.error = reason[:2000]
 
             async def flag(session) -> None:
-                await repo.flag_prompt(session, item.prompt_id, reason[:1000])
+                await repo.flag_prompt(session, item.prompt_id, FlagReason.judge_invalid, reason[:1000])
 
             outcome.write = flag
             return outcome
@@ -89,9 +89,11 @@ class JudgeHandler:
             ranker_kind=RankerKind.judge.value, judge_model=ctx.endpoint.model,
             template_version=ctx.template.version, run_id=ctx.run.id, prompt_tokens=outcome.prompt_tokens,
             completion_tokens=outcome.completion_tokens, cost=outcome.cost,
-            review_status=ReviewStatus.needs_review.value if row["flag_reasons"] else ReviewStatus.pending.value,
+            review_status=ReviewStatus.needs_review.value if row["flags"] else ReviewStatus.pending.value,
         )
         row["details"]["endpoint"] = {"base_url": ctx.endpoint.base_url, "params": ctx.endpoint.params}
+        flags = row.pop("flags")
+        row["flag_reasons"], row["details"]["flag_details"] = list(flags), flags
         outcome.result = {"ranks": row["ranks"], "consistency": row["consistency"], "flags": row["flag_reasons"]}
 
         async def write(session) -> None:
@@ -207,7 +209,7 @@ class JudgeHandler:
         consistency = kendall_tau(forward, swapped)
         return {
             "ranks": final, "consistency": consistency, "rationale": replies[0].rationale,
-            "flag_reasons": review_flags(final, consistency, ctx.min_consistency),
+            "flags": review_flags(final, consistency, ctx.min_consistency),
             "details": {
                 "mode": "pairwise", "wins_forward": forward, "wins_swapped": swapped,
                 "pairs": [{"a": a, "b": b, "winner": r.value, "cached": r.result.cached} for (a, b), r in zip(asked, replies, strict=True)],
@@ -219,7 +221,7 @@ class JudgeHandler:
         consistency = mean_consistency(per_order)
         return {
             "ranks": final, "consistency": consistency, "rationale": replies[0].rationale,
-            "flag_reasons": review_flags(final, consistency, ctx.min_consistency),
+            "flags": review_flags(final, consistency, ctx.min_consistency, means),
             "details": {
                 "mode": mode, "mean_ranks": means,
                 "orders": [

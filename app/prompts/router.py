@@ -1,3 +1,147 @@
-from fastapi import APIRouter
+"""HTTP only: validation, content negotiation and status codes; rules live in the service."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, status
+from starlette.datastructures import UploadFile
+
+from app.datasets.dependencies import DatasetDep
+from app.db import SessionDep
+from app.deps import ActorDep, SettingsDep
+from app.errors import InvalidInput, PayloadTooLarge
+from app.models import PromptSource, ReviewStatus
+from app.prompts import repository as repo
+from app.prompts import service
+from app.prompts.parsing import guess_format
+from app.prompts.schemas import ImportFormat, ImportMode, ImportReport, PromptCreate, PromptPublic, PromptUpdate, Split
+from app.schemas import Page
 
 router = APIRouter(tags=["prompts"])
+
+SPOOL_IN_MEMORY = 8 * 1024 * 1024
+
+_IMPORT_BODY = {
+    "requestBody": {
+        "description": (
+            "Prompts as a JSON array (strings or objects with `prompt`, optional `tags`, `split`, "
+            "`meta`, `source`), as JSONL / CSV in the body, or as an uploaded file (multipart field "
+            "`file`; the format is taken from its name or from `format`)."
+        ),
+        "content": {
+            "application/json": {"schema": {"type": "array", "items": {}}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "text/csv": {"schema": {"type": "string"}},
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}, "required": ["file"]}
+            },
+        },
+    }
+}
+
+
+async def _spool_body(request: Request, limit: int) -> tempfile.SpooledTemporaryFile:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            spool.close()
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+        spool.write(chunk)
+    spool.seek(0)
+    return spool
+
+
+@router.post(
+    "/datasets/{dataset_id}/prompts/import",
+    response_model=ImportReport,
+    summary="Bulk-import prompts (JSON array, JSONL, CSV) in one transaction",
+    openapi_extra=_IMPORT_BODY,
+)
+async def import_prompts(
+    request: Request,
+    dataset: DatasetDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    mode: ImportMode = ImportMode.partial,
+    format: Annotated[ImportFormat | None, Query(description="Overrides the format guessed from the file name or content type.")] = None,
+):
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("file: a multipart upload needs a 'file' field", details={"field": "file"})
+        if upload.size is not None and upload.size > settings.max_import_bytes:
+            raise PayloadTooLarge(f"the file is {upload.size} bytes; the limit is {settings.max_import_bytes}")
+        fmt = format or guess_format(upload.filename, upload.content_type)
+        fh = upload.file
+    else:
+        fmt = format or guess_format(None, content_type)
+        fh = await _spool_body(request, settings.max_import_bytes)
+    if fmt is None:
+        raise InvalidInput(
+            "cannot tell the format: send Content-Type application/json, application/x-ndjson or text/csv, "
+            "name the file *.json / *.jsonl / *.csv, or pass ?format=",
+            details={"field": "format"},
+        )
+    try:
+        return await service.import_file(session, dataset, fh, fmt, max_chars=settings.max_text_chars, mode=mode)
+    finally:
+        fh.close()
+
+
+@router.post("/datasets/{dataset_id}/prompts", status_code=status.HTTP_201_CREATED, response_model=PromptPublic)
+async def create_prompt(body: PromptCreate, dataset: DatasetDep, session: SessionDep, settings: SettingsDep, actor: ActorDep):
+    return await service.create(session, dataset, body, actor=actor, max_chars=settings.max_text_chars)
+
+
+@router.get("/datasets/{dataset_id}/prompts", response_model=Page[PromptPublic])
+async def list_prompts(
+    dataset: DatasetDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1)] = 100,
+    review_status: ReviewStatus | None = None,
+    source: PromptSource | None = None,
+    split: Split | None = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+    q: Annotated[str | None, Query(max_length=1000, description="Case-insensitive substring of the text.")] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+):
+    if limit > settings.page_size_max:
+        raise InvalidInput(f"limit: at most {settings.page_size_max}", details={"field": "limit"})
+    after_id = None
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise InvalidInput("cursor: not a cursor this API returned", details={"field": "cursor"})
+        after_id = int(cursor)
+    rows = await repo.list_page(
+        session, dataset.id, after_id=after_id, limit=limit,
+        review_status=review_status, source=source, split=split, tag=tag, q=q,
+        created_after=created_after, created_before=created_before,
+    )
+    next_cursor = str(rows[-1].id) if len(rows) == limit else None
+    return Page[PromptPublic](data=[PromptPublic.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/prompts/{prompt_id}", response_model=PromptPublic)
+async def get_prompt(prompt_id: Annotated[int, Path(ge=1)], session: SessionDep):
+    return await service.get_or_404(session, prompt_id)
+
+
+@router.patch("/prompts/{prompt_id}", response_model=PromptPublic)
+async def update_prompt(
+    prompt_id: Annotated[int, Path(ge=1)], body: PromptUpdate, session: SessionDep, settings: SettingsDep, actor: ActorDep
+):
+    prompt = await service.get_or_404(session, prompt_id)
+    return await service.update(session, prompt, body, actor=actor, max_chars=settings.max_text_chars)

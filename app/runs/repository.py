@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, case, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Completion, Prompt, Ranking, Run, RunItem, RunStatus
@@ -243,19 +243,20 @@ async def insert_ranking(session: AsyncSession, row: dict[str, Any]) -> None:
     await session.execute(insert(Ranking).values(row).on_conflict_do_nothing())
 
 
-async def flag_prompt(session: AsyncSession, prompt_id: int, reason: str) -> None:
-    """Add a flag reason; a pending prompt becomes needs_review (a human decision stands)."""
+async def flag_prompt(session: AsyncSession, prompt_id: int, code: str, detail: str) -> None:
+    """Add a flag (a FlagReason code; the detail goes to meta.flag_details); a pending prompt
+    becomes needs_review, a human decision stands."""
+    details = func.coalesce(Prompt.meta["flag_details"], func.cast("{}", JSONB))
     await session.execute(
         update(Prompt)
         .where(Prompt.id == prompt_id)
         .values(
             flag_reasons=case(
-                (Prompt.flag_reasons.any_() == reason, Prompt.flag_reasons),
-                else_=func.array_append(Prompt.flag_reasons, reason),
+                (Prompt.flag_reasons.any_() == code, Prompt.flag_reasons),
+                else_=func.array_append(Prompt.flag_reasons, code),
             ),
-            review_status=func.coalesce(
-                func.nullif(Prompt.review_status, "pending"), "needs_review"
-            ),
+            meta=Prompt.meta.op("||")(func.jsonb_build_object("flag_details", details.op("||")(func.jsonb_build_object(code, detail)))),
+            review_status=func.coalesce(func.nullif(Prompt.review_status, "pending"), "needs_review"),
         )
     )
 

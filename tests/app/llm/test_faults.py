@@ -42,8 +42,9 @@ def test_a_call_that_keeps_failing_marks_its_item_failed_with_the_reason(api, sq
     failed = api.get(f"/runs/{run['id']}/items", params={"status": "failed"}).json()["data"]
     assert [i["prompt_id"] for i in failed] == [prompt_ids[2]]
     assert "HTTP 500" in failed[0]["error"] and "after 3 attempts" in failed[0]["error"]
-    prompt = rows(sql, "SELECT review_status, flag_reasons FROM prompt WHERE id = :p", p=prompt_ids[2])[0]
-    assert prompt["review_status"] == "needs_review" and "2 of 2 samples failed" in prompt["flag_reasons"][0]
+    prompt = rows(sql, "SELECT review_status, flag_reasons, meta FROM prompt WHERE id = :p", p=prompt_ids[2])[0]
+    assert prompt["review_status"] == "needs_review" and prompt["flag_reasons"] == ["generation_failed"]
+    assert "2 of 2 samples failed" in prompt["meta"]["flag_details"]["generation_failed"]
     # once the endpoint recovers, a resume fills exactly the gap
     fake.clear()
     run = wait_run(api, api.post(f"/runs/{run['id']}/resume").json()["id"])
@@ -62,10 +63,10 @@ def test_invalid_judge_replies_are_retried_then_the_prompt_is_flagged(api, sql, 
     judged = {r["prompt_id"] for r in rows(sql, "SELECT prompt_id FROM ranking")}
     assert judged == {prompt_ids[0], prompt_ids[2]}
     assert fake.count("part 1?") - 3 == 2 * 3  # two orders x judge_max_attempts (after 3 generation calls)
-    flagged = rows(sql, "SELECT review_status, flag_reasons FROM prompt WHERE id = :p", p=prompt_ids[1])[0]
-    assert flagged["review_status"] == "needs_review"
-    assert "no valid reply in 3 attempts" in flagged["flag_reasons"][0]
-    assert "no JSON object" in flagged["flag_reasons"][0]
+    flagged = rows(sql, "SELECT review_status, flag_reasons, meta FROM prompt WHERE id = :p", p=prompt_ids[1])[0]
+    assert flagged["review_status"] == "needs_review" and flagged["flag_reasons"] == ["judge_invalid"]
+    detail = flagged["meta"]["flag_details"]["judge_invalid"]
+    assert "no valid reply in 3 attempts" in detail and "no JSON object" in detail
 
 
 def test_replies_wrapped_in_prose_are_read_by_the_fallback_parser(api, sql, fake):
@@ -87,8 +88,9 @@ def test_position_bias_shows_as_inconsistency_and_is_flagged(api, sql, fake):
         assert r["consistency"] == -1.0
         assert r["ranks"] == [1, 1, 1, 1]  # as given and reversed cancel out
         assert r["review_status"] == "needs_review"
-        assert any("Kendall tau -1.00" in f for f in r["flag_reasons"])
-        assert any("tie for first place" in f for f in r["flag_reasons"])
+        assert r["flag_reasons"] == ["judge_inconsistent", "top_tie"]
+        assert "Kendall tau -1.00" in r["details"]["flag_details"]["judge_inconsistent"]
+        assert "tie for first place" in r["details"]["flag_details"]["top_tie"]
 
 
 def test_an_answer_that_instructs_the_judge_reaches_it_as_data(api, sql, fake):

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.models import PromptSource, ReviewStatus
+from app.schemas import ORMModel
+
+SPLITS = ("train", "validation", "test")
+
+
+class Split(StrEnum):
+    train = "train"
+    validation = "validation"
+    test = "test"
+
+
+class ImportMode(StrEnum):
+    partial = "partial"
+    all_or_nothing = "all_or_nothing"
+
+
+class ImportFormat(StrEnum):
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+class PromptCreate(BaseModel):
+    text: str = Field(min_length=1, description="The prompt text.")
+    source: PromptSource = PromptSource.human
+    split: Split | None = None
+    tags: list[str] = Field(default_factory=list, max_length=64)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class PromptUpdate(BaseModel):
+    text: str | None = Field(default=None, min_length=1)
+    split: Split | None = None
+    tags: list[str] | None = Field(default=None, max_length=64)
+    meta: dict[str, Any] | None = None
+    review_status: ReviewStatus | None = None
+    flag_reasons: list[str] | None = None
+
+
+class PromptPublic(ORMModel):
+    id: int
+    dataset_id: int
+    text: str
+    source: str
+    split: str | None
+    review_status: str
+    flag_reasons: list[str]
+    tags: list[str]
+    meta: dict[str, Any]
+    provenance: dict[str, Any]
+    run_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RowError(BaseModel):
+    line: int = Field(description="1-based line of the file (CSV: counting the header), or element of a JSON array.")
+    message: str
+
+
+class ImportReport(BaseModel):
+    mode: ImportMode
+    total: int = Field(description="Rows read (blank lines are not rows).")
+    inserted: int
+    duplicates: int = Field(description="Rows whose text is already in the dataset or earlier in the same input.")
+    invalid: int
+    duplicate_lines: list[int] = Field(description="Lines of the duplicates (the first 1000).")
+    errors: list[RowError] = Field(description="Invalid rows with the reason (the first 1000).")
+    committed: bool = True

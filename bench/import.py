@@ -1,0 +1,150 @@
+"""Prompt import throughput: our API and CLI paths against a bare Postgres COPY of the same rows.
+
+    python bench/import.py            # 1,000,000 prompts
+    python bench/import.py --quick    # 100,000 prompts
+
+- api: one POST of the JSONL file to /api/v1/datasets/{id}/prompts/import on a live uvicorn
+  server (parse, validate, hash, COPY into a staging table, de-duplicate, insert), one transaction.
+- cli: the same service the `rlhf-forge import` command runs, without HTTP.
+- copy: `COPY prompt (...) FROM STDIN (FORMAT BINARY)` of the same rows, already parsed and
+  hashed in memory: the floor any import into this table can reach.
+
+The last line is one JSON object: rows/s of each, and `ratio` = api / copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+import psycopg  # noqa: E402
+
+from app import db  # noqa: E402
+from app.config import Settings  # noqa: E402
+from app.prompts.hashing import content_hash  # noqa: E402
+from bench._pg import bench_database, psycopg_conninfo  # noqa: E402
+
+
+def make_file(n: int, path: Path) -> None:
+    topics = ["math", "code", "history", "science", "writing", "advice"]
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"prompt": f"Question {i}: explain idea #{i * 7919 % 100003} in the field of {topics[i % 6]}.", "tags": [topics[i % 6]]}))
+            fh.write("\n")
+
+
+def create_dataset(conninfo: str, name: str) -> int:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return conn.execute("INSERT INTO dataset (name) VALUES (%s) RETURNING id", (name,)).fetchone()[0]
+
+
+def bench_copy(conninfo: str, path: Path) -> float:
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            obj = json.loads(line)
+            rows.append((obj["prompt"], content_hash(obj["prompt"]), obj["tags"]))
+    ds = create_dataset(conninfo, "copy")
+    with psycopg.connect(conninfo) as conn:
+        t = time.perf_counter()
+        with conn.cursor() as cur:
+            with cur.copy("COPY prompt (dataset_id, text, content_hash, tags) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", "text", "bytea", "text[]"])
+                for text, digest, tags in rows:
+                    copy.write_row((ds, text, digest, tags))
+        conn.commit()
+        return time.perf_counter() - t
+
+
+def bench_cli(url: str, path: Path) -> float:
+    from app.datasets import service as datasets
+    from app.prompts import service as prompts
+    from app.prompts.schemas import ImportFormat
+
+    async def run() -> float:
+        settings = Settings(database_url=url)
+        engine = db.make_engine(url, settings)
+        async with db.session_factory(engine)() as session:
+            ds = await datasets.get_or_create(session, "cli")
+            await session.commit()
+            t = time.perf_counter()
+            with path.open("rb") as fh:
+                report = await prompts.import_file(session, ds, fh, ImportFormat.jsonl, max_chars=settings.max_text_chars)
+            await session.commit()
+            elapsed = time.perf_counter() - t
+        await engine.dispose()
+        assert report.invalid == 0 and report.duplicates == 0, report
+        return elapsed
+
+    return asyncio.run(run())
+
+
+def bench_api(url: str, path: Path, data_dir: str) -> float:
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = Settings(database_url=url, data_dir=data_dir, worker_in_process=False)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=3600) as client:
+            ds = client.post("/api/v1/datasets", json={"name": "api"}).json()["id"]
+            t = time.perf_counter()
+            with path.open("rb") as fh:
+                r = client.post(f"/api/v1/datasets/{ds}/prompts/import", content=fh, headers={"content-type": "application/x-ndjson"})
+            elapsed = time.perf_counter() - t
+            r.raise_for_status()
+            assert r.json()["inserted"] == sum(1 for _ in path.open()), r.json()
+            return elapsed
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="100k rows instead of 1M")
+    parser.add_argument("--rows", type=int, default=None)
+    args = parser.parse_args()
+    n = args.rows or (100_000 if args.quick else 1_000_000)
+
+    with tempfile.TemporaryDirectory() as tmp, bench_database() as url:
+        path = Path(tmp) / "prompts.jsonl"
+        make_file(n, path)
+        mb = os.path.getsize(path) / 1e6
+        print(f"{n} prompts, {mb:.1f} MB of JSONL", flush=True)
+        conninfo = psycopg_conninfo(url)
+        copy_s = bench_copy(conninfo, path)
+        print(f"copy: {n / copy_s:,.0f} rows/s ({copy_s:.1f} s)", flush=True)
+        cli_s = bench_cli(url, path)
+        print(f"cli:  {n / cli_s:,.0f} rows/s ({cli_s:.1f} s)", flush=True)
+        api_s = bench_api(url, path, tmp)
+        print(f"api:  {n / api_s:,.0f} rows/s ({api_s:.1f} s)", flush=True)
+    result = {
+        "rows": n,
+        "api_rows_per_s": round(n / api_s),
+        "cli_rows_per_s": round(n / cli_s),
+        "copy_rows_per_s": round(n / copy_s),
+        "ratio": round(copy_s / api_s, 3),
+        "cli_ratio": round(copy_s / cli_s, 3),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The command line, run as a user would: a subprocess with DATABASE_URL."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args, database_url, tmp_path):
+    env = {**os.environ, "DATABASE_URL": database_url, "FORGE_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_import_then_list(clean_db, tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text("\n".join(json.dumps(x) for x in ["one", "two", {"prompt": ""}, "one"]) + "\n")
+    r = run_cli("import", str(f), "--dataset", "cli-ds", database_url=clean_db, tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "2 inserted, 1 duplicate, 1 invalid of 4 rows" in r.stdout
+    assert "line 3:" in r.stdout
+    r = run_cli("datasets", database_url=clean_db, tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    row = next(line for line in r.stdout.splitlines() if "cli-ds" in line)
+    assert row.split("│")[3].strip() == "2"
+
+
+def test_all_or_nothing_fails_with_the_line(clean_db, tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("prompt,tags\nfine,\n,x\n")
+    r = run_cli("import", str(f), "-d", "strict", "--all-or-nothing", database_url=clean_db, tmp_path=tmp_path)
+    assert r.returncode == 1
+    assert "nothing was imported" in r.stderr
+
+
+@pytest.mark.parametrize("name, fragment", [("p.txt", "cannot tell the format"), ("p.jsonl", "--format must be")])
+def test_bad_format(clean_db, tmp_path, name, fragment):
+    f = tmp_path / name
+    f.write_text('"x"\n')
+    extra = ["--format", "xml"] if name.endswith(".jsonl") else []
+    r = run_cli("import", str(f), "-d", "x", *extra, database_url=clean_db, tmp_path=tmp_path)
+    assert r.returncode != 0 and fragment in r.stderr
+
+
+def test_outdated_schema_says_what_to_run(pg_server_url, tmp_path):
+    # the server's maintenance database has no migrations applied
+    r = run_cli("datasets", database_url=pg_server_url, tmp_path=tmp_path)
+    assert r.returncode == 1
+    assert "rlhf-forge db upgrade" in r.stderr

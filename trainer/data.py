@@ -1,0 +1,231 @@
+"""From exported records to token batches.
+
+Small pure functions over one record (TRL's ``data_utils`` habit) and small collators. The text
+of a prompt is the tokenizer's chat template when it has one, else ``prompt_format``; the
+completion follows it and ends with EOS. Data order is a pure function of (seed, epoch), so a
+resumed run sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from trainer.formats import RLRecord, RMRecord, SFTRecord, read_jsonl
+from trainer.losses import IGNORE_INDEX, ranking_pair_index
+
+# ---------------------------------------------------------------- text and tokens
+
+
+def prompt_text(tokenizer, prompt: str, prompt_format: str = "{prompt}\n") -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+    return prompt_format.replace("{prompt}", prompt)
+
+
+def encode_prompt(tokenizer, prompt: str, prompt_format: str = "{prompt}\n") -> list[int]:
+    # A chat template writes its own BOS; a plain prompt gets the tokenizer's special tokens.
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    text = prompt_text(tokenizer, prompt, prompt_format)
+    return tokenizer(text, add_special_tokens=not has_template)["input_ids"]
+
+
+def encode_completion(tokenizer, completion: str) -> list[int]:
+    return tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def join(prompt_ids: list[int], completion_ids: list[int], max_length: int) -> tuple[list[int], int]:
+    """Prompt + completion cut to ``max_length``; returns (ids, prompt length).
+
+    A prompt longer than half the budget loses its beginning (the end of a prompt is what the
+    answer follows); the completion then loses its end.
+    """
+    if len(prompt_ids) + len(completion_ids) > max_length and len(prompt_ids) > max_length // 2:
+        keep = max(max_length // 2, max_length - len(completion_ids))
+        prompt_ids = prompt_ids[-keep:]
+    ids = (prompt_ids + completion_ids)[:max_length]
+    return ids, len(prompt_ids)
+
+
+def encode_sft(tokenizer, rec: SFTRecord, max_length: int, prompt_format: str = "{prompt}\n") -> dict:
+    ids, n_prompt = join(
+        encode_prompt(tokenizer, rec.prompt, prompt_format), encode_completion(tokenizer, rec.completion), max_length
+    )
+    labels = [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
+    return {"input_ids": ids, "labels": labels}
+
+
+def encode_rm(tokenizer, rec: RMRecord, max_length: int, prompt_format: str = "{prompt}\n") -> dict:
+    prompt_ids = encode_prompt(tokenizer, rec.prompt, prompt_format)
+    seqs = [join(prompt_ids, encode_completion(tokenizer, c), max_length)[0] for c in rec.completion]
+    return {"input_ids": seqs, "ranking": list(rec.ranking)}
+
+
+def encode_scored(tokenizer, prompts: Sequence[str], completions: Sequence[str], max_length: int, prompt_format: str):
+    """Right-padded (input_ids, attention_mask) of prompt + completion + EOS, as the RM saw them."""
+    seqs = [
+        join(encode_prompt(tokenizer, p, prompt_format), encode_completion(tokenizer, c), max_length)[0]
+        for p, c in zip(prompts, completions)
+    ]
+    return pad(seqs, tokenizer.pad_token_id)
+
+
+def pad(seqs: Sequence[Sequence[int]], value: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), value, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if left:
+            ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s) :] = 1
+        else:
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
+    return ids, mask
+
+
+# ---------------------------------------------------------------- collators
+
+
+@dataclass
+class SFTCollator:
+    """Right-pads ``input_ids``; labels are IGNORE_INDEX on prompt and padding."""
+
+    pad_token_id: int
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        ids, mask = pad([e["input_ids"] for e in examples], self.pad_token_id)
+        labels, _ = pad([e["labels"] for e in examples], IGNORE_INDEX)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+@dataclass
+class RMCollator:
+    """Keeps each prompt's K completions together: one [sum K, T] batch plus pair indices.
+
+    ``better``/``worse``/``gap``/``group`` list every non-tied pair of every ranking, indexing
+    the flat batch; ``n_completions`` is each prompt's K. The model runs K forwards per prompt
+    and the loss reads all C(K,2) pairs from those K rewards.
+    """
+
+    pad_token_id: int
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        seqs = [s for e in examples for s in e["input_ids"]]
+        ids, mask = pad(seqs, self.pad_token_id)
+        better, worse, gap, group, sizes = ranking_pair_index([e["ranking"] for e in examples])
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "better": torch.tensor(better, dtype=torch.long),
+            "worse": torch.tensor(worse, dtype=torch.long),
+            "gap": torch.tensor(gap, dtype=torch.long),
+            "group": torch.tensor(group, dtype=torch.long),
+            "n_completions": torch.tensor(sizes, dtype=torch.long),
+        }
+
+
+@dataclass
+class PromptCollator:
+    """Left-pads prompt ids for generation; keeps the prompt text for the reward function."""
+
+    pad_token_id: int
+
+    def __call__(self, examples: Sequence[dict]) -> dict:
+        ids, mask = pad([e["input_ids"] for e in examples], self.pad_token_id, left=True)
+        return {"input_ids": ids, "attention_mask": mask, "prompt": [e["prompt"] for e in examples]}
+
+
+# ---------------------------------------------------------------- loading, splitting, order
+
+
+def load_records(path: str | Path, kind: str) -> list:
+    records = read_jsonl(path, kind)
+    if not records:
+        raise ValueError(f"{path}: no records")
+    return records
+
+
+def split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded (train, validation) index split; validation gets at least one record if asked."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_val = 0 if val_fraction <= 0 or n < 2 else max(1, round(n * val_fraction))
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, n // batch_size)
+
+
+def epoch_batches(
+    n: int, batch_size: int, seed: int, epoch: int, lengths: Sequence[int] | None = None
+) -> list[list[int]]:
+    """The batches of one epoch as positions in 0..n-1, a pure function of (seed, epoch).
+
+    With ``lengths``, records are sorted by length inside chunks of 32 batches before
+    batching (less padding), and the batches are shuffled again.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(n))
+    rng.shuffle(order)
+    size = min(batch_size, n)
+    if lengths is not None:
+        chunk = size * 32
+        order = [i for c in range(0, n, chunk) for i in sorted(order[c : c + chunk], key=lambda i: lengths[i])]
+    batches = [order[i : i + size] for i in range(0, steps_per_epoch(n, batch_size) * size, size)]
+    if lengths is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def batch_for_step(
+    step: int, n: int, batch_size: int, seed: int, lengths: Sequence[int] | None = None
+) -> list[int]:
+    spe = steps_per_epoch(n, batch_size)
+    return epoch_batches(n, batch_size, seed, step // spe, lengths)[step % spe]
+
+
+def shard(items: list, rank: int, world: int) -> list:
+    """This process's share of a global batch."""
+    return items[rank::world]
+
+
+def micro_batches(items: list, n: int) -> list[list]:
+    n = max(1, min(n, len(items)))
+    size = -(-len(items) // n)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def find_manifest(data: str | Path, manifest: str = "") -> Path | None:
+    """``--manifest`` if given, else ``manifest.json`` beside the data file, else None."""
+    if manifest:
+        p = Path(manifest)
+        if not p.exists():
+            raise FileNotFoundError(f"manifest {manifest} not found")
+        return p
+    p = Path(data).parent / "manifest.json"
+    return p if p.exists() else None
+
+
+def encode_rl(tokenizer, rec: RLRecord, max_length: int, prompt_format: str = "{prompt}\n") -> dict:
+    ids = encode_prompt(tokenizer, rec.prompt, prompt_format)[-max_length:]
+    return {"input_ids": ids, "prompt": rec.prompt}

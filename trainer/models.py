@@ -1,0 +1,274 @@
+"""Models: causal LM policy, frozen reference, scalar-head reward/value models, loading.
+
+A model path is one of:
+
+- ``"tiny"``: a small random Llama and a byte-level tokenizer, built in code (tests, demos);
+- a ``.gguf`` file: loaded through transformers once, then cached as safetensors (loading
+  Gemma 3 270M's GGUF takes about two minutes on a laptop CPU; the cache takes seconds);
+- a local Hugging Face folder (``save_pretrained`` output, including our checkpoints).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger("trainer")
+
+SCALAR_HEAD_FILE = "scalar_head.safetensors"
+SCALAR_MODEL_FILE = "scalar_model.json"
+TINY = "tiny"
+
+
+# ---------------------------------------------------------------- tokenizer and tiny model
+
+
+def build_tiny_tokenizer():
+    """A byte-level tokenizer (256 byte tokens + 3 specials), built in code: any text round-trips."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+    specials = ["<pad>", "<bos>", "<eos>"]
+    vocab = {tok: i for i, tok in enumerate(specials + byte_chars)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", padding_side="right"
+    )
+
+
+def tiny_config(tokenizer, hidden_size: int = 64, layers: int = 2, heads: int = 4, max_positions: int = 512):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def build_tiny_causal_lm(tokenizer, seed: int = 0, **kwargs):
+    from transformers import LlamaForCausalLM
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(tiny_config(tokenizer, **kwargs))
+
+
+# ---------------------------------------------------------------- GGUF
+
+
+def gguf_cache_dir(gguf_path: Path) -> Path:
+    from platformdirs import user_cache_dir
+
+    st = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return Path(user_cache_dir("rlhf-forge")) / "gguf" / f"{gguf_path.stem}-{key}"
+
+
+def resolve_gguf(path: str | Path) -> Path:
+    """Convert a GGUF file to a safetensors folder once; return the cached folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(path)
+    cache = gguf_cache_dir(gguf_path)
+    if (cache / "config.json").exists():
+        log.info("using cached safetensors conversion of %s at %s", gguf_path.name, cache)
+        return cache
+    log.warning(
+        "converting %s to safetensors (once; this can take a few minutes on CPU) into %s", gguf_path, cache
+    )
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    tmp = cache.with_name(cache.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(cache)  # a crash mid-way leaves no half-written cache behind
+    log.warning("converted %s in %.0f s", gguf_path.name, time.perf_counter() - t0)
+    return cache
+
+
+def resolve_model_path(path: str) -> str:
+    if path == TINY:
+        return path
+    p = Path(path)
+    if p.suffix == ".gguf":
+        return str(resolve_gguf(p))
+    if not p.is_dir():
+        raise FileNotFoundError(f"model {path!r} is neither 'tiny', a .gguf file nor a local folder")
+    return str(p)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(path)
+    if path == TINY:
+        return build_tiny_tokenizer()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(path: str, tokenizer=None, seed: int = 0, dtype: torch.dtype | None = None):
+    """The policy: a causal LM from 'tiny', a GGUF file or a folder."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(path)
+    if path == TINY:
+        model = build_tiny_causal_lm(tokenizer or build_tiny_tokenizer(), seed=seed)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    if model.generation_config is not None and tokenizer is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """The reference model: a copy of ``model`` with no gradients, in eval mode."""
+    ref = copy.deepcopy(model)
+    ref.requires_grad_(False)
+    ref.eval()
+    return ref
+
+
+class ScalarModel(nn.Module):
+    """A base model (no LM head) plus a linear head giving one scalar per token.
+
+    The reward is the scalar at the last real token of each sequence (``score``); the value
+    model of PPO uses the scalar at every token (``forward``).
+    """
+
+    def __init__(self, backbone: nn.Module, hidden_size: int):
+        super().__init__()
+        self.backbone = backbone
+        # No bias: the ranking loss only sees reward differences, so a bias would never train.
+        self.head = nn.Linear(hidden_size, 1, bias=False)
+        # A new head scores everything 0: deterministic, and a new value model starts neutral.
+        nn.init.zeros_(self.head.weight)
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Scalars [B, T], or [B] at each right-padded sequence's last real token if ``last_only``.
+
+        ``last_only`` lives in ``forward`` (not a separate method) so DDP-wrapped models work.
+        """
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        values = self.head(out.last_hidden_state.to(self.head.weight.dtype)).squeeze(-1)
+        if not last_only:
+            return values
+        last = attention_mask.long().sum(1) - 1
+        return values.gather(1, last.unsqueeze(1)).squeeze(1)
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One reward per right-padded sequence: the head at its last real token."""
+        return self(input_ids, attention_mask, last_only=True)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        self.backbone.save_pretrained(path)
+        head = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
+        save_file(head, str(path / SCALAR_HEAD_FILE))
+        (path / SCALAR_MODEL_FILE).write_text(json.dumps({"head": "linear", "hidden_size": self.head.in_features}) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None) -> ScalarModel:
+        """Load a scalar model folder, or a causal-LM folder with a new zero head."""
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        from transformers.utils import logging as hf_logging
+
+        path = Path(resolve_model_path(str(path)))
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # a causal-LM folder has an LM head we drop on purpose
+        try:
+            backbone = AutoModel.from_pretrained(str(path), dtype=dtype or torch.float32)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        model = cls(backbone, hidden_size_of(backbone.config))
+        if (path / SCALAR_HEAD_FILE).exists():
+            model.head.load_state_dict(load_file(str(path / SCALAR_HEAD_FILE)))
+        return model
+
+    @classmethod
+    def from_causal_lm(cls, causal_lm: nn.Module) -> ScalarModel:
+        """A new scalar model sharing nothing with ``causal_lm``: a copy of its backbone."""
+        backbone = copy.deepcopy(causal_lm.get_base_model() if hasattr(causal_lm, "get_base_model") else causal_lm)
+        backbone = backbone.base_model if hasattr(backbone, "base_model") else backbone
+        return cls(backbone, hidden_size_of(backbone.config))
+
+
+def hidden_size_of(config) -> int:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return text.hidden_size
+
+
+def is_scalar_model_dir(path: str | Path) -> bool:
+    return (Path(path) / SCALAR_MODEL_FILE).exists()
+
+
+def load_scalar_model(path: str, tokenizer=None, seed: int = 0) -> ScalarModel:
+    """A reward/value model: a scalar-model folder, or a causal LM ('tiny', GGUF, folder) + new head."""
+    if path == TINY:
+        return ScalarModel.from_causal_lm(load_causal_lm(TINY, tokenizer, seed=seed))
+    return ScalarModel.from_pretrained(path)
+
+
+# ---------------------------------------------------------------- LoRA
+
+
+def apply_lora(model: nn.Module, r: int, alpha: int, dropout: float, targets: str) -> nn.Module:
+    """Wrap ``model`` (a causal LM or a ScalarModel's backbone) with peft LoRA adapters."""
+    from peft import LoraConfig, get_peft_model
+
+    target_modules = "all-linear" if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
+    if isinstance(model, ScalarModel):
+        model.backbone = get_peft_model(model.backbone, config)
+        return model  # the head stays fully trainable
+    return get_peft_model(model, config)
+
+
+def merged(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with LoRA adapters merged in (``model`` itself when it has none)."""
+    if isinstance(model, ScalarModel) and hasattr(model.backbone, "merge_and_unload"):
+        out = copy.deepcopy(model)
+        out.backbone = out.backbone.merge_and_unload()
+        return out
+    if hasattr(model, "merge_and_unload"):
+        return copy.deepcopy(model).merge_and_unload()
+    return model

@@ -1,0 +1,188 @@
+"""Reward model on an RM export: K completions per prompt, all C(K,2) pairs from K forwards."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from trainer.config import RMConfig
+from trainer.data import (
+    RMCollator,
+    batch_for_step,
+    encode_rm,
+    load_records,
+    micro_batches,
+    shard,
+    split,
+    steps_per_epoch,
+)
+from trainer.losses import ranking_loss
+from trainer.loop import (
+    CHECKPOINTS,
+    Metrics,
+    Throughput,
+    load_lora_state,
+    load_resume,
+    lr_at,
+    make_accelerator,
+    make_optimizer,
+    plot_curves,
+    progress_bar,
+    provenance,
+    prune_checkpoints,
+    restore_rng,
+    save_checkpoint,
+    set_lr,
+)
+from trainer.models import apply_lora, load_scalar_model, load_tokenizer
+
+
+def batch_loss(model, batch: dict, device, margin_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, rewards) of one collated RM batch."""
+    rewards = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), last_only=True).float()
+    loss = ranking_loss(
+        rewards,
+        batch["better"].to(device),
+        batch["worse"].to(device),
+        batch["group"].to(device),
+        batch["n_completions"].to(device),
+        batch["gap"].to(device),
+        margin_scale,
+    )
+    return loss, rewards
+
+
+@torch.no_grad()
+def evaluate(model, examples: list[dict], collate, batch_size: int, device, margin_scale: float = 0.0) -> dict:
+    """Validation pair accuracy (the better completion scores higher), mean margin, loss."""
+    if not examples:
+        return {}
+    model.eval()
+    correct, margin, pairs, loss = 0, 0.0, 0, 0.0
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i : i + batch_size]
+        batch = collate(chunk)
+        batch_l, rewards = batch_loss(model, batch, device, margin_scale)
+        diff = rewards[batch["better"].to(device)] - rewards[batch["worse"].to(device)]
+        correct += int((diff > 0).sum())
+        margin += float(diff.sum())
+        pairs += diff.numel()
+        loss += float(batch_l) * len(chunk)
+    model.train()
+    return {
+        "val_accuracy": correct / max(pairs, 1),
+        "val_margin": margin / max(pairs, 1),
+        "val_loss": loss / len(examples),
+    }
+
+
+def train_rm(cfg: RMConfig, *, resume: bool = False, show_progress: bool = False) -> dict:
+    accelerator = make_accelerator(cfg)
+    out = Path(cfg.out)
+    resumed = load_resume(out, "rm") if resume else None
+    source = str(resumed[0]) if resumed and not cfg.lora else cfg.model
+
+    tokenizer = load_tokenizer(source)
+    records = load_records(cfg.data, "rm")
+    examples = [encode_rm(tokenizer, r, cfg.max_length, cfg.prompt_format) for r in records]
+    train_idx, val_idx = split(len(examples), cfg.val_fraction, cfg.seed)
+    train, val = [examples[i] for i in train_idx], [examples[i] for i in val_idx]
+    total = cfg.total_steps(steps_per_epoch(len(train), cfg.batch_size))
+    collate = RMCollator(tokenizer.pad_token_id)
+
+    model = load_scalar_model(source, tokenizer, seed=cfg.seed)
+    if cfg.lora:
+        model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    step = 0
+    if resumed:
+        _, state, payload = resumed
+        step = state["step"]
+        if cfg.lora:
+            load_lora_state(model, payload["lora"][""])
+    optimizer = make_optimizer(model.parameters(), cfg)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if resumed:
+        optimizer.load_state_dict(payload["optimizer"])
+        restore_rng(payload)
+    model.train()
+
+    prov = provenance(cfg)
+    metrics = Metrics(out, enabled=accelerator.is_main_process)
+    metrics.start(step)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    device = accelerator.device
+    tput = Throughput()
+    last_loss, val_metrics = float("nan"), {}
+    pairs_seen = 0
+
+    def checkpoint(path: Path, with_optimizer: bool, atomic: bool = True) -> None:
+        save_checkpoint(
+            path,
+            accelerator=accelerator,
+            models={"": model},
+            tokenizer=tokenizer,
+            cfg=cfg,
+            state={"method": "rm", "step": step, **val_metrics, **prov},
+            optimizer=optimizer if with_optimizer else None,
+            atomic=atomic,
+        )
+
+    t_start = time.perf_counter()
+    with progress_bar(total, step, "rm", show_progress and accelerator.is_main_process) as update:
+        while step < total:
+            lr = lr_at(step, total, cfg)
+            set_lr(optimizer, lr)
+            idx = shard(batch_for_step(step, len(train), cfg.batch_size, cfg.seed), rank, world)
+            step_loss = 0.0
+            chunks = micro_batches(idx, cfg.grad_accum)
+            for j, chunk in enumerate(chunks):
+                batch = collate([train[i] for i in chunk])
+                with nullcontext() if j == len(chunks) - 1 else accelerator.no_sync(model):
+                    loss, _ = batch_loss(model, batch, device, cfg.margin_scale)
+                    # a mean over prompts; weighted so accumulation equals one big batch
+                    loss = loss * len(chunk) / len(idx)
+                    accelerator.backward(loss)
+                step_loss += loss.item()
+                tput.add(batch["better"].numel())
+                pairs_seen += batch["better"].numel()
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            last_loss = step_loss
+
+            if step % cfg.log_every == 0 or step == total:
+                pairs_per_s = tput.rate() * world
+                row = {"step": step, "epoch": step / steps_per_epoch(len(train), cfg.batch_size), "lr": lr}
+                row.update(loss=last_loss, pairs_per_s=pairs_per_s)
+                if grad_norm is not None:
+                    row["grad_norm"] = float(grad_norm)
+                metrics.log(row)
+                update(step, loss=last_loss, pairs_s=pairs_per_s)
+            if val and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total):
+                val_metrics = evaluate(model, val, collate, cfg.batch_size, device, cfg.margin_scale)
+                metrics.log({"step": step, **val_metrics})
+            if cfg.save_every and step % cfg.save_every == 0 and step < total:
+                checkpoint(out / CHECKPOINTS / f"step-{step}", with_optimizer=True)
+                prune_checkpoints(out, cfg.keep_checkpoints)
+
+    elapsed = time.perf_counter() - t_start
+    checkpoint(out / CHECKPOINTS / f"step-{step}", with_optimizer=True)
+    prune_checkpoints(out, cfg.keep_checkpoints)
+    checkpoint(out, with_optimizer=False, atomic=False)
+    if accelerator.is_main_process:
+        plot_curves(out, f"RM {cfg.model}")
+    return {
+        "out": str(out),
+        "step": step,
+        "loss": last_loss,
+        **val_metrics,
+        "seconds": elapsed,
+        "pairs": pairs_seen,
+        "metrics": metrics.rows,
+        "model": accelerator.unwrap_model(model),
+        "tokenizer": tokenizer,
+    }

