@@ -132,10 +132,10 @@ class RunMonitor:
         _, status, cost, budget = self._seen.get(run_id, (0.0, None, Decimal(0), None))
         return budget is not None and cost + self._spent.get(run_id, Decimal(0)) >= budget
 
-    def saw(self, run_id: int, status: str) -> None:
-        """A status just read from the run row (a resumed run is running again)."""
-        at, _, cost, budget = self._seen.get(run_id, (0.0, None, Decimal(0), None))
-        self._seen[run_id] = (at, status, cost, budget)
+    def saw(self, run: Run) -> None:
+        """The run row as just read (a resumed run is running again, maybe with a new budget)."""
+        at = self._seen.get(run.id, (0.0,))[0]
+        self._seen[run.id] = (at, run.status, run.cost, run.budget)
 
     async def status(self, run_id: int, *, fresh: bool = False) -> str | None:
         lock = self._locks.setdefault(run_id, asyncio.Lock())
@@ -147,6 +147,7 @@ class RunMonitor:
                     row = await repo.refresh_counters(session, run_id)
                 status, cost, budget = row if row else (None, Decimal(0), None)
                 self._seen[run_id] = (time.monotonic(), status, cost, budget)
+                log.debug("run %s refreshed: %s, cost %s of %s", run_id, status, cost, budget)
             return status
 
 
@@ -155,7 +156,7 @@ async def process_chunk(rt: Runtime, run_id: int, lo: int, hi: int) -> None:
         run = await repo.get(session, run_id)
         if run is None or run.status != RunStatus.running:
             return
-        rt.monitor.saw(run_id, run.status)
+        rt.monitor.saw(run)
         dataset = await session.get(Dataset, run.dataset_id)
         rows = await repo.pending_items(session, run_id, lo, hi)
     if not rows:

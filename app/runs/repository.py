@@ -6,8 +6,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy import and_, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Completion, Prompt, Ranking, Run, RunItem, RunStatus
@@ -243,22 +243,24 @@ async def insert_ranking(session: AsyncSession, row: dict[str, Any]) -> None:
     await session.execute(insert(Ranking).values(row).on_conflict_do_nothing())
 
 
+_FLAG = text(
+    """
+    UPDATE prompt SET
+        flag_reasons = CASE WHEN CAST(:code AS text) = ANY(flag_reasons) THEN flag_reasons
+                            ELSE array_append(flag_reasons, CAST(:code AS text)) END,
+        meta = meta || jsonb_build_object('flag_details', coalesce(meta -> 'flag_details', '{}'::jsonb)
+                                          || jsonb_build_object(CAST(:code AS text), CAST(:detail AS text))),
+        review_status = CASE WHEN review_status = 'pending' THEN 'needs_review' ELSE review_status END,
+        updated_at = now()
+    WHERE id = :prompt_id
+    """
+)
+
+
 async def flag_prompt(session: AsyncSession, prompt_id: int, code: str, detail: str) -> None:
     """Add a flag (a FlagReason code; the detail goes to meta.flag_details); a pending prompt
     becomes needs_review, a human decision stands."""
-    details = func.coalesce(Prompt.meta["flag_details"], func.cast("{}", JSONB))
-    await session.execute(
-        update(Prompt)
-        .where(Prompt.id == prompt_id)
-        .values(
-            flag_reasons=case(
-                (Prompt.flag_reasons.any_() == code, Prompt.flag_reasons),
-                else_=func.array_append(Prompt.flag_reasons, code),
-            ),
-            meta=Prompt.meta.op("||")(func.jsonb_build_object("flag_details", details.op("||")(func.jsonb_build_object(code, detail)))),
-            review_status=func.coalesce(func.nullif(Prompt.review_status, "pending"), "needs_review"),
-        )
-    )
+    await session.execute(_FLAG, {"prompt_id": prompt_id, "code": str(code), "detail": detail})
 
 
 async def lock_dataset_prompts(session: AsyncSession, dataset_id: int) -> None:
