@@ -105,12 +105,15 @@ async def finish_items(rt: Runtime, run_id: int, batch: list[tuple[Item, ItemOut
              "pt": o.prompt_tokens, "ct": o.completion_tokens, "cost": o.cost, "result": o.result}
             for item, o in batch
         ])
-        mine = [o for item, o in batch if item.index in claimed]
-        await repo.insert_completions(session, [row for o in mine for row in o.completions])
-        for o in mine:
+        mine = [(item, o) for item, o in batch if item.index in claimed]
+        await repo.insert_completions(session, [row for _, o in mine for row in o.completions])
+        for item, o in mine:
             if o.write is not None:
+                before = dict(o.result)
                 await o.write(session)
-        await llm_cache.store(session, [row for o in mine for row in o.cache_rows])
+                if o.result != before:  # what the write found out (e.g. duplicates dropped)
+                    await repo.set_item_result(session, run_id, item.index, o.result)
+        await llm_cache.store(session, [row for _, o in mine for row in o.cache_rows])
 
 
 class RunMonitor:

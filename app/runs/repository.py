@@ -133,6 +133,12 @@ async def claim_items(session: AsyncSession, run_id: int, finished: list[dict[st
     return {r[0] for r in await session.execute(_CLAIM, {"run_id": run_id, **cols})}
 
 
+async def set_item_result(session: AsyncSession, run_id: int, item_index: int, result: dict[str, Any]) -> None:
+    await session.execute(
+        update(RunItem).where(RunItem.run_id == run_id, RunItem.item_index == item_index).values(result=result)
+    )
+
+
 _REFRESH = text(
     """
     UPDATE run SET
