@@ -64,7 +64,7 @@ def forge_settings(base_settings: Settings, fake: FakeLLM) -> Settings:
     return llm_settings(base_settings, fake)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def forge_server(forge_settings: Settings) -> Iterator[LiveServer]:
     """The service over real HTTP with a job worker inside, talking to the fake LLM."""
     with LiveServer(forge_settings) as server:
