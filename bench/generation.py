@@ -2,7 +2,8 @@
 
 Against a loopback OpenAI-compatible endpoint (tests/fake_llm.py in its own process):
   1. fixed 500 ms latency, endpoint concurrency 64: beside the limit concurrency / latency;
-  2. 0 ms latency: beside a bare async httpx loop (64 tasks) against the same endpoint.
+  2. 0 ms latency: beside a bare async httpx loop (64 tasks) against the same endpoint (and,
+     stricter, a bare aiohttp loop: the transport the pipeline's openai client runs on).
 The service (API + in-process worker) runs as its own uvicorn process on a fresh database.
 
     python bench/generation.py [--quick]
@@ -19,20 +20,17 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import db  # noqa: E402
-from app.config import normalize_db_url  # noqa: E402
+from _pg import bench_database  # noqa: E402
+
 from app.prompts.hashing import content_hash  # noqa: E402
 
 CONCURRENCY = 64
@@ -66,16 +64,6 @@ def start_fake(latency_ms: float) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}/v1"
     wait_http(url + "/models")
     return proc, url
-
-
-def server_database() -> tuple[str, object | None]:
-    url = os.environ.get("DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
-    if url:
-        return normalize_db_url(url), None
-    import pgserver
-
-    server = pgserver.get_server(tempfile.mkdtemp(prefix="forge-bench-pg-"), cleanup_mode="delete")
-    return normalize_db_url(server.get_uri()), server
 
 
 def seed_prompts(url: str, dataset_id: int, n: int, tag: str) -> None:
@@ -130,6 +118,26 @@ async def bare_rate(base_url: str, n: int) -> float:
         return n / (time.perf_counter() - started)
 
 
+async def bare_aiohttp_rate(base_url: str, n: int) -> float:
+    """The same loop on aiohttp, the transport the pipeline's openai client uses: a stricter bar."""
+    import aiohttp
+
+    payload = {"model": "default", "messages": [{"role": "user", "content": "bare prompt"}], "temperature": 0.7, "seed": 0}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
+        left = n
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                async with session.post(base_url + "/chat/completions", json=payload) as r:
+                    await r.json()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return n / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a smaller size")
@@ -138,61 +146,51 @@ def main() -> None:
     fast_prompts = 250 if args.quick else 1000
     latency = 0.5
 
-    server_url, pg = server_database()
-    name = f"forge_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     procs: list[subprocess.Popen] = []
-    try:
-        db.upgrade(url)
-        slow, slow_url = start_fake(latency * 1000)
-        fast, fast_url = start_fake(0)
-        procs += [slow, fast]
-        port = free_port()
-        env = {
-            **os.environ, "DATABASE_URL": url, "FORGE_LLM_BASE_URL": slow_url, "FORGE_WORKER_IN_PROCESS": "true",
-            "FORGE_WORKER_CONCURRENCY": "16", "FORGE_LLM_GENERATOR": json.dumps({"concurrency": CONCURRENCY}),
-            "FORGE_DB_POOL_SIZE": "20",
-        }
-        api_proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT, env=env,
-        )
-        procs.append(api_proc)
-        wait_http(f"http://127.0.0.1:{port}/readyz")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=60) as api:
-            pipeline_rate(api, url, "warmup", 16, fast_url)
-            rate_slow, t_slow = pipeline_rate(api, url, "slow", slow_prompts, slow_url)
-            limit = CONCURRENCY / latency
-            print(f"latency {latency * 1000:.0f} ms, concurrency {CONCURRENCY}: {rate_slow:.1f} completions/s "
-                  f"({slow_prompts * K} in {t_slow:.2f} s); limit {limit:.1f}/s")
-            rate_fast, t_fast = pipeline_rate(api, url, "fast", fast_prompts, fast_url)
-            bare = asyncio.run(bare_rate(fast_url, fast_prompts * K))
-            print(f"latency 0 ms: {rate_fast:.1f} completions/s ({fast_prompts * K} in {t_fast:.2f} s); "
-                  f"bare httpx loop {bare:.1f} requests/s")
-        print(json.dumps({
-            "completions_per_s_500ms": round(rate_slow, 1), "limit_per_s": round(limit, 1),
-            "ratio": round(rate_slow / limit, 3),
-            "completions_per_s_0ms": round(rate_fast, 1), "bare_per_s": round(bare, 1),
-            "bare_ratio": round(rate_fast / bare, 3), "k": K, "concurrency": CONCURRENCY,
-            "completions_500ms": slow_prompts * K, "completions_0ms": fast_prompts * K,
-        }))
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        if pg is not None:
-            pg.cleanup()
+    with bench_database() as url:
+        try:
+            slow, slow_url = start_fake(latency * 1000)
+            fast, fast_url = start_fake(0)
+            procs += [slow, fast]
+            port = free_port()
+            env = {
+                **os.environ, "DATABASE_URL": url, "FORGE_LLM_BASE_URL": slow_url, "FORGE_WORKER_IN_PROCESS": "true",
+                "FORGE_WORKER_CONCURRENCY": "16", "FORGE_LLM_GENERATOR": json.dumps({"concurrency": CONCURRENCY}),
+                "FORGE_DB_POOL_SIZE": "20",
+            }
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
+                 "--port", str(port), "--log-level", "warning"],
+                cwd=ROOT, env=env,
+            ))
+            wait_http(f"http://127.0.0.1:{port}/readyz")
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=60) as api:
+                pipeline_rate(api, url, "warmup", 16, fast_url)
+                rate_slow, t_slow = pipeline_rate(api, url, "slow", slow_prompts, slow_url)
+                limit = CONCURRENCY / latency
+                print(f"latency {latency * 1000:.0f} ms, concurrency {CONCURRENCY}: {rate_slow:.1f} completions/s "
+                      f"({slow_prompts * K} in {t_slow:.2f} s); limit {limit:.1f}/s")
+                rate_fast, t_fast = pipeline_rate(api, url, "fast", fast_prompts, fast_url)
+                bare = asyncio.run(bare_rate(fast_url, fast_prompts * K))
+                bare_aiohttp = asyncio.run(bare_aiohttp_rate(fast_url, fast_prompts * K))
+                print(f"latency 0 ms: {rate_fast:.1f} completions/s ({fast_prompts * K} in {t_fast:.2f} s); "
+                      f"bare httpx loop {bare:.1f} requests/s; bare aiohttp loop {bare_aiohttp:.1f} requests/s")
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    print(json.dumps({
+        "completions_per_s_500ms": round(rate_slow, 1), "limit_per_s": round(limit, 1),
+        "ratio": round(rate_slow / limit, 3),
+        "completions_per_s_0ms": round(rate_fast, 1), "bare_per_s": round(bare, 1),
+        "bare_ratio": round(rate_fast / bare, 3), "bare_aiohttp_per_s": round(bare_aiohttp, 1),
+        "bare_aiohttp_ratio": round(rate_fast / bare_aiohttp, 3), "k": K, "concurrency": CONCURRENCY,
+        "completions_500ms": slow_prompts * K, "completions_0ms": fast_prompts * K,
+    }))
 
 
 if __name__ == "__main__":

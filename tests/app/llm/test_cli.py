@@ -8,7 +8,6 @@ from typer.testing import CliRunner
 
 from app import config
 from app.cli import cli
-from app.db import downgrade, upgrade
 
 from .conftest import add_prompts, rows
 
@@ -45,34 +44,3 @@ def test_synth_generate_judge_from_the_command_line(env, sql):
     assert rows(sql, "SELECT count(*) AS n FROM ranking")[0]["n"] == 5
     missing = runner.invoke(cli, ["generate", "--dataset", "nope", "--wait"])
     assert missing.exit_code == 2 and "does not exist" in missing.output
-
-
-def test_migrations_go_down_and_up_again(pg_server_url):
-    """0002 carries procrastinate's own schema: it must come off and go back on cleanly."""
-    import uuid
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"forge_mig_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        downgrade(url, "base")
-        engine = create_engine(url)
-        with engine.connect() as conn:
-            left = conn.execute(text(
-                "SELECT count(*) FROM pg_proc WHERE proname LIKE 'procrastinate%' UNION ALL "
-                "SELECT count(*) FROM pg_type WHERE typname LIKE 'procrastinate%' UNION ALL "
-                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-            )).scalars().all()
-        engine.dispose()
-        assert left == [0, 0, 0]
-        upgrade(url)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
