@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.llm.endpoints import RoleOverride
 from app.models import ReviewStatus
@@ -88,12 +88,6 @@ class SynthRun(_RunBase):
     )
     prompts: PromptFilter = Field(default_factory=PromptFilter, description="Evol mode: the prompts to rewrite.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-
-    @model_validator(mode="after")
-    def _calls(self) -> SynthRun:
-        if self.mode == "self_instruct" and self.num_prompts > 0 and self.per_call < 1:
-            raise ValueError("per_call must be at least 1")
-        return self
 
 
 RunCreate = Annotated[GenerateRun | JudgeRun | SynthRun, Field(discriminator="kind")]
