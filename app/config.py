@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     judge_min_consistency: float = Field(default=0.5, ge=-1, le=1, description="Kendall tau below this flags a ranking.")
     synth_near_dup_threshold: float = Field(default=0.7, gt=0, le=1, description="MinHash Jaccard for near-duplicates.")
 
+    # --- exports (issue 5) ----------------------------------------------------------------
+    export_work_mem: str = Field(
+        default="64MB",
+        pattern=r"^[0-9]+(kB|MB|GB)$",
+        description="Postgres work_mem for export queries, so choosing SFT targets sorts in memory.",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _psycopg_driver(cls, v: str | None) -> str | None:

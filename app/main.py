@@ -22,6 +22,7 @@ def _routers():
     # imported here so `app.main` stays cheap to import for the CLI
     from app.completions.router import router as completions
     from app.datasets.router import router as datasets
+    from app.exports.router import router as exports
     from app.health import router as health
     from app.prompts.router import router as prompts
     from app.rankings.router import router as rankings
@@ -29,7 +30,7 @@ def _routers():
 
     return [
         (health, ""), (datasets, API_PREFIX), (prompts, API_PREFIX), (completions, API_PREFIX), (rankings, API_PREFIX),
-        (runs, API_PREFIX),
+        (exports, API_PREFIX), (runs, API_PREFIX),
     ]
 
 

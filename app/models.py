@@ -274,12 +274,20 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ExportStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
 class Export(Base):
-    """A frozen dataset version and the files written from it."""
+    """A frozen dataset version (its rows live in export_item) and the files written from it."""
 
     __tablename__ = "export"
     __table_args__ = (
         UniqueConstraint("dataset_id", "version", name="uq_export_dataset_id_version"),
+        CheckConstraint(_in("status", ExportStatus), name="status"),
     )
 
     id: Mapped[int] = _id()
@@ -288,11 +296,36 @@ class Export(Base):
     status: Mapped[str] = mapped_column(String(24), server_default="queued")
     filters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     split: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    # formats, pairs mode, margin, archive: how the frozen rows are rendered
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     manifest: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     path: Mapped[str | None] = mapped_column(Text)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"))
     created_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = _created()
+    frozen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ExportItem(Base):
+    """One prompt of a frozen export version with everything its files need, resolved at freeze
+    time (SFT target, RM ranking, split), so re-rendering version N later is byte-identical
+    whatever happens to the live rows. No foreign key to prompt: a frozen version outlives edits
+    and deletions."""
+
+    __tablename__ = "export_item"
+
+    export_id: Mapped[int] = mapped_column(ForeignKey("export.id", ondelete="CASCADE"), primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    split: Mapped[str] = mapped_column(String(16))
+    prompt: Mapped[str] = mapped_column(Text)
+    sft_completion_id: Mapped[int | None] = mapped_column(BigInteger)
+    sft_completion: Mapped[str | None] = mapped_column(Text)
+    rm_completion_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
+    rm_completions: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    rm_ranks: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
+    rm_ranker_kind: Mapped[str | None] = mapped_column(String(16))
+    in_rl: Mapped[bool] = mapped_column(server_default="false")
 
 
 # --- review (issue 4, migration 0003) ------------------------------------------------------

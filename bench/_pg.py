@@ -3,6 +3,7 @@ one in a temp folder; a fresh database migrated to head, dropped at the end."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import tempfile
@@ -47,3 +48,12 @@ def bench_database():
 def psycopg_conninfo(url: str) -> str:
     """The plain libpq URL of a SQLAlchemy URL."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def rows_from_args(doc: str, quick: int, full: int) -> int:
+    """The benchmark size from the command line: --rows N, --quick, or the full size."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"{quick:,} rows instead of {full:,}")
+    parser.add_argument("--rows", type=int, default=None)
+    args = parser.parse_args()
+    return args.rows or (quick if args.quick else full)

@@ -14,7 +14,6 @@ The last line is one JSON object: rows/s of each, and `ratio` = api / copy.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -32,7 +31,7 @@ import psycopg  # noqa: E402
 from app import db  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.prompts.hashing import content_hash  # noqa: E402
-from bench._pg import bench_database, psycopg_conninfo  # noqa: E402
+from bench._pg import bench_database, psycopg_conninfo, rows_from_args  # noqa: E402
 
 
 def make_file(n: int, path: Path) -> None:
@@ -117,11 +116,7 @@ def bench_api(url: str, path: Path, data_dir: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="100k rows instead of 1M")
-    parser.add_argument("--rows", type=int, default=None)
-    args = parser.parse_args()
-    n = args.rows or (100_000 if args.quick else 1_000_000)
+    n = rows_from_args(__doc__, quick=100_000, full=1_000_000)
 
     with tempfile.TemporaryDirectory() as tmp, bench_database() as url:
         path = Path(tmp) / "prompts.jsonl"

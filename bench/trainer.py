@@ -202,11 +202,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="optimizer steps per run (default 60, quick 15)")
     parser.add_argument("--batch-size", type=int, default=8, help="SFT records / RM prompts per step")
     parser.add_argument("--repeats", type=int, default=0, help="runs per side, best kept (default 2, quick 1)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads for both sides (default: torch's choice)"
+    )
     parser.add_argument("--hidden", type=int, default=64, help="hidden size of the tiny Llama")
     parser.add_argument("--layers", type=int, default=2, help="layers of the tiny Llama")
     args = parser.parse_args()
     steps = args.steps or (15 if args.quick else 60)
     repeats = args.repeats or (1 if args.quick else 2)
+    if args.threads:
+        # one thread is steadier on a shared machine: no OpenMP barrier waiting on a descheduled sibling
+        torch.set_num_threads(args.threads)
 
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -232,8 +238,8 @@ def main() -> None:
         rm = bench_rm(model_dir, tok, work, steps, args.batch_size, repeats)
         print(f"RM   ours {rm['ours_pairs_per_s']:.0f} pairs/s  TRL RewardTrainer {rm['trl_pairs_per_s']:.0f} pairs/s")
 
-    import trl
     import transformers
+    import trl
 
     result = {
         "sft_ratio": round(sft["ours_tokens_per_s"] / sft["trl_tokens_per_s"], 3),

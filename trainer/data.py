@@ -8,7 +8,6 @@ resumed run sees exactly the batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -205,14 +204,6 @@ def micro_batches(items: list, n: int) -> list[list]:
 
 
 # ---------------------------------------------------------------- provenance
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find_manifest(data: str | Path, manifest: str = "") -> Path | None:

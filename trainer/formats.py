@@ -11,6 +11,9 @@ Formats (one JSON object per line, UTF-8):
   the rank of ``completion[i]``, 1 = most preferred, equal numbers are ties, K >= 2.
 - RL:  ``{"prompt": str}``
 - Pairs (TRL preference adapter): ``{"prompt", "chosen", "rejected"}`` with optional ``margin``.
+- Chat variants (TRL conversational formats), adapters of the same data:
+  SFT ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}`` and pairs
+  ``{"prompt": [user message], "chosen": [assistant message], "rejected": [assistant message]}``.
 
 Every record may carry ``"id"`` (a stable string) and ``"meta"`` (an object). Unknown keys are
 ignored by readers.
@@ -18,6 +21,7 @@ ignored by readers.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Iterable, Iterator
@@ -27,7 +31,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 FORMAT_VERSION = 1
 
-Kind = Literal["sft", "rm", "rl", "pairs"]
+Kind = Literal["sft", "rm", "rl", "pairs", "sft_chat", "pairs_chat"]
+PairsMode = Literal["all", "best_vs_rest"]
 
 
 class FormatError(ValueError):
@@ -166,7 +171,7 @@ RECORD_TYPES: dict[str, type] = {
     "rm": RMRecord,
     "rl": RLRecord,
     "pairs": PairRecord,
-}
+}  # the chat variants are added below, after their classes
 
 
 def _with_optional(out: dict[str, Any], rec: Any) -> dict[str, Any]:
@@ -204,7 +209,131 @@ def ranking_pairs(ranking: list[int]) -> list[tuple[int, int, int]]:
     return out
 
 
-def parse_record(kind: str, obj: Any) -> Record:
+def best_vs_rest_pairs(ranking: list[int]) -> list[tuple[int, int, int]]:
+    """The pairs of :func:`ranking_pairs` whose better side is ranked best (rank 1)."""
+    top = min(ranking)
+    return [p for p in ranking_pairs(ranking) if ranking[p[0]] == top]
+
+
+# --- adapters: other trainers' shapes of the same data ----------------------------------------
+
+Message = dict[str, str]
+ROLES = ("system", "user", "assistant")
+
+
+def _messages(obj: dict, key: str) -> list[Message]:
+    value = obj.get(key)
+    if not isinstance(value, list) or not value:
+        raise FormatError(f"{key!r} must be a non-empty list of messages")
+    for i, msg in enumerate(value):
+        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str) or not isinstance(msg.get("content"), str):
+            raise FormatError(f"{key}[{i}] must be an object with string 'role' and 'content'")
+        if msg["role"] not in ROLES:
+            raise FormatError(f"{key}[{i}].role must be one of {list(ROLES)}, got {msg['role']!r}")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _margin(obj: dict) -> float | None:
+    margin = obj.get("margin")
+    if margin is not None and (not isinstance(margin, (int, float)) or isinstance(margin, bool)):
+        raise FormatError("'margin' must be a number")
+    return None if margin is None else float(margin)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSFTRecord:
+    """TRL's conversational language-modeling shape of an SFT record."""
+
+    kind: ClassVar[str] = "sft_chat"
+    messages: list[Message]
+    id: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> ChatSFTRecord:
+        messages = _messages(obj, "messages")
+        if messages[-1]["role"] != "assistant":
+            raise FormatError("the last message must be the assistant's (the completion)")
+        return cls(messages=messages, **_common(obj))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _with_optional({"messages": [dict(m) for m in self.messages]}, self)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPairRecord:
+    """TRL's conversational preference shape (explicit prompt) of a pair."""
+
+    kind: ClassVar[str] = "pairs_chat"
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+    margin: float | None = None
+    id: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> ChatPairRecord:
+        return cls(
+            prompt=_messages(obj, "prompt"),
+            chosen=_messages(obj, "chosen"),
+            rejected=_messages(obj, "rejected"),
+            margin=_margin(obj),
+            **_common(obj),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "prompt": [dict(m) for m in self.prompt],
+            "chosen": [dict(m) for m in self.chosen],
+            "rejected": [dict(m) for m in self.rejected],
+        }
+        if self.margin is not None:
+            out["margin"] = self.margin
+        return _with_optional(out, self)
+
+
+RECORD_TYPES["sft_chat"] = ChatSFTRecord
+RECORD_TYPES["pairs_chat"] = ChatPairRecord
+AnyRecord = Record | ChatSFTRecord | ChatPairRecord
+
+
+def rm_to_pairs(rec: RMRecord, *, mode: PairsMode = "all", margin: bool = False) -> list[PairRecord]:
+    """The preference pairs of an RM record: every pair of its ranking with ties skipped (C(K,2)
+    minus the tied pairs), or only the best against each of the rest. ``margin`` is the rank gap.
+    Pair ids are ``"{id}-{chosen index}-{rejected index}"``."""
+    if mode not in ("all", "best_vs_rest"):
+        raise ValueError(f"unknown pairs mode {mode!r}")
+    index_pairs = ranking_pairs(rec.ranking) if mode == "all" else best_vs_rest_pairs(rec.ranking)
+    return [
+        PairRecord(
+            prompt=rec.prompt,
+            chosen=rec.completion[b],
+            rejected=rec.completion[w],
+            margin=float(gap) if margin else None,
+            id=None if rec.id is None else f"{rec.id}-{b}-{w}",
+        )
+        for b, w, gap in index_pairs
+    ]
+
+
+def sft_to_chat(rec: SFTRecord) -> ChatSFTRecord:
+    messages = [{"role": "user", "content": rec.prompt}, {"role": "assistant", "content": rec.completion}]
+    return ChatSFTRecord(messages=messages, id=rec.id, meta=rec.meta)
+
+
+def pair_to_chat(rec: PairRecord) -> ChatPairRecord:
+    return ChatPairRecord(
+        prompt=[{"role": "user", "content": rec.prompt}],
+        chosen=[{"role": "assistant", "content": rec.chosen}],
+        rejected=[{"role": "assistant", "content": rec.rejected}],
+        margin=rec.margin,
+        id=rec.id,
+        meta=rec.meta,
+    )
+
+
+def parse_record(kind: str, obj: Any) -> AnyRecord:
     if kind not in RECORD_TYPES:
         raise FormatError(f"unknown format {kind!r}; expected one of {sorted(RECORD_TYPES)}")
     if not isinstance(obj, dict):
@@ -212,12 +341,12 @@ def parse_record(kind: str, obj: Any) -> Record:
     return RECORD_TYPES[kind].from_dict(obj)
 
 
-def dumps(record: Record) -> str:
+def dumps(record: AnyRecord) -> str:
     """One JSONL line (without the newline), UTF-8 text kept as is."""
     return json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
 
-def iter_jsonl(path: str | Path, kind: str) -> Iterator[Record]:
+def iter_jsonl(path: str | Path, kind: str) -> Iterator[AnyRecord]:
     """Yield validated records from a JSONL file; a bad line raises FormatError with file:line."""
     path = Path(path)
     with path.open("r", encoding="utf-8") as fh:
@@ -235,11 +364,11 @@ def iter_jsonl(path: str | Path, kind: str) -> Iterator[Record]:
                 raise FormatError(exc.message, where=where) from None
 
 
-def read_jsonl(path: str | Path, kind: str) -> list[Record]:
+def read_jsonl(path: str | Path, kind: str) -> list[AnyRecord]:
     return list(iter_jsonl(path, kind))
 
 
-def write_jsonl(path: str | Path, records: Iterable[Record]) -> int:
+def write_jsonl(path: str | Path, records: Iterable[AnyRecord]) -> int:
     n = 0
     with Path(path).open("w", encoding="utf-8", newline="\n") as fh:
         for rec in records:
@@ -260,9 +389,36 @@ class Manifest:
     filters: dict[str, Any] = field(default_factory=dict)
     split: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
+    dataset_id: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # formats, pairs mode, margin
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> split -> rows
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in obj.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+
+    def verify(self, directory: str | Path) -> list[str]:
+        """Names of the files under ``directory`` whose sha256 differs from the manifest's
+        (or that are missing); empty when every file matches."""
+        bad = []
+        for name, info in sorted(self.files.items()):
+            path = Path(directory) / name
+            if not path.is_file() or sha256_file(path) != info.get("sha256"):
+                bad.append(name)
+        return bad
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -10,6 +10,7 @@ continue exactly).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import shutil
@@ -22,7 +23,8 @@ from typing import Any
 import torch
 
 from trainer.config import TrainConfig
-from trainer.data import find_manifest, sha256_file
+from trainer.data import find_manifest
+from trainer.formats import sha256_file
 
 STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "trainer_config.json"
@@ -30,6 +32,8 @@ OPTIMIZER_FILE = "optimizer.pt"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 CHECKPOINTS = "checkpoints"
+
+log = logging.getLogger("trainer")
 
 
 def make_accelerator(cfg: TrainConfig):
@@ -153,14 +157,24 @@ def prune_checkpoints(out: str | Path, keep: int) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def load_resume(out: str | Path, method: str) -> tuple[Path, dict, dict] | None:
-    """(checkpoint folder, trainer state, optimizer payload) of the latest checkpoint, or None."""
-    ckpt = latest_checkpoint(out)
+def load_resume(cfg: TrainConfig) -> tuple[Path, dict, dict] | None:
+    """(checkpoint folder, trainer state, optimizer payload) of the latest checkpoint, or None.
+
+    Options that differ from the checkpoint's saved config are reported: the run continues
+    with the new ones, so it is no longer the run that was interrupted.
+    """
+    ckpt = latest_checkpoint(cfg.out)
     if ckpt is None:
+        log.warning("--resume: no checkpoint in %s/%s, starting from step 0", cfg.out, CHECKPOINTS)
         return None
     state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
-    if state.get("method") != method:
-        raise ValueError(f"{ckpt} is a {state.get('method')} checkpoint, not {method}")
+    if state.get("method") != cfg.method:
+        raise ValueError(f"{ckpt} is a {state.get('method')} checkpoint, not {cfg.method}")
+    saved = json.loads((ckpt / CONFIG_FILE).read_text(encoding="utf-8"))
+    changed = {k: (saved[k], v) for k, v in cfg.to_dict().items() if k != "out" and k in saved and saved[k] != v}
+    if changed:
+        log.warning("--resume with options that differ from the checkpoint (saved, now): %s", changed)
+    log.info("resuming from %s (step %s)", ckpt, state["step"])
     payload = torch.load(ckpt / OPTIMIZER_FILE, map_location="cpu", weights_only=False)
     return ckpt, state, payload
 

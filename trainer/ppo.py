@@ -21,18 +21,6 @@ import torch
 
 from trainer.config import PPOConfig
 from trainer.data import PromptCollator, batch_for_step, encode_rl, encode_scored, load_records, shard, steps_per_epoch
-from trainer.losses import (
-    KL_ESTIMATORS,
-    AdaptiveKLController,
-    FixedKLController,
-    entropy_from_logits,
-    gae,
-    masked_mean,
-    masked_whiten,
-    policy_loss,
-    token_logprobs,
-    value_loss,
-)
 from trainer.loop import (
     CHECKPOINTS,
     Metrics,
@@ -48,6 +36,18 @@ from trainer.loop import (
     restore_rng,
     save_checkpoint,
     set_lr,
+)
+from trainer.losses import (
+    KL_ESTIMATORS,
+    AdaptiveKLController,
+    FixedKLController,
+    entropy_from_logits,
+    gae,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    token_logprobs,
+    value_loss,
 )
 from trainer.models import (
     ScalarModel,
@@ -232,7 +232,7 @@ def train_ppo(
     accelerator = make_accelerator(cfg)
     device = accelerator.device
     out = Path(cfg.out)
-    resumed = load_resume(out, "ppo") if resume else None
+    resumed = load_resume(cfg) if resume else None
     ckpt = resumed[0] if resumed and not cfg.lora else None
 
     tokenizer = load_tokenizer(cfg.model)

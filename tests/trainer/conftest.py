@@ -9,9 +9,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from trainer import synthetic  # noqa: E402
 from trainer.formats import write_jsonl  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_cpu_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine (CI, other jobs)
+    OpenMP threads spin-waiting for a descheduled sibling made these tests 4-5x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from trainer.cli import cli
-from trainer.data import sha256_file
+from trainer.formats import sha256_file
 from trainer.loop import CURVES_FILE, METRICS_FILE, STATE_FILE
 
 runner = CliRunner()

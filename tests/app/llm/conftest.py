@@ -3,11 +3,9 @@ a live API server with a worker in process, and helpers to seed data and follow 
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,18 +13,8 @@ from sqlalchemy import create_engine, text
 
 from app.config import LLMRole, Settings
 from app.prompts.hashing import content_hash
-from fake_llm import FakeLLM
-
-
-def _root_conftest():
-    # several conftest.py files share the module name `conftest`; load the root one by path
-    spec = importlib.util.spec_from_file_location("forge_tests_root", Path(__file__).parents[2] / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-LiveServer = _root_conftest().LiveServer
+from tests.conftest import LiveServer
+from tests.fake_llm import FakeLLM
 
 PRICES = {"default": {"prompt": Decimal(1000), "completion": Decimal(2000)}}  # USD per million tokens
 TERMINAL = {"succeeded", "failed", "cancelled", "budget_exhausted"}

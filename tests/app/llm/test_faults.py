@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from fake_llm import INJECTION, data_block
+from tests.fake_llm import INJECTION, data_block
 
 from .conftest import make_dataset, rows, start, wait_run
 

@@ -15,7 +15,7 @@ from app.judging.ranking import (
     to_original,
     validate_ranks,
 )
-from fake_llm import quality
+from tests.fake_llm import quality
 
 from .conftest import make_dataset, rows, start, wait_run
 

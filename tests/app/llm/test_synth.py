@@ -4,7 +4,7 @@ near-duplicate filters; evol-instruct rewriting."""
 from __future__ import annotations
 
 from app.synth.dedup import NearDupIndex
-from fake_llm import data_block
+from tests.fake_llm import data_block
 
 
 def json_topic(request: dict) -> str:

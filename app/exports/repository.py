@@ -1,0 +1,348 @@
+"""All SQL for exports.
+
+The export files are rendered by Postgres: each format is one SELECT producing one JSON text per
+row, streamed with COPY ... TO STDOUT, so the service only moves bytes and memory stays flat at
+any size. The same SELECTs run over live rows (the resolution query) or over a frozen version
+(export_item), so a version renders exactly like the live export it was frozen from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from app.exports.schemas import ExportFilters, ExportFormat, PairsMode, RenderOptions, SplitName, SplitSpec
+from app.models import Dataset, Export, ExportItem, Run
+
+# The split of a prompt: the first 60 bits of sha256(f"{seed}:{prompt_id}") against the cumulative
+# ratios scaled to 2**60. `split_of` is the same rule in Python (tests and docs hold them equal).
+HASH_BITS = 60
+_HASH_SQL = (
+    "('x' || left(encode(sha256(convert_to(%(seed)s::text || ':' || p.id::text, 'UTF8')), 'hex'), 15))"
+    "::bit(60)::bigint"
+)
+
+
+def split_thresholds(split: SplitSpec) -> tuple[int, int]:
+    scale = 1 << HASH_BITS
+    return round(split.train * scale), round((split.train + split.validation) * scale)
+
+
+def split_of(seed: int, prompt_id: int, split: SplitSpec) -> str:
+    h = int(hashlib.sha256(f"{seed}:{prompt_id}".encode()).hexdigest()[: HASH_BITS // 4], 16)
+    t_train, t_validation = split_thresholds(split)
+    return "train" if h < t_train else "validation" if h < t_validation else "test"
+
+
+def _and(conditions: list[str]) -> str:
+    return "".join(f" AND {c}" for c in conditions)
+
+
+def resolution_sql(filters: ExportFilters, split: SplitSpec) -> tuple[str, dict[str, Any]]:
+    """One row per exported prompt: its split, text, SFT target, RM ranking and RL membership.
+
+    What a person did counts as reviewed (unless rejected); what the judge did needs an accepted
+    review status (`status`, default approved):
+    - SFT target: among the prompt's completions that are accepted, edited by a person or written
+      by one: a human edit first, then the best rank in the ranking that counts, then
+      human-written, then oldest.
+    - RM ranking: the ranking that counts is the newest human ranking, else the newest judge
+      ranking with an accepted status (and `min_consistency`); completions filtered out
+      (rejected, other models, flagged) leave it and the ranks are renumbered densely; fewer than
+      2 left: no RM row.
+    - RL: prompts whose own review status is accepted (and, with rl_disjoint, used for neither
+      SFT nor RM). A rejected prompt is in nothing.
+    """
+    t_train, t_validation = split_thresholds(split)
+    params: dict[str, Any] = {
+        "status": [s.value for s in filters.status],
+        "seed": split.seed,
+        "t_train": t_train,
+        "t_validation": t_validation,
+    }
+    # p: prompts, c: completions, r: every ranking, j: judge rankings only
+    where: dict[str, list[str]] = {"p": [], "c": [], "r": [], "j": []}
+    # (filter field, table alias, condition): a condition applies when its field is set
+    optional = [
+        ("source", "p", "p.source = ANY(%(source)s::text[])"),
+        ("tags", "p", "p.tags && %(tags)s::text[]"),
+        ("created_after", "p", "p.created_at >= %(created_after)s::timestamptz"),
+        ("created_before", "p", "p.created_at < %(created_before)s::timestamptz"),
+        ("models", "c", "c.model = ANY(%(models)s::text[])"),
+        ("min_consistency", "j", "r.consistency >= %(min_consistency)s::float8"),
+    ]
+    values = filters.model_dump(mode="json")
+    for name, alias, condition in optional:
+        if values[name] not in (None, []):
+            params[name] = getattr(filters, name) if name.startswith("created") else values[name]
+            where[alias].append(condition)
+    for alias in ("p", "c", "r"):
+        if filters.exclude_flags:
+            params["exclude_flags"] = filters.exclude_flags
+            where[alias].append(f"NOT ({alias}.flag_reasons && %(exclude_flags)s::text[])")
+        if filters.exclude_flagged:
+            where[alias].append(f"cardinality({alias}.flag_reasons) = 0")
+    prompt_where, completion_where, ranking_where, judge_where = (_and(where[a]) for a in "pcrj")
+    rl_disjoint = " AND sft.prompt_id IS NULL AND rm.prompt_id IS NULL" if split.rl_disjoint else ""
+
+    # the completion filter is written out in both places that need it (not a shared CTE): an
+    # inlined filter lets Postgres walk completions in prompt order and skip a materialisation
+    completions = f"c.dataset_id = %(dataset_id)s AND c.review_status <> 'rejected'{completion_where}"
+    sql = f"""
+WITH p AS (
+  SELECT p.id, p.text, p.review_status, {_HASH_SQL} AS h
+  FROM prompt p
+  WHERE p.dataset_id = %(dataset_id)s AND p.review_status <> 'rejected'{prompt_where}
+),
+rk AS (
+  SELECT DISTINCT ON (r.prompt_id) r.prompt_id, r.completion_ids, r.ranks, r.ranker_kind
+  FROM ranking r
+  WHERE r.dataset_id = %(dataset_id)s AND r.review_status <> 'rejected'{ranking_where}
+    AND (r.ranker_kind = 'human' OR r.review_status = ANY(%(status)s::text[]){judge_where})
+  ORDER BY r.prompt_id, (r.ranker_kind = 'human') DESC, r.id DESC
+),
+sft AS (
+  SELECT DISTINCT ON (c.prompt_id) c.prompt_id, c.id AS completion_id,
+         coalesce(c.edited_text, c.text) AS completion
+  FROM completion c LEFT JOIN rk ON rk.prompt_id = c.prompt_id
+  WHERE {completions}
+    AND (c.review_status = ANY(%(status)s::text[]) OR c.edited_text IS NOT NULL OR c.source = 'human')
+  ORDER BY c.prompt_id, (c.edited_text IS NOT NULL) DESC,
+           rk.ranks[array_position(rk.completion_ids, c.id)] NULLS LAST, (c.source = 'human') DESC, c.id
+),
+rm_item AS (
+  SELECT rk.prompt_id, rk.ranker_kind, x.i, x.rank, c.id, c.text,
+         count(*) OVER w AS kept, cardinality(rk.ranks) AS k,
+         min(x.rank) OVER w AS best, max(x.rank) OVER w AS worst,
+         dense_rank() OVER (w ORDER BY x.rank) AS dense
+  FROM rk
+  CROSS JOIN LATERAL unnest(rk.completion_ids, rk.ranks) WITH ORDINALITY AS x(completion_id, rank, i)
+  JOIN completion c ON c.id = x.completion_id AND c.prompt_id = rk.prompt_id
+  WHERE {completions}
+  WINDOW w AS (PARTITION BY rk.prompt_id)
+),
+rm AS (
+  SELECT prompt_id, min(ranker_kind) AS ranker_kind,
+         array_agg(id ORDER BY i) AS completion_ids,
+         array_agg(text ORDER BY i) AS completions,
+         array_agg(CASE WHEN kept = k AND best = 1 AND worst <= k THEN rank ELSE dense END ORDER BY i) AS ranks
+  FROM rm_item
+  GROUP BY prompt_id
+  HAVING count(*) >= 2
+)
+SELECT p.id AS prompt_id,
+       CASE WHEN p.h < %(t_train)s THEN 'train' WHEN p.h < %(t_validation)s THEN 'validation' ELSE 'test' END AS split,
+       p.text AS prompt,
+       sft.completion_id AS sft_completion_id, sft.completion AS sft_completion,
+       rm.completion_ids AS rm_completion_ids, rm.completions AS rm_completions, rm.ranks AS rm_ranks,
+       rm.ranker_kind AS rm_ranker_kind,
+       (p.review_status = ANY(%(status)s::text[]){rl_disjoint}) AS in_rl
+FROM p
+LEFT JOIN sft ON sft.prompt_id = p.id
+LEFT JOIN rm ON rm.prompt_id = p.id
+WHERE sft.prompt_id IS NOT NULL OR rm.prompt_id IS NOT NULL OR p.review_status = ANY(%(status)s::text[])
+ORDER BY p.id
+"""
+    return sql, params
+
+
+_ITEM_COLUMNS = (
+    "prompt_id, split, prompt, sft_completion_id, sft_completion, rm_completion_ids, rm_completions, "
+    "rm_ranks, rm_ranker_kind, in_rl"
+)
+
+
+def _obj(*fields: tuple[str, str]) -> str:
+    """SQL for a compact JSON object text from (key, SQL of the JSON value) pairs. Postgres's
+    to_json escapes strings exactly as Python's json.dumps(ensure_ascii=False) does, and the
+    keys come in trainer.formats' to_dict order, so a line equals trainer.formats.dumps of its
+    record byte for byte."""
+    parts = []
+    for n, (key, value) in enumerate(fields):
+        parts.append(("'{" if n == 0 else "',") + f'"{key}":\' || {value}')
+    return " || ".join(parts) + " || '}'"
+
+
+def _s(expr: str) -> str:
+    return f"to_json({expr})"
+
+
+def _message(role: str, content: str) -> str:
+    return _obj(("role", f"'\"{role}\"'"), ("content", _s(content)))
+
+
+def _list(*items: str) -> str:
+    return "'[' || " + " || ',' || ".join(items) + " || ']'"
+
+
+def format_sql(fmt: ExportFormat, source: str, render: RenderOptions, split: SplitName | None) -> str:
+    """The SELECT of one JSON text per record of `fmt` over `source` (a relation with the
+    export_item columns), in a stable order: by prompt, then by pair indices."""
+    where = f" AND e.split = '{SplitName(split).value}'" if split else ""
+    pid = _s("e.prompt_id::text")
+    if fmt in (ExportFormat.sft, ExportFormat.sft_chat):
+        if fmt is ExportFormat.sft:
+            line = _obj(("prompt", _s("e.prompt")), ("completion", _s("e.sft_completion")), ("id", pid))
+        else:
+            messages = _list(_message("user", "e.prompt"), _message("assistant", "e.sft_completion"))
+            line = _obj(("messages", messages), ("id", pid))
+        return f"SELECT {line} FROM {source} e WHERE e.sft_completion IS NOT NULL{where} ORDER BY e.prompt_id"
+    if fmt is ExportFormat.rm:
+        line = _obj(
+            ("prompt", _s("e.prompt")), ("completion", _s("e.rm_completions")), ("ranking", _s("e.rm_ranks")), ("id", pid)
+        )
+        return f"SELECT {line} FROM {source} e WHERE e.rm_completions IS NOT NULL{where} ORDER BY e.prompt_id"
+    if fmt is ExportFormat.rl:
+        line = _obj(("prompt", _s("e.prompt")), ("id", pid))
+        return f"SELECT {line} FROM {source} e WHERE e.in_rl{where} ORDER BY e.prompt_id"
+    # pairs: every index pair i < j of the ranking with different ranks, the better one chosen
+    better = "a.r < b.r"
+    chosen = f"CASE WHEN {better} THEN a.c ELSE b.c END"
+    rejected = f"CASE WHEN {better} THEN b.c ELSE a.c END"
+    pair_id = _s(
+        f"e.prompt_id || '-' || (CASE WHEN {better} THEN a.i ELSE b.i END - 1) || '-' "
+        f"|| (CASE WHEN {better} THEN b.i ELSE a.i END - 1)"
+    )
+    if fmt is ExportFormat.pairs:
+        fields = [("prompt", _s("e.prompt")), ("chosen", _s(chosen)), ("rejected", _s(rejected))]
+    else:
+        fields = [
+            ("prompt", _list(_message("user", "e.prompt"))),
+            ("chosen", _list(_message("assistant", chosen))),
+            ("rejected", _list(_message("assistant", rejected))),
+        ]
+    if render.margin:
+        fields.append(("margin", "abs(a.r - b.r) || '.0'"))  # a float, written as Python writes it
+    if render.pairs_mode is PairsMode.best_vs_rest:
+        where += " AND least(a.r, b.r) = 1"
+    return (
+        f"SELECT {_obj(*fields, ('id', pair_id))} FROM {source} e "
+        "CROSS JOIN LATERAL unnest(e.rm_completions, e.rm_ranks) WITH ORDINALITY AS a(c, r, i) "
+        "JOIN LATERAL unnest(e.rm_completions, e.rm_ranks) WITH ORDINALITY AS b(c, r, i) "
+        "ON b.i > a.i AND b.r <> a.r "
+        f"WHERE e.rm_completions IS NOT NULL{where} ORDER BY e.prompt_id, a.i, b.i"
+    )
+
+
+def live_source(dataset_id: int, filters: ExportFilters, split: SplitSpec) -> tuple[str, dict[str, Any]]:
+    sql, params = resolution_sql(filters, split)
+    return f"({sql})", {**params, "dataset_id": dataset_id}
+
+
+def frozen_source(export_id: int) -> tuple[str, dict[str, Any]]:
+    return "(SELECT * FROM export_item WHERE export_id = %(export_id)s)", {"export_id": export_id}
+
+
+# COPY's CSV mode with a quote and delimiter byte that JSON text never contains (Postgres
+# escapes every control character inside JSON strings) writes each value exactly as it is:
+# no escaping, one JSON object per line.
+_COPY = "COPY ({query}) TO STDOUT (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
+
+
+async def driver(conn: AsyncConnection) -> psycopg.AsyncConnection:
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
+
+
+async def copy_lines(
+    conn: AsyncConnection, query: str, params: dict[str, Any], work_mem: str | None = None
+) -> AsyncIterator[bytes]:
+    """Yield the rows of `query` as they arrive, one b'...\\n' per row."""
+    pg = await driver(conn)
+    async with pg.cursor() as cur:
+        if work_mem:
+            await cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
+        async with cur.copy(_COPY.format(query=query), params) as copy:
+            async for row in copy:
+                yield bytes(row)
+
+
+async def freeze(session: AsyncSession, export: Export, work_mem: str | None = None) -> int:
+    """Write the export's rows into export_item from the live rows; the number of prompts."""
+    sql, params = resolution_sql(ExportFilters(**export.filters), SplitSpec(**export.split))
+    pg = await driver(await session.connection())
+    async with pg.cursor() as cur:
+        if work_mem:
+            await cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
+        await cur.execute(
+            f"INSERT INTO export_item (export_id, {_ITEM_COLUMNS}) "
+            f"SELECT %(export_id)s, {_ITEM_COLUMNS} FROM ({sql}) r",
+            {**params, "dataset_id": export.dataset_id, "export_id": export.id},
+        )
+        return cur.rowcount
+
+
+async def frozen_counts(session: AsyncSession, export_id: int) -> dict[str, dict[str, int]]:
+    """Records per format and split of a frozen version (pairs under both modes)."""
+    rows = await session.execute(
+        text(
+            """
+SELECT split,
+       count(*) FILTER (WHERE sft_completion IS NOT NULL) AS sft,
+       count(*) FILTER (WHERE rm_completions IS NOT NULL) AS rm,
+       count(*) FILTER (WHERE in_rl) AS rl,
+       coalesce(sum((SELECT count(*) FROM unnest(rm_ranks) WITH ORDINALITY a(r, i)
+                     JOIN unnest(rm_ranks) WITH ORDINALITY b(r, i) ON b.i > a.i AND b.r <> a.r)), 0) AS pairs_all,
+       coalesce(sum((SELECT count(*) FROM unnest(rm_ranks) WITH ORDINALITY a(r, i)
+                     JOIN unnest(rm_ranks) WITH ORDINALITY b(r, i)
+                       ON b.i > a.i AND b.r <> a.r AND least(a.r, b.r) = 1)), 0) AS pairs_best
+FROM export_item WHERE export_id = :export_id GROUP BY split
+"""
+        ),
+        {"export_id": export_id},
+    )
+    out: dict[str, dict[str, int]] = {}
+    for row in rows.mappings():
+        for key, value in row.items():
+            if key != "split":
+                out.setdefault(key, {})[row["split"]] = int(value)
+    return out
+
+
+async def lock_dataset(session: AsyncSession, dataset_id: int) -> None:
+    await session.execute(select(Dataset.id).where(Dataset.id == dataset_id).with_for_update())
+
+
+async def next_version(session: AsyncSession, dataset_id: int) -> int:
+    current = await session.scalar(select(func.max(Export.version)).where(Export.dataset_id == dataset_id))
+    return (current or 0) + 1
+
+
+async def get(session: AsyncSession, export_id: int) -> Export | None:
+    return await session.get(Export, export_id)
+
+
+async def get_version(session: AsyncSession, dataset_id: int, version: int) -> Export | None:
+    return (
+        await session.execute(select(Export).where(Export.dataset_id == dataset_id, Export.version == version))
+    ).scalar_one_or_none()
+
+
+async def list_for_dataset(session: AsyncSession, dataset_id: int) -> list[Export]:
+    return list(
+        (await session.execute(select(Export).where(Export.dataset_id == dataset_id).order_by(Export.version))).scalars()
+    )
+
+
+async def runs(session: AsyncSession, run_ids: list[int]) -> dict[int, Run]:
+    if not run_ids:
+        return {}
+    return {r.id: r for r in (await session.execute(select(Run).where(Run.id.in_(run_ids)))).scalars()}
+
+
+async def set_progress(session: AsyncSession, run_id: int, **values: Any) -> None:
+    await session.execute(update(Run).where(Run.id == run_id).values(**values))
+
+
+async def set_status(session: AsyncSession, export_id: int, **values: Any) -> None:
+    await session.execute(update(Export).where(Export.id == export_id).values(**values))
+
+
+async def clear_items(session: AsyncSession, export_id: int) -> None:
+    await session.execute(delete(ExportItem).where(ExportItem.export_id == export_id))
+

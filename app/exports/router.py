@@ -1,0 +1,102 @@
+"""HTTP only: validation and status codes; rules live in the service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, status
+from fastapi.responses import FileResponse, StreamingResponse
+
+from app.datasets.dependencies import DatasetDep
+from app.db import SessionDep
+from app.deps import ActorDep, SettingsDep
+from app.errors import NotFound
+from app.exports import repository as repo
+from app.exports import service, tasks
+from app.exports.schemas import ExportCreate, ExportFormat, ExportPublic, StreamQuery
+from app.schemas import ListOf
+
+router = APIRouter(prefix="/datasets/{dataset_id}/exports", tags=["exports"])
+
+VersionPath = Annotated[int, Path(ge=1, description="The dataset version (export) number.")]
+
+
+def _prefix(request: Request, dataset_id: int) -> str:
+    return f"{request.scope.get('root_path', '')}/api/v1/datasets/{dataset_id}/exports"
+
+
+@router.get(
+    "/{fmt}.jsonl",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/jsonl": {}}, "description": "One JSON record a line."}},
+)
+async def stream_export(
+    fmt: ExportFormat,
+    dataset: DatasetDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+    q: Annotated[StreamQuery, Query()],
+):
+    """Stream one format as JSONL: the live rows under the given filters, or a frozen version."""
+    if q.version is not None:
+        export = await service.get_version_or_404(session, dataset.id, q.version)
+        service.require_frozen(export)
+        render = service.render_options(export, override=q.render(), fields=q.model_fields_set)
+        query, params = service.frozen_query(export, fmt, render, q.split)
+    else:
+        query, params = service.live_query(dataset.id, fmt, q.filters(), q.split_spec(), q.render(), q.split)
+    parts = [dataset.name, f"v{q.version}" if q.version else "live", fmt.value] + ([q.split.value] if q.split else [])
+    return StreamingResponse(
+        service.stream(request.app.state.engine, query, params, settings.export_work_mem),
+        media_type="application/jsonl",
+        headers={"Content-Disposition": f'attachment; filename="{"-".join(parts)}.jsonl"'},
+    )
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=ExportPublic)
+async def create_export(
+    body: ExportCreate,
+    dataset: DatasetDep,
+    session: SessionDep,
+    actor: ActorDep,
+    settings: SettingsDep,
+    request: Request,
+    background: BackgroundTasks,
+):
+    """Freeze a new version and write its files, manifest and archive as a job; poll the result."""
+    export = await service.create(session, dataset, body, actor)
+    # runs after the response, so after the request's commit made the export visible
+    background.add_task(tasks.run_in_background, export.id, request.app.state.sessions, settings)
+    return (await service.public(session, [export], _prefix(request, dataset.id)))[0]
+
+
+@router.get("", response_model=ListOf[ExportPublic])
+async def list_exports(dataset: DatasetDep, session: SessionDep, request: Request):
+    exports = await repo.list_for_dataset(session, dataset.id)
+    return ListOf(data=await service.public(session, exports, _prefix(request, dataset.id)), count=len(exports))
+
+
+@router.get("/{version}", response_model=ExportPublic)
+async def get_export(version: VersionPath, dataset: DatasetDep, session: SessionDep, request: Request):
+    export = await service.get_version_or_404(session, dataset.id, version)
+    return (await service.public(session, [export], _prefix(request, dataset.id)))[0]
+
+
+@router.get("/{version}/archive", response_class=FileResponse)
+async def download_archive(version: VersionPath, dataset: DatasetDep, session: SessionDep):
+    export = await service.get_version_or_404(session, dataset.id, version)
+    service.require_succeeded(export)
+    path = service.archive_path(export)
+    if path is None:
+        raise NotFound(f"export version {version} was written without an archive")
+    return FileResponse(path, media_type="application/gzip", filename=f"{dataset.name}-{path.name}")
+
+
+@router.get("/{version}/files/{name:path}", response_class=FileResponse)
+async def download_file(version: VersionPath, name: str, dataset: DatasetDep, session: SessionDep):
+    export = await service.get_version_or_404(session, dataset.id, version)
+    service.require_succeeded(export)
+    path = service.file_path(export, name)
+    media = "application/json" if name == "manifest.json" else "application/jsonl"
+    return FileResponse(path, media_type=media, filename=f"{dataset.name}-v{version}-{name.replace('/', '-')}")

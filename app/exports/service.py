@@ -1,0 +1,321 @@
+"""Export rules: versions, rendering files with their manifest, streaming.
+
+Services flush, never commit: the caller owns the transaction. The exception is
+`write_files`, the long body of an export job, which reports progress in short transactions
+of its own so that pollers see it move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import tarfile
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.exports import repository as repo
+from app.exports.schemas import (
+    ExportCreate,
+    ExportFilters,
+    ExportFormat,
+    ExportProgress,
+    ExportPublic,
+    PairsMode,
+    RenderOptions,
+    SplitName,
+    SplitSpec,
+)
+from app.errors import Conflict, NotFound
+from app.models import Dataset, Export, ExportStatus, Run, RunKind, RunStatus
+from trainer.formats import FORMAT_VERSION, Manifest
+
+ProgressCallback = Callable[[int, int, str], None]
+
+# bytes gathered before handing a chunk to the socket or the file
+CHUNK_BYTES = 1 << 18
+# how often a running export writes its progress counters
+PROGRESS_EVERY_S = 0.5
+
+_SPLITS = [SplitName.train, SplitName.validation, SplitName.test]
+
+
+def file_name(fmt: ExportFormat, split: SplitName) -> str:
+    # flat, beside manifest.json (where the trainer looks for it): sft.train.jsonl, ...
+    return f"{fmt.value}.{split.value}.jsonl"
+
+
+def export_dir(settings: Settings, export: Export) -> Path:
+    return settings.data_dir / "exports" / str(export.dataset_id) / f"v{export.version}"
+
+
+async def create(session: AsyncSession, dataset: Dataset, data: ExportCreate, actor: str | None) -> Export:
+    """A new version of the dataset, queued; the job that freezes and writes it comes after commit."""
+    await repo.lock_dataset(session, dataset.id)  # versions are numbered one at a time
+    version = await repo.next_version(session, dataset.id)
+    run = Run(dataset_id=dataset.id, kind=RunKind.export.value, params={"version": version}, created_by=actor)
+    session.add(run)
+    await session.flush()
+    export = Export(
+        dataset_id=dataset.id,
+        version=version,
+        filters=data.filters.model_dump(mode="json"),
+        split=data.split.model_dump(mode="json"),
+        options={
+            "formats": [f.value for f in data.formats],
+            "pairs_mode": data.pairs_mode.value,
+            "margin": data.margin,
+            "archive": data.archive,
+        },
+        run_id=run.id,
+        created_by=actor,
+    )
+    session.add(export)
+    await session.flush()
+    await session.refresh(export)
+    return export
+
+
+async def get_version_or_404(session: AsyncSession, dataset_id: int, version: int) -> Export:
+    export = await repo.get_version(session, dataset_id, version)
+    if export is None:
+        raise NotFound(f"dataset {dataset_id} has no export version {version}")
+    return export
+
+
+def require_frozen(export: Export) -> None:
+    if export.frozen_at is None:
+        raise Conflict(
+            f"export version {export.version} is not frozen yet (status {export.status}); poll it and retry",
+            details={"status": export.status},
+        )
+
+
+def require_succeeded(export: Export) -> None:
+    if export.status != ExportStatus.succeeded:
+        raise Conflict(
+            f"export version {export.version} has no files yet (status {export.status})",
+            details={"status": export.status},
+        )
+
+
+async def public(session: AsyncSession, exports: list[Export], url_prefix: str = "") -> list[ExportPublic]:
+    runs = await repo.runs(session, [e.run_id for e in exports if e.run_id])
+    out = []
+    for export in exports:
+        run = runs.get(export.run_id) if export.run_id else None
+        item = ExportPublic.model_validate(export)
+        item.progress = ExportProgress(total=run.total, done=run.done) if run else ExportProgress()
+        item.error = run.error if run else None
+        if export.status == ExportStatus.succeeded and export.options.get("archive") and url_prefix:
+            item.archive_url = f"{url_prefix}/{export.version}/archive"
+        out.append(item)
+    return out
+
+
+def render_options(export: Export, override: RenderOptions | None = None, fields: set[str] = frozenset()) -> RenderOptions:
+    """How a version renders: its own options, unless the caller set some explicitly."""
+    chosen = {k: export.options[k] for k in RenderOptions.model_fields}
+    if override is not None:
+        chosen.update(override.model_dump(include=set(fields) & set(RenderOptions.model_fields)))
+    return RenderOptions(**chosen)
+
+
+def record_counts(counts: dict[str, dict[str, int]], render: RenderOptions) -> dict[str, dict[str, int]]:
+    """Records per format and split, from repo.frozen_counts."""
+    pairs = counts.get("pairs_all" if render.pairs_mode is PairsMode.all else "pairs_best", {})
+    return {
+        ExportFormat.sft: counts.get("sft", {}),
+        ExportFormat.sft_chat: counts.get("sft", {}),
+        ExportFormat.rm: counts.get("rm", {}),
+        ExportFormat.rl: counts.get("rl", {}),
+        ExportFormat.pairs: pairs,
+        ExportFormat.pairs_chat: pairs,
+    }
+
+
+async def _chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, int]]:
+    """Gather rows into chunks of about CHUNK_BYTES: (chunk, rows in it)."""
+    buf: list[bytes] = []
+    size = 0
+    async for line in lines:
+        buf.append(line)
+        size += len(line)
+        if size >= CHUNK_BYTES:
+            yield b"".join(buf), len(buf)
+            buf, size = [], 0
+    if buf:
+        yield b"".join(buf), len(buf)
+
+
+async def stream(engine: AsyncEngine, query: str, params: dict[str, Any], work_mem: str | None = None) -> AsyncIterator[bytes]:
+    """The body of a streamed export. It opens its own connection: the request's session is
+    closed before the body is sent.
+
+    Reads are shielded from cancellation: when the client hangs up, Starlette cancels the
+    response at its next send, never halfway through a read, and closing this generator then
+    ends the COPY (psycopg cancels the query and drains it) and returns the connection clean."""
+    conn = await engine.connect()
+    chunks = _chunks(repo.copy_lines(conn, query, params, work_mem))
+    try:
+        while True:
+            with anyio.CancelScope(shield=True):
+                item = await anext(chunks, None)
+            if item is None:
+                break
+            yield item[0]
+    finally:
+        with anyio.CancelScope(shield=True):
+            await chunks.aclose()
+            await conn.close()
+
+
+def live_query(
+    dataset_id: int, fmt: ExportFormat, filters: ExportFilters, split: SplitSpec, render: RenderOptions, only: SplitName | None
+) -> tuple[str, dict[str, Any]]:
+    source, params = repo.live_source(dataset_id, filters, split)
+    return repo.format_sql(fmt, source, render, only), params
+
+
+def frozen_query(export: Export, fmt: ExportFormat, render: RenderOptions, only: SplitName | None) -> tuple[str, dict[str, Any]]:
+    source, params = repo.frozen_source(export.id)
+    return repo.format_sql(fmt, source, render, only), params
+
+
+async def freeze(session: AsyncSession, export: Export, work_mem: str | None = None) -> int:
+    """Resolve the live rows into the version's frozen rows (once: a frozen version never moves)."""
+    if export.frozen_at is not None:
+        return 0
+    await repo.clear_items(session, export.id)
+    n = await repo.freeze(session, export, work_mem)
+    await repo.set_status(session, export.id, frozen_at=datetime.now(UTC))
+    await session.flush()
+    return n
+
+
+async def write_files(
+    sessions: async_sessionmaker[AsyncSession],
+    export: Export,
+    dataset_name: str,
+    out_dir: Path,
+    *,
+    on_progress: ProgressCallback | None = None,
+    track: bool = True,
+) -> Manifest:
+    """Render a frozen version into out_dir: {format}.{split}.jsonl for every non-empty file,
+    and manifest.json. Rendering the same version again gives byte-identical files."""
+    render = render_options(export)
+    formats = [ExportFormat(f) for f in export.options["formats"]]
+    async with sessions() as session:
+        counts = record_counts(await repo.frozen_counts(session, export.id), render)
+    total = sum(counts[f].get(s.value, 0) for f in formats for s in _SPLITS)
+    done = 0
+    last_report = 0.0
+
+    async def report(name: str, force: bool = False) -> None:
+        nonlocal last_report
+        if on_progress:
+            on_progress(done, total, name)
+        if track and export.run_id and (force or time.monotonic() - last_report > PROGRESS_EVERY_S):
+            last_report = time.monotonic()
+            async with sessions() as s:
+                await repo.set_progress(s, export.run_id, total=total, done=done)
+                await s.commit()
+
+    await report("", force=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict[str, Any]] = {}
+    async with sessions() as session:
+        conn = await session.connection()
+        for fmt in formats:
+            for split in _SPLITS:
+                if not counts[fmt].get(split.value):
+                    continue
+                name = file_name(fmt, split)
+                path = out_dir / name
+                digest, rows, size = hashlib.sha256(), 0, 0
+                query, params = frozen_query(export, fmt, render, split)
+                with path.open("wb") as fh:
+                    async for chunk, n in _chunks(repo.copy_lines(conn, query, params)):
+                        digest.update(chunk)
+                        await asyncio.to_thread(fh.write, chunk)
+                        rows += n
+                        size += len(chunk)
+                        done += n
+                        await report(name)
+                info: dict[str, Any] = {"kind": fmt.value, "split": split.value, "rows": rows, "bytes": size,
+                                        "sha256": digest.hexdigest()}
+                if fmt is ExportFormat.rm:
+                    info["pairs"] = counts[ExportFormat.pairs].get(split.value, 0)
+                files[name] = info
+    await report("manifest.json", force=True)
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        dataset=dataset_name,
+        dataset_id=export.dataset_id,
+        dataset_version=export.version,
+        files=files,
+        filters=export.filters,
+        split={**export.split, "method": "sha256(f'{seed}:{prompt_id}'), first 60 bits, against the cumulative ratios"},
+        options=export.options,
+        counts={f.value: {s.value: counts[f].get(s.value, 0) for s in _SPLITS} for f in formats},
+        created_at=_iso(export.created_at),
+    )
+    (out_dir / "manifest.json").write_text(manifest.dumps(), encoding="utf-8")
+    return manifest
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def write_archive(out_dir: Path, names: list[str]) -> Path:
+    """{out_dir}.tar.gz holding the files and the manifest under the directory's name."""
+    archive = out_dir.with_name(out_dir.name + ".tar.gz")
+    tmp = archive.with_name(archive.name + ".part")
+    with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+        for name in [*names, "manifest.json"]:
+            tar.add(out_dir / name, arcname=f"{out_dir.name}/{name}")
+    tmp.replace(archive)
+    return archive
+
+
+async def mark(sessions: async_sessionmaker[AsyncSession], export: Export, status: ExportStatus, **run_values: Any) -> None:
+    async with sessions() as session:
+        values: dict[str, Any] = {"status": status.value}
+        if status in (ExportStatus.succeeded, ExportStatus.failed):
+            values["finished_at"] = datetime.now(UTC)
+        await repo.set_status(session, export.id, **values)
+        if export.run_id:
+            run_status = {ExportStatus.running: RunStatus.running, ExportStatus.succeeded: RunStatus.succeeded,
+                          ExportStatus.failed: RunStatus.failed}.get(status, RunStatus.queued)
+            run_values["status"] = run_status.value
+            if status is ExportStatus.running:
+                run_values["started_at"] = datetime.now(UTC)
+            elif "finished_at" in values:
+                run_values["finished_at"] = datetime.now(UTC)
+            await repo.set_progress(session, export.run_id, **run_values)
+        await session.commit()
+
+
+def archive_path(export: Export) -> Path | None:
+    if not export.path or not export.options.get("archive"):
+        return None
+    out_dir = Path(export.path)
+    path = out_dir.with_name(out_dir.name + ".tar.gz")
+    return path if path.is_file() else None
+
+
+def file_path(export: Export, name: str) -> Path:
+    """A file of a written version, by its name in the manifest (nothing else is served)."""
+    known = set((export.manifest or {}).get("files", {})) | {"manifest.json"}
+    path = Path(export.path or "") / name
+    if name not in known or not export.path or not path.is_file():
+        raise NotFound(f"export version {export.version} has no file {name!r}", details={"files": sorted(known)})
+    return path
