@@ -58,10 +58,12 @@ async def _start_run(context: procrastinate.JobContext, run_id: int) -> None:
 
     rt: Runtime = context.additional_context["runtime"]
     chunks = await pipeline.plan_run(rt, run_id)
-    if chunks:
-        size = rt.settings.run_chunk_size
-        await context.app.configure_task(PROCESS_CHUNK).batch_defer_async(
-            *({"run_id": run_id, "lo": lo, "hi": lo + size} for lo in chunks)
+    size = rt.settings.run_chunk_size
+    for lo in chunks:
+        # a lock per chunk: a resumed run's job waits for a stopping one on the same items
+        # instead of asking the LLM for them a second time
+        await context.app.configure_task(PROCESS_CHUNK, lock=f"run:{run_id}:{lo}").defer_async(
+            run_id=run_id, lo=lo, hi=lo + size
         )
 
 
