@@ -82,9 +82,10 @@ async def plan_run(rt: Runtime, run_id: int) -> list[int]:
                 calls = -(-p["num_prompts"] // p["per_call"])
                 await repo.create_numbered_items(session, run_id, calls)
             else:
+                # a judge run covers the prompts that have something to rank
                 await repo.create_prompt_items(
                     session, run, p.get("prompts") or {},
-                    with_completions_of_run=p.get("source_run_id") if run.kind == RunKind.judge else None,
+                    with_completions=run.kind == RunKind.judge, of_run=p.get("source_run_id"),
                 )
             counts = await repo.count_items(session, run_id)
         total = sum(counts.values())

@@ -47,16 +47,17 @@ def _prompt_conditions(dataset_id: int, flt: dict[str, Any]) -> list:
 
 
 async def create_prompt_items(
-    session: AsyncSession, run: Run, flt: dict[str, Any], *, with_completions_of_run: int | None = None
+    session: AsyncSession, run: Run, flt: dict[str, Any], *, with_completions: bool = False,
+    of_run: int | None = None,
 ) -> None:
-    """One item per selected prompt, numbered in prompt id order; a no-op once items exist."""
+    """One item per selected prompt (with completions: only prompts that have some, of `of_run`
+    when given), numbered in prompt id order."""
     conds = _prompt_conditions(run.dataset_id, flt)
-    if with_completions_of_run is not None:
-        conds.append(
-            select(Completion.id)
-            .where(Completion.prompt_id == Prompt.id, Completion.run_id == with_completions_of_run)
-            .exists()
-        )
+    if with_completions:
+        has = select(Completion.id).where(Completion.prompt_id == Prompt.id)
+        if of_run is not None:
+            has = has.where(Completion.run_id == of_run)
+        conds.append(has.exists())
     chosen = select(Prompt.id).where(and_(*conds)).order_by(Prompt.id)
     if flt.get("limit"):
         chosen = chosen.limit(flt["limit"])

@@ -88,3 +88,13 @@ def test_tolerant_parser():
     for bad in ("no idea", '{"ranks": [1, 1]}', '{"score": 3}', "[[1]] > [[1]]"):
         with pytest.raises(InvalidJudgeReply):
             parse_listwise(bad, 2, allow_ties=False)
+
+
+def test_a_judge_run_covers_prompts_with_something_to_rank(api, sql, fake):
+    dataset_id, prompt_ids = make_dataset(api, sql, n_prompts=3)
+    wait_run(api, start(api, dataset_id, {"kind": "generate", "k": 1, "prompts": {"prompt_ids": prompt_ids[:1]}})["id"])
+    judge = wait_run(api, start(api, dataset_id, {"kind": "judge"})["id"])
+    assert (judge["total"], judge["failed"]) == (1, 1)  # the two prompts without answers are not in it
+    flagged = rows(sql, "SELECT id, flag_reasons, meta FROM prompt WHERE review_status = 'needs_review'")
+    assert [f["id"] for f in flagged] == prompt_ids[:1] and flagged[0]["flag_reasons"] == ["judge_invalid"]
+    assert "1 completion(s) to rank" in flagged[0]["meta"]["flag_details"]["judge_invalid"]
