@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Optional
@@ -30,12 +31,22 @@ UrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compat
 
 
 @cli.command()
-def worker(concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Jobs at once.")] = None) -> None:
+def worker(
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Jobs at once.")] = None,
+    log_level: str = "info",
+) -> None:
     """Run a job worker against the configured database (any number, on any machines)."""
     from app.worker import serve_worker
 
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2", "openai", "pgserver"):  # one line per LLM request otherwise
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = get_settings()
-    asyncio.run(serve_worker(settings, concurrency or settings.worker_concurrency))
+    try:
+        asyncio.run(serve_worker(settings, concurrency or settings.worker_concurrency))
+    except AppError as exc:
+        console.print(f"[red]{exc.code}:[/red] {exc.message}")
+        raise typer.Exit(2) from None
 
 
 def _llm(role: str, model: str | None, base_url: str | None) -> dict | None:
