@@ -75,9 +75,10 @@ class Settings(BaseSettings):
     # set with JSON, e.g. FORGE_LLM_JUDGE='{"model": "gpt-4o", "rpm": 500}'.
     llm_base_url: str = Field(default="http://127.0.0.1:8080/v1", description="Default OpenAI-compatible endpoint.")
     llm_api_key: SecretStr | None = None
-    llm_generator: LLMRole = Field(default_factory=lambda: LLMRole(params={"temperature": 0.8, "max_tokens": 512}))
-    llm_judge: LLMRole = Field(default_factory=lambda: LLMRole(params={"temperature": 0.0, "max_tokens": 1024}))
-    llm_synthesizer: LLMRole = Field(default_factory=lambda: LLMRole(params={"temperature": 1.0, "max_tokens": 1024}))
+    # each role's params go over its defaults (app.llm.endpoints.ROLE_DEFAULT_PARAMS)
+    llm_generator: LLMRole = Field(default_factory=LLMRole)
+    llm_judge: LLMRole = Field(default_factory=LLMRole)
+    llm_synthesizer: LLMRole = Field(default_factory=LLMRole)
     llm_timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
     llm_max_attempts: int = Field(default=5, ge=1, le=20, description="Attempts per call (429, 5xx, timeouts, drops).")
     llm_backoff_initial_s: float = Field(default=0.5, ge=0)

@@ -13,6 +13,11 @@ from app.errors import InvalidInput
 
 Role = Literal["generator", "judge", "synthesizer"]
 ROLES: tuple[Role, ...] = ("generator", "judge", "synthesizer")
+ROLE_DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "generator": {"temperature": 0.8, "max_tokens": 512},
+    "judge": {"temperature": 0.0, "max_tokens": 1024},
+    "synthesizer": {"temperature": 1.0, "max_tokens": 1024},
+}
 # Overrides may name a key only through an environment variable with this prefix, so an API
 # caller can neither store a key in the database nor send one of ours to a URL of its choice.
 KEY_ENV_PREFIX = "FORGE_LLM_KEY_"
@@ -56,7 +61,7 @@ def resolve_endpoint(
     base = _role(settings, role)
     configured_url = (base.base_url or settings.llm_base_url).rstrip("/")
     key = base.api_key or settings.llm_api_key
-    url, model, params, key_env = configured_url, base.model, dict(base.params), None
+    url, model, params, key_env = configured_url, base.model, {**ROLE_DEFAULT_PARAMS[role], **base.params}, None
     for source, layer in (("dataset settings", (dataset_settings or {}).get("llm", {})), ("run", run_llm or {})):
         raw = layer.get(role) if isinstance(layer, dict) else None
         if raw is None:
