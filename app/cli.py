@@ -237,8 +237,10 @@ cli.add_typer(review_cli, name="review", help="Human review: agreement figures."
 def _mount_optional() -> None:
     """Sub-commands that live in their own packages."""
     from app.exports.cli import cli as exports_cli
+    from app.runs.cli import cli as runs_cli
 
     cli.add_typer(exports_cli)  # no name: `rlhf-forge export ...` at the top level
+    cli.add_typer(runs_cli)  # worker, synth, generate, judge at the top level
     try:
         from trainer.cli import cli as train_cli
     except ImportError:  # the trainer package is optional at runtime

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class LLMRole(BaseModel):
+    """One LLM role's endpoint, key, model, default parameters and limits."""
+
+    base_url: str | None = Field(default=None, description="None: llm_base_url.")
+    api_key: SecretStr | None = Field(default=None, description="None: llm_api_key.")
+    model: str = "default"
+    params: dict[str, Any] = Field(default_factory=dict, description="Default sampling parameters.")
+    concurrency: int = Field(default=64, ge=1, description="Requests in flight per process to this endpoint.")
+    rpm: int | None = Field(default=None, ge=1, description="Requests per minute, across all workers.")
+    tpm: int | None = Field(default=None, ge=1, description="Tokens per minute, across all workers.")
+
+
+class ModelPrice(BaseModel):
+    prompt: Decimal = Field(default=Decimal(0), ge=0, description="USD per million prompt tokens.")
+    completion: Decimal = Field(default=Decimal(0), ge=0, description="USD per million completion tokens.")
 
 
 def default_data_dir() -> Path:
@@ -51,6 +70,39 @@ class Settings(BaseSettings):
     # --- jobs -----------------------------------------------------------------------------
     worker_in_process: bool = Field(default=True, description="`serve` also runs a job worker.")
     worker_concurrency: int = 16
+    # --- jobs: worker liveness (issue 3) ---------------------------------------------------
+    worker_heartbeat_s: float = Field(default=10.0, gt=0, description="Worker heartbeat interval.")
+    worker_stalled_after_s: float = Field(
+        default=30.0, gt=0, description="A worker silent this long is dead; its running jobs are retried."
+    )
+    run_chunk_size: int = Field(default=16, ge=1, le=1000, description="Prompts per job of a run.")
+    run_status_poll_s: float = Field(default=1.0, gt=0, description="How often a job checks for cancel.")
+
+    # --- LLM pipeline (issue 3) ------------------------------------------------------------
+    # Every role (generator, judge, synthesizer) talks to an OpenAI-compatible endpoint; a role
+    # without its own base_url / api_key uses llm_base_url / llm_api_key. A role's fields can be
+    # set with JSON, e.g. FORGE_LLM_JUDGE='{"model": "gpt-4o", "rpm": 500}'.
+    llm_base_url: str = Field(default="http://127.0.0.1:8080/v1", description="Default OpenAI-compatible endpoint.")
+    llm_api_key: SecretStr | None = None
+    # each role's params go over its defaults (app.llm.endpoints.ROLE_DEFAULT_PARAMS)
+    llm_generator: LLMRole = Field(default_factory=LLMRole)
+    llm_judge: LLMRole = Field(default_factory=LLMRole)
+    llm_synthesizer: LLMRole = Field(default_factory=LLMRole)
+    llm_timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
+    llm_max_attempts: int = Field(default=5, ge=1, le=20, description="Attempts per call (429, 5xx, timeouts, drops).")
+    llm_backoff_initial_s: float = Field(default=0.5, ge=0)
+    llm_backoff_max_s: float = Field(default=30.0, ge=0, description="Longest wait between attempts, Retry-After included.")
+    llm_request_spacing_ms: float = Field(
+        default=1.0, ge=0, description="Least time between request starts per endpoint and process (no bursts)."
+    )
+    llm_cache: bool = Field(default=True, description="Reuse stored responses for identical calls.")
+    llm_prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="model -> USD per million prompt / completion tokens; unknown models cost 0."
+    )
+    judge_orders: int = Field(default=2, ge=1, le=8, description="Orders each ranking is asked in (position bias).")
+    judge_max_attempts: int = Field(default=3, ge=1, le=10, description="Tries for a valid judge reply.")
+    judge_min_consistency: float = Field(default=0.5, ge=-1, le=1, description="Kendall tau below this flags a ranking.")
+    synth_near_dup_threshold: float = Field(default=0.7, gt=0, le=1, description="MinHash Jaccard for near-duplicates.")
 
     # --- exports (issue 5) ----------------------------------------------------------------
     export_work_mem: str = Field(

@@ -27,11 +27,12 @@ def _routers():
     from app.prompts.router import router as prompts
     from app.rankings.router import router as rankings
     from app.review.router import router as review
+    from app.runs.router import router as runs
     from app.ui.router import router as ui
 
     return [
         (health, ""), (datasets, API_PREFIX), (prompts, API_PREFIX), (completions, API_PREFIX), (rankings, API_PREFIX),
-        (exports, API_PREFIX), (review, API_PREFIX), (ui, ""),
+        (exports, API_PREFIX), (runs, API_PREFIX), (review, API_PREFIX), (ui, ""),
     ]
 
 
@@ -54,7 +55,11 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             app.state.database_url = engine.url.render_as_string(hide_password=False)
         app.state.sessions = db.session_factory(app.state.engine)
         try:
-            yield
+            # the job queue, and a worker in this process when settings.worker_in_process
+            from app.worker import jobs_lifespan
+
+            async with jobs_lifespan(app.state, settings, app.state.database_url):
+                yield
         finally:
             if own_engine:
                 await app.state.engine.dispose()

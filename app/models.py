@@ -384,3 +384,52 @@ Index("ix_prompt_review_flagged", Prompt.dataset_id, Prompt.id, postgresql_where
 Index("ix_ranking_review_flagged", Ranking.dataset_id, Ranking.prompt_id, postgresql_where=text(FLAGGED_PREDICATE))
 Index("ix_completion_review_flagged", Completion.dataset_id, Completion.prompt_id, postgresql_where=text(FLAGGED_PREDICATE))
 Index("ix_prompt_lease_holder", Prompt.lease_holder, postgresql_where=text("lease_holder IS NOT NULL"))
+
+
+# --- LLM pipeline (issue 3) ------------------------------------------------------------------
+
+
+class RunItemStatus(enum.StrEnum):
+    pending = "pending"
+    done = "done"
+    failed = "failed"
+
+
+class RunItem(Base):
+    """One unit of a run's work (a prompt to answer or rank, a synthesis call). A job finishes
+    an item at most once: the pending -> done|failed transition is what advances the counters."""
+
+    __tablename__ = "run_item"
+    __table_args__ = (CheckConstraint(_in("status", RunItemStatus), name="status"),)
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), primary_key=True)
+    item_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt_id: Mapped[int | None] = mapped_column(ForeignKey("prompt.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), server_default=RunItemStatus.pending.value)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    prompt_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    completion_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    cost: Mapped[Decimal] = mapped_column(Numeric(14, 6), server_default="0")
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    updated_at: Mapped[datetime] = _updated()
+
+
+class LLMCache(Base):
+    """Responses keyed by sha256 of (endpoint, model, messages, parameters, seed)."""
+
+    __tablename__ = "llm_cache"
+
+    key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    response: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _created()
+
+
+class LLMRateLimit(Base):
+    """Shared RPM / TPM state (GCRA): the theoretical arrival time per limit key."""
+
+    __tablename__ = "llm_rate_limit"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    tat: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,99 @@
+"""Generation runs: K completions per prompt from a sampling plan, each row with provenance."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from app.llm import ChatRequest, ChatResult, Endpoint, LLMCallFailed, resolve_endpoint
+from app.models import CompletionSource, Dataset, FlagReason, Run
+from app.runs import repository as repo
+from app.runs.pipeline import Item, ItemOutcome
+from app.runs.schemas import GenerateRun
+
+TEMPLATE_VERSION = "generate-v1"
+
+
+@dataclass
+class _Ctx:
+    run: Run
+    spec: GenerateRun
+    endpoint: Endpoint
+    existing: set[tuple[int, int]]
+    cached: dict[tuple[int, int], ChatResult]
+
+
+def sample_request(spec: GenerateRun, endpoint: Endpoint, prompt: str, index: int) -> ChatRequest:
+    entry = spec.sampling_plan()[index % len(spec.sampling_plan())]
+    messages = ([{"role": "system", "content": entry.system_prompt}] if entry.system_prompt else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    params: dict[str, Any] = {"seed": spec.seed + index}
+    for name in ("temperature", "top_p", "max_tokens"):
+        value = getattr(entry, name)
+        if value is not None:
+            params[name] = value
+    return ChatRequest(messages=messages, params=params, model=entry.model or endpoint.model)
+
+
+async def _done(result: ChatResult) -> ChatResult:
+    return result
+
+
+class GenerateHandler:
+    async def prepare(self, rt, run: Run, dataset: Dataset, items: list[Item]) -> _Ctx:
+        spec = GenerateRun.model_validate(run.params)
+        endpoint = resolve_endpoint(rt.settings, "generator", dataset.settings, run.params.get("llm"))
+        async with rt.sessions() as session:
+            existing = await repo.existing_samples(session, run.id, [i.prompt_id for i in items])
+        todo = [(i.prompt_id, k, i.prompt_text) for i in items for k in range(spec.k) if (i.prompt_id, k) not in existing]
+        hits = await rt.llm.cached_many(endpoint, [sample_request(spec, endpoint, text, k) for _, k, text in todo])
+        cached = {(p, k): hit for (p, k, _), hit in zip(todo, hits, strict=True) if hit is not None}
+        return _Ctx(run, spec, endpoint, existing, cached)
+
+    async def process(self, rt, ctx: _Ctx, item: Item) -> ItemOutcome:
+        todo = [k for k in range(ctx.spec.k) if (item.prompt_id, k) not in ctx.existing]
+        requests = [sample_request(ctx.spec, ctx.endpoint, item.prompt_text, k) for k in todo]
+        cached = [ctx.cached.get((item.prompt_id, k)) for k in todo]  # looked up for the chunk at once
+        results = await asyncio.gather(
+            *(_done(hit) if hit else rt.llm.chat(ctx.endpoint, r, use_cache=False) for r, hit in zip(requests, cached, strict=True)),
+            return_exceptions=True,
+        )
+        outcome = ItemOutcome()
+        rows, errors = [], []
+        for k, req, res in zip(todo, requests, results, strict=True):
+            if isinstance(res, LLMCallFailed):
+                errors.append(f"sample {k}: {res.reason}")
+                continue
+            if isinstance(res, BaseException):
+                raise res
+            outcome.add(res)
+            rows.append(self._row(ctx, item, k, req, res))
+        outcome.result = {"completions": len(rows) + ctx.spec.k - len(todo)}
+        if errors:
+            outcome.error = "; ".join(errors)[:2000]
+
+        outcome.completions = rows
+        if errors:
+            async def flag(session) -> None:
+                await repo.flag_prompt(
+                    session, item.prompt_id, FlagReason.generation_failed,
+                    f"{len(errors)} of {ctx.spec.k} samples failed: {outcome.error}"[:1000],
+                )
+
+            outcome.write = flag
+        return outcome
+
+    @staticmethod
+    def _row(ctx: _Ctx, item: Item, k: int, req: ChatRequest, res: ChatResult) -> dict[str, Any]:
+        system = next((m["content"] for m in req.messages if m["role"] == "system"), None)
+        return {
+            "dataset_id": ctx.run.dataset_id, "prompt_id": item.prompt_id, "text": res.text,
+            "source": CompletionSource.model.value, "model": res.model,
+            "params": {**res.params, "system_prompt": system, "base_url": ctx.endpoint.base_url},
+            "template_version": TEMPLATE_VERSION, "prompt_tokens": res.prompt_tokens,
+            "completion_tokens": res.completion_tokens, "cost": res.cost, "latency_ms": res.latency_ms,
+            "finish_reason": res.finish_reason, "run_id": ctx.run.id, "sample_index": k,
+            "meta": {"cached": res.cached, "attempts": res.attempts},
+        }

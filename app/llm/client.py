@@ -1,0 +1,285 @@
+"""Every LLM call goes through here: the official `openai` async client with a configurable
+base_url, tenacity retries (Retry-After honoured), a request timeout, a concurrency limit per
+endpoint, shared RPM/TPM limits, cost from the price table and the response cache."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import httpx2
+import openai
+from openai.types.chat import ChatCompletion
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity.wait import wait_base
+
+from app.config import Settings
+from app.llm import cache
+from app.llm.cost import call_cost
+from app.llm.endpoints import Endpoint
+from app.llm.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+
+
+class LLMCallFailed(Exception):
+    """A call that did not succeed within the attempts allowed; `reason` says why."""
+
+    def __init__(self, reason: str, attempts: int):
+        super().__init__(reason)
+        self.reason = reason
+        self.attempts = attempts
+
+
+@dataclass
+class ChatRequest:
+    messages: list[dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None  # None: the endpoint's model
+
+
+@dataclass
+class ChatResult:
+    text: str
+    model: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    latency_ms: int
+    cached: bool
+    attempts: int
+    cache_key: bytes
+    params: dict[str, Any]
+
+    def cache_row(self) -> tuple[bytes, str, dict[str, Any]]:
+        return self.cache_key, self.model, {
+            "text": self.text, "finish_reason": self.finish_reason,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+        }
+
+
+def _from_cache(hit: dict[str, Any], model: str, params: dict[str, Any], key: bytes) -> ChatResult:
+    # a cached answer costs nothing this time: the run did not pay for it
+    return ChatResult(
+        text=hit["text"], model=model, finish_reason=hit.get("finish_reason"),
+        prompt_tokens=hit.get("prompt_tokens", 0), completion_tokens=hit.get("completion_tokens", 0),
+        cost=Decimal(0), latency_ms=0, cached=True, attempts=0, cache_key=key, params=params,
+    )
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, openai.APIConnectionError):  # timeouts and dropped connections too
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return False
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            try:
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError):
+                continue
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
+    return None
+
+
+class _WaitRetryAfter(wait_base):
+    """The server's Retry-After when it sent one, else exponential backoff with jitter."""
+
+    def __init__(self, fallback: wait_base, cap: float):
+        self.fallback, self.cap = fallback, cap
+
+    def __call__(self, retry_state) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, openai.APIStatusError):
+            seconds = retry_after_seconds(exc.response.headers)
+            if seconds is not None:
+                return min(seconds, self.cap)
+        return min(self.fallback(retry_state), self.cap)
+
+
+def _describe(exc: BaseException, secret: str | None) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        text = f"HTTP {exc.status_code}: {exc.message}"
+    elif isinstance(exc, openai.APITimeoutError):
+        text = "request timed out"
+    elif isinstance(exc, openai.APIConnectionError):
+        text = f"connection error: {exc.__cause__ or exc}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    if secret:
+        text = text.replace(secret, "***")
+    return text[:500]
+
+
+class LLMClient:
+    """One OpenAI-compatible endpoint (base_url + key), shared by every call to it in this
+    process whatever the role; the semaphore is the endpoint's concurrency limit."""
+
+    def __init__(self, endpoint: Endpoint, settings: Settings, engine: AsyncEngine | None):
+        self.endpoint = endpoint
+        self.settings = settings
+        self.engine = engine
+        self._openai = openai.AsyncOpenAI(
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key or "unused",
+            timeout=settings.llm_timeout_s,
+            max_retries=0,  # tenacity below owns retries
+            # the SDK's aiohttp transport: at dozens of requests in flight httpx's pool spends
+            # more time checking its connections than sending
+            http_client=openai.DefaultAioHttpClient(
+                limits=httpx2.Limits(max_connections=None, max_keepalive_connections=endpoint.concurrency)
+            ),
+        )
+        self._semaphore = asyncio.Semaphore(endpoint.concurrency)
+        self._next_start = 0.0
+        self._limiter = RateLimiter(engine) if engine is not None else None
+
+    async def close(self) -> None:
+        await self._openai.close()
+
+    async def _pace(self) -> None:
+        """Space request starts by llm_request_spacing_ms. Requests that start together come
+        back together and then wait on each other's parsing; spaced, they stay spread out."""
+        spacing = self.settings.llm_request_spacing_ms / 1000
+        if spacing <= 0:
+            return
+        now = time.monotonic()
+        start = max(now, self._next_start)
+        self._next_start = start + spacing
+        if start > now:
+            await asyncio.sleep(start - now)
+
+    @staticmethod
+    def _estimate_tokens(req: ChatRequest, params: dict[str, Any]) -> int:
+        chars = sum(len(str(m.get("content", ""))) for m in req.messages)
+        return chars // 4 + int(params.get("max_tokens") or params.get("max_completion_tokens") or 256)
+
+    async def _once(self, endpoint: Endpoint, model: str, req: ChatRequest, params: dict[str, Any]) -> tuple[Any, int]:
+        scope = f"{endpoint.base_url}|{model}"
+        reserved = self._estimate_tokens(req, params)
+        limiter = self._limiter if (endpoint.rpm or endpoint.tpm) else None
+        if limiter:
+            await limiter.acquire(scope, endpoint.rpm, endpoint.tpm, reserved)
+        body = {"model": model, "messages": req.messages, **params}
+        async with self._semaphore:
+            await self._pace()
+            started = time.perf_counter()
+            # the client's generic post: same transport, auth, errors and response types as
+            # chat.completions.create, without re-walking our already-plain request body
+            response = await self._openai.post("/chat/completions", body=body, cast_to=ChatCompletion)
+            latency_ms = int((time.perf_counter() - started) * 1000)
+        if limiter and response.usage is not None:
+            await limiter.refund_tokens(scope, endpoint.tpm, reserved, response.usage.total_tokens)
+        return response, latency_ms
+
+    def _resolve(self, endpoint: Endpoint, req: ChatRequest) -> tuple[str, dict[str, Any], bytes]:
+        model = req.model or endpoint.model
+        params = {**endpoint.params, **req.params}
+        return model, params, cache.cache_key(endpoint.base_url, model, req.messages, params)
+
+    async def cached_many(self, endpoint: Endpoint, reqs: list[ChatRequest]) -> list[ChatResult | None]:
+        """Stored answers for these requests (None where there is none), in one query."""
+        if not (self.settings.llm_cache and self.engine is not None and reqs):
+            return [None] * len(reqs)
+        resolved = [self._resolve(endpoint, r) for r in reqs]
+        async with self.engine.connect() as conn:
+            hits = await cache.lookup_many(conn, [key for _, _, key in resolved])
+        return [
+            _from_cache(hits[key], model, params, key) if key in hits else None for model, params, key in resolved
+        ]
+
+    async def chat(self, endpoint: Endpoint, req: ChatRequest, *, use_cache: bool = True) -> ChatResult:
+        """One chat completion for `endpoint` (its model and default parameters under the
+        request's); raises LLMCallFailed once the attempts are spent."""
+        model, params, key = self._resolve(endpoint, req)
+        if use_cache:
+            (hit,) = await self.cached_many(endpoint, [req])
+            if hit is not None:
+                return hit
+        s = self.settings
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(s.llm_max_attempts),
+            wait=_WaitRetryAfter(
+                wait_exponential_jitter(multiplier=s.llm_backoff_initial_s, max=s.llm_backoff_max_s, jitter=s.llm_backoff_initial_s),
+                s.llm_backoff_max_s,
+            ),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    response, latency_ms = await self._once(endpoint, model, req, params)
+        except (openai.OpenAIError, OSError) as exc:
+            reason = _describe(exc, endpoint.api_key)
+            suffix = f" after {attempts} attempts" if attempts > 1 else ""
+            log.warning("LLM call to %s (%s) failed%s: %s", endpoint.base_url, model, suffix, reason)
+            raise LLMCallFailed(reason + suffix, attempts) from None
+        choice = response.choices[0] if response.choices else None
+        usage = response.usage
+        prompt_tokens = usage.prompt_tokens if usage else 0
+        completion_tokens = usage.completion_tokens if usage else 0
+        return ChatResult(
+            text=(choice.message.content or "") if choice else "",
+            model=response.model or model,
+            finish_reason=choice.finish_reason if choice else None,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost=call_cost(s.llm_prices, model, prompt_tokens, completion_tokens),
+            latency_ms=latency_ms,
+            cached=False,
+            attempts=attempts,
+            cache_key=key,
+            params=params,
+        )
+
+
+class LLMPool:
+    """The clients of this process, one per (base_url, key); closed together."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine | None):
+        self.settings = settings
+        self.engine = engine
+        self._clients: dict[tuple[str, str | None], LLMClient] = {}
+
+    def client(self, endpoint: Endpoint) -> LLMClient:
+        ident = (endpoint.base_url, endpoint.api_key)
+        found = self._clients.get(ident)
+        if found is None:
+            found = self._clients[ident] = LLMClient(endpoint, self.settings, self.engine)
+        return found
+
+    async def chat(self, endpoint: Endpoint, req: ChatRequest, *, use_cache: bool = True) -> ChatResult:
+        return await self.client(endpoint).chat(endpoint, req, use_cache=use_cache)
+
+    async def cached_many(self, endpoint: Endpoint, reqs: list[ChatRequest]) -> list[ChatResult | None]:
+        return await self.client(endpoint).cached_many(endpoint, reqs)
+
+    async def close(self) -> None:
+        for c in self._clients.values():
+            await c.close()
+        self._clients.clear()

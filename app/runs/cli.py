@@ -1,0 +1,215 @@
+"""Command line for the LLM pipeline: `worker`, and `synth | generate | judge --dataset NAME`
+(with --wait: a live progress bar; the run is worked on in this process too unless --no-work)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from app.config import get_settings
+from app.errors import AppError
+
+cli = typer.Typer(help="LLM pipeline: synthesise prompts, generate completions, judge them.", no_args_is_help=True)
+console = Console(stderr=True)
+
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")]
+WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the run with a progress bar until it ends.")]
+WorkOpt = Annotated[bool, typer.Option("--work/--no-work", help="With --wait, also work on jobs in this process.")]
+BudgetOpt = Annotated[Optional[float], typer.Option("--budget", help="USD; the run stops when it is spent.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model for this run's role.")]
+UrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint for this run.")]
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Jobs at once.")] = None,
+    log_level: str = "info",
+) -> None:
+    """Run a job worker against the configured database (any number, on any machines)."""
+    from app.worker import serve_worker
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2", "openai", "pgserver"):  # one line per LLM request otherwise
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    settings = get_settings()
+    try:
+        asyncio.run(serve_worker(settings, concurrency or settings.worker_concurrency))
+    except AppError as exc:
+        console.print(f"[red]{exc.code}:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+
+
+def _llm(role: str, model: str | None, base_url: str | None) -> dict | None:
+    override = {k: v for k, v in (("model", model), ("base_url", base_url)) if v}
+    return {role: override} if override else None
+
+
+def _submit(dataset: str, body: dict, wait: bool, work: bool) -> None:
+    from app.runs.schemas import RunCreate
+    from pydantic import TypeAdapter
+
+    try:
+        spec = TypeAdapter(RunCreate).validate_python(body)
+    except ValidationError as exc:
+        console.print(f"[red]invalid run:[/red] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        status = asyncio.run(_run(dataset, spec, wait, work))
+    except AppError as exc:
+        console.print(f"[red]{exc.code}:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    if wait and status != "succeeded":
+        raise typer.Exit(1)
+
+
+async def _run(dataset_name: str, spec, wait: bool, work: bool) -> str:
+    from app import db
+    from app.datasets import service as datasets
+    from app.llm import LLMPool
+    from app.runs import repository as repo
+    from app.runs import service as runs
+    from app.worker import Runtime, defer_start, make_job_app, run_worker
+
+    settings = get_settings()
+    url, embedded = db.resolve_database_url(settings)
+    engine = db.make_engine(url, settings)
+    sessions = db.session_factory(engine)
+    llm = LLMPool(settings, engine)
+    try:
+        db.check_schema(url)
+        async with sessions() as session:
+            dataset = await datasets.get_by_name_or_404(session, dataset_name)
+            run = await runs.create(session, settings, dataset, spec, actor="cli")
+            await session.commit()
+        job_app = make_job_app(url)
+        async with job_app.open_async():
+            await defer_start(job_app, run.id)
+            console.print(f"run {run.id} ({run.kind}) queued for dataset {dataset_name!r}")
+            if not wait:
+                return run.status
+            worker = None
+            if work:
+                rt = Runtime(settings, engine, sessions, llm)
+                worker = asyncio.create_task(run_worker(job_app, rt, concurrency=settings.worker_concurrency))
+            try:
+                return await _follow(sessions, run.id, repo, runs)
+            finally:
+                if worker is not None:
+                    worker.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await worker
+    finally:
+        await llm.close()
+        await engine.dispose()
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _follow(sessions, run_id: int, repo, runs) -> str:
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(f"run {run_id}", total=None, info="")
+        while True:
+            async with sessions() as session:
+                run = await repo.get(session, run_id)
+            view = runs.public(run)
+            p = view.progress
+            info = (
+                f"{run.status} · failed {run.failed} · tokens {run.prompt_tokens + run.completion_tokens} · "
+                f"${Decimal(run.cost):.4f}"
+                + (f" · {p.rate_per_s:.1f}/s" if p.rate_per_s else "")
+                + (f" · ETA {p.eta_s:.0f}s" if p.eta_s is not None else "")
+            )
+            bar.update(task, total=run.total or None, completed=run.done + run.failed, info=info)
+            if run.status in runs.TERMINAL:
+                break
+            await asyncio.sleep(0.5)
+    console.print(json.dumps(view.model_dump(mode="json", include={"id", "status", "total", "done", "failed", "cost"})))
+    return run.status
+
+
+@cli.command()
+def generate(
+    dataset: DatasetOpt,
+    k: Annotated[int, typer.Option("--k", help="Completions per prompt.")] = 4,
+    temperature: Annotated[Optional[list[float]], typer.Option("--temperature", "-t", help="One per plan entry; repeat.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens")] = None,
+    system_prompt: Annotated[Optional[str], typer.Option("--system-prompt")] = None,
+    status: Annotated[Optional[list[str]], typer.Option("--status", help="Only prompts with this review status.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many prompts.")] = None,
+    seed: int = 0,
+    model: ModelOpt = None, base_url: UrlOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
+) -> None:
+    """K completions for each prompt of a dataset."""
+    plan = None
+    if temperature or max_tokens or system_prompt:
+        plan = [
+            {k2: v for k2, v in (("temperature", t), ("max_tokens", max_tokens), ("system_prompt", system_prompt)) if v is not None}
+            for t in (temperature or [None])
+        ]
+    body = {
+        "kind": "generate", "k": k, "plan": plan, "seed": seed, "budget": budget,
+        "prompts": {"review_status": status, "limit": limit}, "llm": _llm("generator", model, base_url),
+    }
+    _submit(dataset, body, wait, work)
+
+
+@cli.command()
+def judge(
+    dataset: DatasetOpt,
+    mode: Annotated[str, typer.Option("--mode", help="listwise | pairwise | rubric")] = "listwise",
+    orders: Annotated[Optional[int], typer.Option("--orders", help="Orders per ranking (position bias).")] = None,
+    source_run: Annotated[Optional[int], typer.Option("--source-run", help="Rank this generate run's completions.")] = None,
+    allow_ties: bool = False,
+    limit: Annotated[Optional[int], typer.Option("--limit")] = None,
+    model: ModelOpt = None, base_url: UrlOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
+) -> None:
+    """Rank each prompt's completions with the judge."""
+    body = {
+        "kind": "judge", "mode": mode, "orders": orders, "source_run_id": source_run, "allow_ties": allow_ties,
+        "budget": budget, "prompts": {"limit": limit}, "llm": _llm("judge", model, base_url),
+    }
+    _submit(dataset, body, wait, work)
+
+
+@cli.command()
+def synth(
+    dataset: DatasetOpt,
+    num: Annotated[int, typer.Option("--num", "-n", help="Prompts to ask for (duplicates are dropped).")] = 20,
+    per_call: int = 5,
+    topic: Annotated[Optional[list[str]], typer.Option("--topic", help="Repeat for several.")] = None,
+    document: Annotated[Optional[list[Path]], typer.Option("--document", help="A text file to draw prompts from; repeat.")] = None,
+    evol: Annotated[bool, typer.Option("--evol", help="Rewrite existing prompts (evol-instruct) instead.")] = False,
+    seed: int = 0,
+    model: ModelOpt = None, base_url: UrlOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
+) -> None:
+    """New prompts: self-instruct from the dataset's prompts, topics or documents (or --evol)."""
+    body = {
+        "kind": "synth", "mode": "evol" if evol else "self_instruct", "num_prompts": num, "per_call": per_call,
+        "topics": topic or [], "documents": [p.read_text(encoding="utf-8") for p in document or []],
+        "seed": seed, "budget": budget, "llm": _llm("synthesizer", model, base_url),
+    }
+    if evol:
+        body["prompts"] = {"limit": num}
+    _submit(dataset, body, wait, work)
+
+
+def main() -> None:  # pragma: no cover - `python -m app.runs.cli`
+    cli()
+
+
+if __name__ == "__main__":
+    main()

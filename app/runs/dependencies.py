@@ -1,0 +1,14 @@
+from typing import Annotated
+
+from fastapi import Depends, Path
+
+from app.db import SessionDep
+from app.models import Run
+from app.runs import service
+
+
+async def run_or_404(session: SessionDep, run_id: Annotated[int, Path(ge=1)]) -> Run:
+    return await service.get_or_404(session, run_id)
+
+
+RunDep = Annotated[Run, Depends(run_or_404)]

@@ -1,0 +1,197 @@
+"""Generation throughput: completions/s through API -> job -> LLM -> DB.
+
+Against a loopback OpenAI-compatible endpoint (tests/fake_llm.py in its own process):
+  1. fixed 500 ms latency, endpoint concurrency 64: beside the limit concurrency / latency;
+  2. 0 ms latency: beside a bare async httpx loop (64 tasks) against the same endpoint (and,
+     stricter, a bare aiohttp loop: the transport the pipeline's openai client runs on).
+The service (API + in-process worker) runs as its own uvicorn process on a fresh database.
+
+    python bench/generation.py [--quick]
+
+Last line: one JSON object with `ratio` (pipeline / limit) and `bare_ratio` (pipeline / bare loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from _pg import bench_database  # noqa: E402
+
+from app.prompts.hashing import content_hash  # noqa: E402
+
+CONCURRENCY = 64
+K = 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def start_fake(latency_ms: float) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "fake_llm.py"), "--port", str(port), "--latency-ms", str(latency_ms)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    wait_http(url + "/models")
+    return proc, url
+
+
+def seed_prompts(url: str, dataset_id: int, n: int, tag: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO prompt (dataset_id, text, content_hash) VALUES (:d, :t, :h)"),
+            [{"d": dataset_id, "t": f"{tag} prompt {i}: explain thing {i}", "h": content_hash(f"{tag} prompt {i}: explain thing {i}")} for i in range(n)],
+        )
+    engine.dispose()
+
+
+def pipeline_rate(api: httpx.Client, url: str, name: str, n_prompts: int, base_url: str) -> tuple[float, float]:
+    ds = api.post("/datasets", json={"name": name}).json()["id"]
+    seed_prompts(url, ds, n_prompts, name)
+    body = {"kind": "generate", "k": K, "llm": {"generator": {"base_url": base_url}}}
+    started = time.perf_counter()
+    run = api.post(f"/datasets/{ds}/runs", json=body).json()
+    while run["status"] in ("queued", "running"):
+        time.sleep(0.02)
+        run = api.get(f"/runs/{run['id']}").json()
+    elapsed = time.perf_counter() - started
+    if run["status"] != "succeeded" or run["done"] != n_prompts:
+        raise RuntimeError(f"run ended {run['status']} with {run['done']}/{n_prompts} done: {run.get('error')}")
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        first, last, p50 = conn.execute(text(
+            "SELECT min(c.created_at - c.latency_ms * interval '1 ms') - r.created_at, max(c.created_at) - r.created_at, "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY c.latency_ms) FROM completion c JOIN run r ON r.id = c.run_id "
+            "WHERE r.id = :r GROUP BY r.created_at"), {"r": run["id"]}).one()
+    engine.dispose()
+    print(f"  {name}: first LLM call {first.total_seconds():.2f} s after the POST, last row at "
+          f"{last.total_seconds():.2f} s, p50 call latency {p50:.0f} ms", flush=True)
+    return n_prompts * K / elapsed, elapsed
+
+
+async def bare_rate(base_url: str, n: int) -> float:
+    payload = {"model": "default", "messages": [{"role": "user", "content": "bare prompt"}], "temperature": 0.7, "seed": 0}
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+        left = n
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                r = await client.post("/chat/completions", json=payload)
+                r.json()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return n / (time.perf_counter() - started)
+
+
+async def bare_aiohttp_rate(base_url: str, n: int) -> float:
+    """The same loop on aiohttp, the transport the pipeline's openai client uses: a stricter bar."""
+    import aiohttp
+
+    payload = {"model": "default", "messages": [{"role": "user", "content": "bare prompt"}], "temperature": 0.7, "seed": 0}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
+        left = n
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                async with session.post(base_url + "/chat/completions", json=payload) as r:
+                    await r.json()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="a smaller size")
+    args = parser.parse_args()
+    slow_prompts = 192 if args.quick else 500  # x K completions
+    fast_prompts = 250 if args.quick else 1000
+    latency = 0.5
+
+    procs: list[subprocess.Popen] = []
+    with bench_database() as url:
+        try:
+            slow, slow_url = start_fake(latency * 1000)
+            fast, fast_url = start_fake(0)
+            procs += [slow, fast]
+            port = free_port()
+            env = {
+                **os.environ, "DATABASE_URL": url, "FORGE_LLM_BASE_URL": slow_url, "FORGE_WORKER_IN_PROCESS": "true",
+                "FORGE_WORKER_CONCURRENCY": "16", "FORGE_LLM_GENERATOR": json.dumps({"concurrency": CONCURRENCY}),
+                "FORGE_DB_POOL_SIZE": "20",
+            }
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
+                 "--port", str(port), "--log-level", "warning"],
+                cwd=ROOT, env=env,
+            ))
+            wait_http(f"http://127.0.0.1:{port}/readyz")
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=60) as api:
+                pipeline_rate(api, url, "warmup", 16, fast_url)
+                rate_slow, t_slow = pipeline_rate(api, url, "slow", slow_prompts, slow_url)
+                limit = CONCURRENCY / latency
+                print(f"latency {latency * 1000:.0f} ms, concurrency {CONCURRENCY}: {rate_slow:.1f} completions/s "
+                      f"({slow_prompts * K} in {t_slow:.2f} s); limit {limit:.1f}/s")
+                rate_fast, t_fast = pipeline_rate(api, url, "fast", fast_prompts, fast_url)
+                bare = asyncio.run(bare_rate(fast_url, fast_prompts * K))
+                bare_aiohttp = asyncio.run(bare_aiohttp_rate(fast_url, fast_prompts * K))
+                print(f"latency 0 ms: {rate_fast:.1f} completions/s ({fast_prompts * K} in {t_fast:.2f} s); "
+                      f"bare httpx loop {bare:.1f} requests/s; bare aiohttp loop {bare_aiohttp:.1f} requests/s")
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    print(json.dumps({
+        "completions_per_s_500ms": round(rate_slow, 1), "limit_per_s": round(limit, 1),
+        "ratio": round(rate_slow / limit, 3),
+        "completions_per_s_0ms": round(rate_fast, 1), "bare_per_s": round(bare, 1),
+        "bare_ratio": round(rate_fast / bare, 3), "bare_aiohttp_per_s": round(bare_aiohttp, 1),
+        "bare_aiohttp_ratio": round(rate_fast / bare_aiohttp, 3), "k": K, "concurrency": CONCURRENCY,
+        "completions_500ms": slow_prompts * K, "completions_0ms": fast_prompts * K,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""`rlhf-forge synth | generate | judge --dataset NAME --wait`: the whole chain from the command
+line, worked on in the CLI's own process, against the fake LLM."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from app import config
+from app.cli import cli
+
+from .conftest import add_prompts, rows
+
+
+@pytest.fixture
+def env(monkeypatch, database_url, db_url, fake, tmp_path):
+    for key, value in {
+        "DATABASE_URL": database_url, "FORGE_DATA_DIR": str(tmp_path), "FORGE_LLM_BASE_URL": fake.url,
+        "FORGE_RUN_STATUS_POLL_S": "0.2", "FORGE_LLM_PRICES": '{"default": {"prompt": 1, "completion": 1}}',
+    }.items():
+        monkeypatch.setenv(key, value)
+    config.get_settings.cache_clear()
+    yield
+    config.get_settings.cache_clear()
+
+
+def test_synth_generate_judge_from_the_command_line(env, sql):
+    with sql.begin() as conn:
+        dataset_id = conn.exec_driver_sql("INSERT INTO dataset (name) VALUES ('cli') RETURNING id").scalar_one()
+    add_prompts(sql, dataset_id, ["Explain tides to a child.", "Write a haiku about rain.", "What is a prime number?"])
+    runner = CliRunner()
+    for args in (
+        ["synth", "--dataset", "cli", "--num", "4", "--per-call", "4", "--topic", "weather", "--wait"],
+        ["generate", "--dataset", "cli", "--k", "4", "--wait"],
+        ["judge", "--dataset", "cli", "--wait"],
+    ):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, (args, result.output)
+        assert '"status": "succeeded"' in result.output
+    prompts = rows(sql, "SELECT id, source FROM prompt")
+    assert len(prompts) == 5 and sum(p["source"] == "synthetic" for p in prompts) == 2
+    per_prompt = rows(sql, "SELECT prompt_id, count(*) AS n FROM completion GROUP BY prompt_id")
+    assert sorted(p["n"] for p in per_prompt) == [4] * 5
+    assert rows(sql, "SELECT count(*) AS n FROM ranking")[0]["n"] == 5
+    missing = runner.invoke(cli, ["generate", "--dataset", "nope", "--wait"])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
