@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -206,9 +207,9 @@ def demo(
     host: str = "127.0.0.1",
     port: int = 8000,
     pipeline: Annotated[bool, typer.Option(help="Generate and judge answers for a few example prompts.")] = True,
-    prompts: Annotated[int, typer.Option(min=1, help="How many example prompts the pipeline covers.")] = 6,
+    prompts: Annotated[int, typer.Option(min=1, help="How many example prompts the pipeline covers.")] = 4,
     k: Annotated[int, typer.Option(min=2, max=4, help="Answers per prompt.")] = 2,
-    max_tokens: Annotated[int, typer.Option(min=8, help="Longest answer, in tokens.")] = 96,
+    max_tokens: Annotated[int, typer.Option(min=8, help="Longest answer, in tokens.")] = 64,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after the set-up.")] = True,
 ) -> None:
     """One command on a fresh machine: migrate, import the example prompts, start (or find) an
@@ -224,7 +225,16 @@ def demo(
         console.print(f"API docs: http://{host}:{port}/docs   review page: http://{host}:{port}/ui")
         if not serve_after:
             return
-        settings = settings.model_copy(update={"database_url": url, "worker_in_process": True})
+        # a small local model rarely writes valid judge JSON: one try, then the item is flagged
+        update = {"database_url": url, "worker_in_process": True}
+        if pipeline and "FORGE_JUDGE_MAX_ATTEMPTS" not in os.environ:
+            update["judge_max_attempts"] = 1
+        if pipeline and "FORGE_LLM_BASE_URL" not in os.environ:
+            # the local model answers one request at a time: queue in the worker, not at the server
+            update["llm_timeout_s"] = max(settings.llm_timeout_s, 600.0)
+            for role in ("llm_generator", "llm_judge", "llm_synthesizer"):
+                update[role] = getattr(settings, role).model_copy(update={"concurrency": 1})
+        settings = settings.model_copy(update=update)
         try:
             run_demo(
                 settings, dataset_id, host=host, port=port, prompts=prompts, k=k, max_tokens=max_tokens,

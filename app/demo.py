@@ -100,7 +100,9 @@ def drive_pipeline(api_url: str, dataset_id: int, *, prompts: int, k: int, max_t
         gen = _wait(client, r.json(), console, "generate")
         r = client.post(
             f"/datasets/{dataset_id}/runs",
-            json={"kind": "judge", "source_run_id": gen["id"], "prompts": {"limit": prompts}, "llm": {"judge": {"params": {"max_tokens": 256}}}},
+            # one order and a short reply keep the small CPU model's turn short; real judges use 2+ orders
+            json={"kind": "judge", "source_run_id": gen["id"], "prompts": {"limit": prompts}, "orders": 1,
+                  "llm": {"judge": {"params": {"max_tokens": 160}}}},
         )
         if r.status_code != 201:
             console.print(f"[red]judge run refused:[/red] {r.text}")
