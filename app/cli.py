@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -99,17 +100,20 @@ def serve(
     log_level: str = "info",
 ) -> None:
     """Run the API (and, by default, a job worker) on HOST:PORT."""
+    settings = get_settings()
+    with database(settings, check=True) as url:
+        _serve(settings.model_copy(update={"worker_in_process": worker, "database_url": url}), host, port, log_level)
+
+
+def _serve(settings: Settings, host: str, port: int, log_level: str = "info") -> None:
     import uvicorn
 
     from app.main import create_app
 
-    settings = get_settings()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("pgserver", "alembic"):
+    for noisy in ("pgserver", "alembic", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    with database(settings, check=True) as url:
-        settings = settings.model_copy(update={"worker_in_process": worker, "database_url": url})
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 
 
 async def _import(settings: Settings, url: str, file: Path, dataset_name: str, fmt, mode, create: bool):
@@ -124,7 +128,7 @@ async def _import(settings: Settings, url: str, file: Path, dataset_name: str, f
             with rich.progress.open(file, "rb", description=f"importing {file.name}", console=err) as fh:
                 report = await prompts.import_file(session, dataset, fh, fmt, max_chars=settings.max_text_chars, mode=mode)
             await session.commit()
-            return report
+            return report, dataset.id
     finally:
         await engine.dispose()
 
@@ -152,7 +156,7 @@ def import_(
     mode = ImportMode.all_or_nothing if all_or_nothing else ImportMode.partial
     with database(settings, check=True) as url:
         try:
-            report = asyncio.run(_import(settings, url, file, dataset, fmt, mode, create))
+            report, _ = asyncio.run(_import(settings, url, file, dataset, fmt, mode, create))
         except AppError as exc:
             if exc.details and isinstance(exc.details, dict) and "errors" in exc.details:
                 for e in exc.details["errors"][:20]:
@@ -202,19 +206,42 @@ def datasets_() -> None:
 def demo(
     host: str = "127.0.0.1",
     port: int = 8000,
-    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving after the set-up.")] = True,
+    pipeline: Annotated[bool, typer.Option(help="Generate and judge answers for a few example prompts.")] = True,
+    prompts: Annotated[int, typer.Option(min=1, help="How many example prompts the pipeline covers.")] = 4,
+    k: Annotated[int, typer.Option(min=2, max=4, help="Answers per prompt.")] = 2,
+    max_tokens: Annotated[int, typer.Option(min=8, help="Longest answer, in tokens.")] = 64,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after the set-up.")] = True,
 ) -> None:
-    """One command on a fresh machine: migrate, import the example prompts, serve."""
+    """One command on a fresh machine: migrate, import the example prompts, start (or find) an
+    LLM, serve, and run generate -> judge on a few prompts while the review page is up."""
     from app import db
+    from app.demo import run_demo
 
     settings = get_settings()
     with database(settings) as url:
         db.upgrade(url)
-        report = asyncio.run(_import(settings, url, EXAMPLE_PROMPTS, "example", _fmt("jsonl"), _mode(), True))
-    console.print(f"dataset 'example': {report.inserted} prompts imported ({report.duplicates} already there)")
-    console.print(f"API docs: http://{host}:{port}/docs   review page: http://{host}:{port}/ui")
-    if serve_after:
-        serve(host=host, port=port, worker=settings.worker_in_process, log_level="info")
+        report, dataset_id = asyncio.run(_import(settings, url, EXAMPLE_PROMPTS, "example", _fmt("jsonl"), _mode(), True))
+        console.print(f"dataset 'example' (id {dataset_id}): {report.inserted} prompts imported ({report.duplicates} already there)")
+        console.print(f"API docs: http://{host}:{port}/docs   review page: http://{host}:{port}/ui")
+        if not serve_after:
+            return
+        # a small local model rarely writes valid judge JSON: one try, then the item is flagged
+        update = {"database_url": url, "worker_in_process": True}
+        if pipeline and "FORGE_JUDGE_MAX_ATTEMPTS" not in os.environ:
+            update["judge_max_attempts"] = 1
+        if pipeline and "FORGE_LLM_BASE_URL" not in os.environ:
+            # the local model answers one request at a time: queue in the worker, not at the server
+            update["llm_timeout_s"] = max(settings.llm_timeout_s, 600.0)
+            for role in ("llm_generator", "llm_judge", "llm_synthesizer"):
+                update[role] = getattr(settings, role).model_copy(update={"concurrency": 1})
+        settings = settings.model_copy(update=update)
+        try:
+            run_demo(
+                settings, dataset_id, host=host, port=port, prompts=prompts, k=k, max_tokens=max_tokens,
+                pipeline=pipeline, serve=lambda: _serve(settings, host, port), console=console,
+            )
+        except RuntimeError as exc:
+            fail(str(exc))
 
 
 def _fmt(name: str):

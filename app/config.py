@@ -111,6 +111,12 @@ class Settings(BaseSettings):
         description="Postgres work_mem for export queries, so choosing SFT targets sorts in memory.",
     )
 
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_default_when_empty(cls, v):
+        # FORGE_DATA_DIR= (empty) must not mean the current directory
+        return default_data_dir() if v is None or (isinstance(v, str) and not v.strip()) else v
+
     @field_validator("database_url")
     @classmethod
     def _psycopg_driver(cls, v: str | None) -> str | None:

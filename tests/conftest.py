@@ -62,14 +62,16 @@ def database_url(pg_server_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def _truncate_all(url: str) -> None:
+def truncate_all(url: str) -> None:
+    """Empty every table but the schema version and the job workers' registry (a live
+    in-process worker keeps its own row across tests)."""
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
             tables = conn.execute(
                 text(
                     "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
-                    "AND tablename <> 'alembic_version'"
+                    "AND tablename NOT IN ('alembic_version', 'procrastinate_workers')"
                 )
             ).scalars().all()
             if tables:
@@ -82,7 +84,7 @@ def _truncate_all(url: str) -> None:
 def clean_db(database_url: str) -> Iterator[str]:
     """The test database, emptied after the test."""
     yield database_url
-    _truncate_all(database_url)
+    truncate_all(database_url)
 
 
 @pytest.fixture(scope="session")

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,10 @@ log = logging.getLogger(__name__)
 MAX_BODY = 4 * 1024 * 1024
 # where a base model, continuing a plain transcript, starts writing the next turn itself
 PLAIN_STOPS = ("\nUser:", "\nSystem:", "\nAssistant:")
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its turn came: nothing to generate for."""
 
 
 class RequestError(ValueError):
@@ -88,7 +94,7 @@ class ChatModel:
         return "\n\n".join(lines) + "\n\nAssistant:", False
 
     def generate(self, messages: list[dict], *, max_tokens: int, temperature: float, top_p: float,
-                 seed: int | None, stop: list[str]) -> Generation:
+                 seed: int | None, stop: list[str], wanted: Callable[[], bool] = lambda: True) -> Generation:
         torch = self._torch
         text, templated = self.render(messages)
         ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=not templated)["input_ids"]
@@ -99,6 +105,8 @@ class ChatModel:
             raise RequestError(f"the messages take {ids.shape[1]} tokens; the model's context is {self.max_context}", "messages")
         max_new = min(max_tokens, room)
         with self._lock, torch.no_grad():
+            if not wanted():  # the client gave up while it waited for the model
+                raise ClientGone()
             if seed is not None:
                 torch.manual_seed(seed)
             sample = temperature > 0
@@ -124,7 +132,7 @@ class ChatModel:
             finish = "stop"
         return Generation(completion.strip(), int(ids.shape[1]), int(len(new)), finish)
 
-    def chat_completion(self, body: Any) -> dict:
+    def chat_completion(self, body: Any, wanted: Callable[[], bool] = lambda: True) -> dict:
         if not isinstance(body, dict):
             raise RequestError("the body must be a JSON object")
         messages = body.get("messages")
@@ -154,7 +162,7 @@ class ChatModel:
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for i in range(n):
             g = self.generate(messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                              seed=None if seed is None else seed + i, stop=stop)
+                              seed=None if seed is None else seed + i, stop=stop, wanted=wanted)
             prompt_tokens = g.prompt_tokens
             completion_tokens += g.completion_tokens
             choices.append({"index": i, "message": {"role": "assistant", "content": g.text}, "finish_reason": g.finish_reason})
@@ -178,11 +186,23 @@ def make_handler(chat: ChatModel) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, payload: dict) -> None:
             data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                log.info("the client left before its answer was sent")
+
+        def _connected(self) -> bool:
+            """False once the client has closed the connection (it timed out waiting)."""
+            try:
+                return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
 
         def _error(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error") -> None:
             self._send(status, {"error": {"message": message, "type": kind, "param": param, "code": None}})
@@ -209,7 +229,10 @@ def make_handler(chat: ChatModel) -> type[BaseHTTPRequestHandler]:
                 self._error(400, f"invalid JSON: {exc.msg}")
                 return
             try:
-                self._send(200, chat.chat_completion(body))
+                self._send(200, chat.chat_completion(body, wanted=self._connected))
+            except ClientGone:
+                log.info("skipped a request whose client had left")
+                self.close_connection = True
             except RequestError as exc:
                 self._error(400, str(exc), exc.param)
             except Exception as exc:  # the model failed: say so, keep serving

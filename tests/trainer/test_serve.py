@@ -9,8 +9,12 @@ from trainer.serve import ChatModel, make_server
 
 
 @pytest.fixture(scope="module")
-def server():
-    chat = ChatModel("tiny", name="tiny-local")
+def chat():
+    return ChatModel("tiny", name="tiny-local")
+
+
+@pytest.fixture(scope="module")
+def server(chat):
     srv = make_server(chat, "127.0.0.1", 0)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -76,3 +80,35 @@ def test_gemma_alias_needs_its_package(monkeypatch):
         models.resolve_model_path("gemma3-270m")
     with pytest.raises(FileNotFoundError, match="neither"):
         models.resolve_model_path("no/such/dir")
+
+
+def test_a_request_whose_client_left_is_skipped(server, chat, monkeypatch):
+    """A client that gives up while queued behind another request costs no generation."""
+    import json
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    calls = []
+    real_generate = chat.model.generate
+    monkeypatch.setattr(chat.model, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
+    u = urlsplit(server)
+    body = json.dumps({"model": "x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}).encode()
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    with chat._lock:  # another request is being answered
+        with socket.create_connection((u.hostname, u.port)) as s:
+            s.sendall(request)
+            time.sleep(0.3)  # the server has read it and waits for the model
+        time.sleep(0.1)  # ... and the client has gone
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not chat._lock.acquire(timeout=0.05):
+        pass
+    chat._lock.release()
+    time.sleep(0.3)
+    assert calls == []
+    # a client that stays gets its answer
+    with socket.create_connection((u.hostname, u.port)) as s:
+        s.sendall(request)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    assert calls == [1]

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from app.config import LLMRole, Settings
 from app.prompts.hashing import content_hash
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, truncate_all
 from tests.fake_llm import FakeLLM
 
 PRICES = {"default": {"prompt": Decimal(1000), "completion": Decimal(2000)}}  # USD per million tokens
@@ -59,20 +59,6 @@ def forge_server(forge_settings: Settings) -> Iterator[LiveServer]:
         yield server
 
 
-def _truncate(url: str) -> None:
-    # procrastinate_workers stays: the live worker's own row must survive between tests
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            tables = conn.execute(text(
-                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
-                "AND tablename NOT IN ('alembic_version', 'procrastinate_workers')"
-            )).scalars().all()
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-    finally:
-        engine.dispose()
-
-
 def _settle(url: str, timeout: float = 10) -> None:
     """Stop what a test left running, and wait until no job is mid-flight."""
     engine = create_engine(url)
@@ -93,7 +79,7 @@ def _settle(url: str, timeout: float = 10) -> None:
 def db_url(database_url: str) -> Iterator[str]:
     yield database_url
     _settle(database_url)
-    _truncate(database_url)
+    truncate_all(database_url)
 
 
 @pytest.fixture
