@@ -108,6 +108,12 @@ def drive_pipeline(api_url: str, dataset_id: int, *, prompts: int, k: int, max_t
             console.print(f"[red]judge run refused:[/red] {r.text}")
             return
         judge = _wait(client, r.json(), console, "judge")
+        if judge["failed"]:
+            console.print(
+                f"[yellow]{judge['failed']} prompt(s) got no valid ranking[/yellow]: a small local model rarely "
+                "writes the judge's JSON; those prompts are flagged needs_review with the reason "
+                "(GET /api/v1/runs/{id}/items). Set FORGE_LLM_BASE_URL to a capable model for real rankings."
+            )
         console.print(
             f"[green]pipeline done[/green]: generate {gen['status']}, judge {judge['status']}. "
             f"Review at {api_url}/ui; export with `rlhf-forge export --dataset example --out out/`"

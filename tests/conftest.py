@@ -8,7 +8,6 @@ in-process and over real HTTP.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import tempfile

@@ -47,6 +47,28 @@ def make_accelerator(cfg: TrainConfig):
     return accelerator
 
 
+def prepare_model(model: torch.nn.Module, cfg: TrainConfig, accelerator, resumed: tuple | None):
+    """LoRA when asked, the resumed step / adapters / optimizer state / RNG, accelerate's wrapping.
+    Returns (model, optimizer, step) with the model in train mode."""
+    if cfg.lora:
+        from trainer.models import apply_lora
+
+        model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    step, payload = 0, None
+    if resumed:
+        _, state, payload = resumed
+        step = state["step"]
+        if cfg.lora:
+            load_lora_state(model, payload["lora"][""])
+    optimizer = make_optimizer(model.parameters(), cfg)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if payload is not None:
+        optimizer.load_state_dict(payload["optimizer"])
+        restore_rng(payload)
+    model.train()
+    return model, optimizer, step
+
+
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]

@@ -23,21 +23,19 @@ from trainer.loop import (
     CHECKPOINTS,
     Metrics,
     Throughput,
-    load_lora_state,
     load_resume,
     lr_at,
     make_accelerator,
-    make_optimizer,
+    prepare_model,
     plot_curves,
     progress_bar,
     provenance,
     prune_checkpoints,
-    restore_rng,
     save_checkpoint,
     set_lr,
 )
 from trainer.losses import IGNORE_INDEX, sft_loss
-from trainer.models import apply_lora, load_causal_lm, load_tokenizer
+from trainer.models import load_causal_lm, load_tokenizer
 
 
 def n_target_tokens(example: dict) -> int:
@@ -78,20 +76,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, show_progress: bool = Fal
 
     # model and optimizer
     model = load_causal_lm(source, tokenizer, seed=cfg.seed)
-    if cfg.lora:
-        model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-    step = 0
-    if resumed:
-        _, state, payload = resumed
-        step = state["step"]
-        if cfg.lora:
-            load_lora_state(model, payload["lora"][""])
-    optimizer = make_optimizer(model.parameters(), cfg)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    if resumed:
-        optimizer.load_state_dict(payload["optimizer"])
-        restore_rng(payload)
-    model.train()
+    model, optimizer, step = prepare_model(model, cfg, accelerator, resumed)
 
     prov = provenance(cfg)
     metrics = Metrics(out, enabled=accelerator.is_main_process)

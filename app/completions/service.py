@@ -6,9 +6,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.completions import repository as repo
 from app.completions.schemas import CompletionCreate
-from app.errors import InvalidInput, NotFound
+from app.errors import NotFound
 from app.models import Completion, CompletionSource, FlagReason, Prompt, ReviewStatus
 from app.review.changes import Change, ensure_can_act
+from app.text import check_text
 
 
 async def get_or_404(session: AsyncSession, completion_id: int) -> Completion:
@@ -16,15 +17,6 @@ async def get_or_404(session: AsyncSession, completion_id: int) -> Completion:
     if completion is None:
         raise NotFound(f"completion {completion_id} does not exist", details={"field": "completion_id"})
     return completion
-
-
-def check_text(text: str, max_chars: int, field: str = "text") -> None:
-    if not text.strip():
-        raise InvalidInput(f"{field}: is empty", details={"field": field})
-    if len(text) > max_chars:
-        raise InvalidInput(
-            f"{field}: has {len(text)} characters; the limit is {max_chars}", details={"field": field, "limit": max_chars}
-        )
 
 
 async def add_human(session: AsyncSession, prompt: Prompt, data: CompletionCreate, *, actor: str, max_chars: int) -> Completion:

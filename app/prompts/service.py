@@ -15,7 +15,15 @@ from app.models import Dataset, Prompt
 from app.prompts import repository as repo
 from app.prompts.hashing import content_hash
 from app.prompts.parsing import READERS, InputError, ParsedRow
-from app.prompts.schemas import ImportFormat, ImportMode, ImportReport, PromptCreate, PromptUpdate, RowError
+from app.prompts.schemas import (
+    ImportFormat,
+    ImportMode,
+    ImportReport,
+    PromptCreate,
+    PromptUpdate,
+    RowError,
+)
+from app.text import check_text
 
 REPORT_LIMIT = 1000
 PROGRESS_EVERY = 5000
@@ -105,17 +113,8 @@ async def get_or_404(session: AsyncSession, prompt_id: int, dataset_id: int | No
     return prompt
 
 
-def _check_text(text: str, max_chars: int) -> None:
-    if not text.strip():
-        raise InvalidInput("text: is empty", details={"field": "text"})
-    if len(text) > max_chars:
-        raise InvalidInput(
-            f"text: has {len(text)} characters; the limit is {max_chars}", details={"field": "text", "limit": max_chars}
-        )
-
-
 async def create(session: AsyncSession, dataset: Dataset, data: PromptCreate, *, actor: str, max_chars: int) -> Prompt:
-    _check_text(data.text, max_chars)
+    check_text(data.text, max_chars)
     digest = content_hash(data.text)
     if await repo.exists_text(session, dataset.id, digest):
         raise Conflict("a prompt with the same text is already in this dataset", details={"field": "text"})
@@ -141,7 +140,7 @@ async def update(session: AsyncSession, prompt: Prompt, data: PromptUpdate, *, a
     if "text" in changes:
         if changes["text"] is None:
             raise InvalidInput("text: may not be null", details={"field": "text"})
-        _check_text(changes["text"], max_chars)
+        check_text(changes["text"], max_chars)
         digest = content_hash(changes["text"])
         if await repo.exists_text(session, prompt.dataset_id, digest, exclude_id=prompt.id):
             raise Conflict("another prompt in this dataset has the same text", details={"field": "text"})
