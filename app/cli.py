@@ -212,8 +212,11 @@ def demo(
     max_tokens: Annotated[int, typer.Option(min=8, help="Longest answer, in tokens.")] = 64,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after the set-up.")] = True,
 ) -> None:
-    """One command on a fresh machine: migrate, import the example prompts, start (or find) an
-    LLM, serve, and run generate -> judge on a few prompts while the review page is up."""
+    """One command on a fresh machine: the example prompts, an LLM, the service, generate -> judge.
+
+    Migrates the (embedded) database, imports the example prompts, finds the LLM at
+    FORGE_LLM_BASE_URL or starts the local one, serves, and runs generate -> judge on a few
+    prompts while the review page is up."""
     from app import db
     from app.demo import run_demo
 
