@@ -47,7 +47,12 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         own_engine = engine is None
         if own_engine:
             url, embedded = db.resolve_database_url(settings)
-            db.check_schema(url)
+            try:
+                db.check_schema(url)
+            except Exception:
+                if embedded is not None:
+                    embedded.stop()
+                raise
             app.state.engine = db.make_engine(url, settings)
             app.state.database_url = url
         else:
