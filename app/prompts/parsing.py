@@ -19,13 +19,15 @@ from app.prompts.schemas import SPLITS, ImportFormat
 
 TEXT_KEYS = ("prompt", "text")
 MAX_TAGS = 64
+# plain strings: this runs once per imported row, and enum attribute access is not free
+IMPORTED, HUMAN = PromptSource.imported.value, PromptSource.human.value
 
 
 @dataclass(slots=True)
 class ParsedRow:
     text: str
     content_hash: bytes
-    source: str = PromptSource.imported.value
+    source: str = IMPORTED
     split: str | None = None
     tags: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -56,8 +58,8 @@ def parse_obj(obj: Any, max_chars: int) -> ParsedRow | str:
     if "\x00" in text:
         return f"'{keys[0]}' contains a NUL character"
 
-    source = obj.get("source", PromptSource.imported.value)
-    if source not in (PromptSource.imported.value, PromptSource.human.value):
+    source = obj.get("source", IMPORTED)
+    if source != IMPORTED and source != HUMAN:
         return "'source' must be 'imported' or 'human' (synthetic prompts come from synth runs)"
     split = obj.get("split")
     if split in ("", None):
@@ -69,10 +71,13 @@ def parse_obj(obj: Any, max_chars: int) -> ParsedRow | str:
         tags = []
     if isinstance(tags, str):
         tags = [t.strip() for t in tags.replace(";", "|").split("|") if t.strip()]
-    if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 100 for t in tags):
+    if not isinstance(tags, list):
         return "'tags' must be a list of strings of 1..100 characters"
     if len(tags) > MAX_TAGS:
         return f"at most {MAX_TAGS} tags per prompt"
+    for t in tags:
+        if not isinstance(t, str) or not 0 < len(t) <= 100:
+            return "'tags' must be a list of strings of 1..100 characters"
     meta = obj.get("meta", {})
     if meta is None:
         meta = {}

@@ -58,14 +58,20 @@ async def stage_duplicates(pg: psycopg.AsyncConnection, dataset_id: int, limit: 
     return count, lines
 
 
-async def insert_from_stage(pg: psycopg.AsyncConnection, dataset_id: int) -> int:
-    """Insert each staged text once; texts already in the dataset are skipped."""
+async def insert_from_stage(pg: psycopg.AsyncConnection, dataset_id: int, *, deduplicate: bool = True) -> int:
+    """Insert each staged text once, in input order; texts already in the dataset are skipped.
+
+    `deduplicate=False` when the stage is known to hold each text once (it saves a sort);
+    ON CONFLICT still guards against a concurrent import of the same texts."""
+    source = (
+        "(SELECT DISTINCT ON (content_hash) * FROM prompt_import_stage ORDER BY content_hash, line) s"
+        if deduplicate
+        else "prompt_import_stage s"
+    )
     cur = await pg.execute(
-        """
+        f"""
         INSERT INTO prompt (dataset_id, text, content_hash, source, split, tags, meta)
-        SELECT %(ds)s, text, content_hash, source, split, tags, meta FROM (
-            SELECT DISTINCT ON (content_hash) * FROM prompt_import_stage ORDER BY content_hash, line
-        ) s
+        SELECT %(ds)s, text, content_hash, source, split, tags, meta FROM {source}
         ORDER BY line
         ON CONFLICT (dataset_id, content_hash) DO NOTHING
         """,

@@ -81,7 +81,7 @@ async def import_rows(
             f"{invalid} invalid row(s), first at line {errors[0].line}: {errors[0].message}; nothing was imported",
             details=report.model_dump(),
         )
-    report.inserted = await repo.insert_from_stage(pg, dataset.id)
+    report.inserted = await repo.insert_from_stage(pg, dataset.id, deduplicate=dup_count > 0)
     # a concurrent import may have taken some texts between the two statements
     report.duplicates = total - invalid - report.inserted
     if progress:
