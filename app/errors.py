@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError as DBDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,18 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route for {request.method} {request.url.path}"
         return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(DBDataError)
+    async def _data(request: Request, exc: DBDataError) -> JSONResponse:
+        # Postgres refused a value the schema let through: an id past bigint, a NUL character,
+        # \u0000 inside JSON, a number too large for its column. The request's transaction is
+        # already rolled back; say what Postgres said, without the SQL.
+        diag = getattr(exc.orig, "diag", None)
+        reason = (getattr(diag, "message_primary", None) or str(exc.orig).splitlines()[0]).strip()
+        return JSONResponse(
+            error_body("invalid_value", f"a value cannot be stored: {reason}", {"sqlstate": getattr(exc.orig, "sqlstate", None)}),
+            status_code=422,
+        )
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

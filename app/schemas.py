@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 T = TypeVar("T")
+
+ID_MAX = 2**63 - 1  # ids are Postgres bigints
+IdPath = Annotated[int, Path(ge=1, le=ID_MAX)]
+
+
+def _to_utc(value: datetime) -> datetime:
+    # Postgres takes offsets up to +-15:59 and ISO 8601 allows more; naive times are UTC
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
 
 
 class Page(BaseModel, Generic[T]):

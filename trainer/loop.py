@@ -162,6 +162,21 @@ def save_checkpoint(
         tmp.rename(path)
 
 
+def save_step(checkpoint, out: Path, step: int, keep: int) -> None:
+    """A resumable checkpoint of `step` under OUT/checkpoints, keeping the newest `keep`.
+    `checkpoint(path, with_optimizer, atomic=True)` is the loop's own saver."""
+    checkpoint(Path(out) / CHECKPOINTS / f"step-{step}", with_optimizer=True)
+    prune_checkpoints(out, keep)
+
+
+def finish(checkpoint, out: Path, step: int, keep: int, accelerator, title: str) -> None:
+    """End of a run: the last resumable checkpoint, the final model in OUT itself, the curves."""
+    save_step(checkpoint, out, step, keep)
+    checkpoint(Path(out), with_optimizer=False, atomic=False)
+    if accelerator.is_main_process:
+        plot_curves(out, title)
+
+
 def latest_checkpoint(out: str | Path) -> Path | None:
     folder = Path(out) / CHECKPOINTS
     if not folder.is_dir():

@@ -22,19 +22,18 @@ import torch
 from trainer.config import PPOConfig
 from trainer.data import PromptCollator, batch_for_step, encode_rl, encode_scored, load_records, shard, steps_per_epoch
 from trainer.loop import (
-    CHECKPOINTS,
     Metrics,
     load_lora_state,
     load_resume,
     lr_at,
+    finish,
     make_accelerator,
     make_optimizer,
-    plot_curves,
     progress_bar,
     provenance,
-    prune_checkpoints,
     restore_rng,
     save_checkpoint,
+    save_step,
     set_lr,
 )
 from trainer.losses import (
@@ -354,15 +353,10 @@ def train_ppo(
                     for p, c, s in list(zip(rollout.prompts, rollout.completions, rollout.scores.tolist()))[:4]:
                         fh.write(json.dumps({"step": step, "prompt": p, "completion": c, "reward": s}, ensure_ascii=False) + "\n")
             if cfg.save_every and step % cfg.save_every == 0 and step < total:
-                checkpoint(out / CHECKPOINTS / f"step-{step}", with_optimizer=True)
-                prune_checkpoints(out, cfg.keep_checkpoints)
+                save_step(checkpoint, out, step, cfg.keep_checkpoints)
 
     elapsed = time.perf_counter() - t_start
-    checkpoint(out / CHECKPOINTS / f"step-{step}", with_optimizer=True)
-    prune_checkpoints(out, cfg.keep_checkpoints)
-    checkpoint(out, with_optimizer=False, atomic=False)
-    if accelerator.is_main_process:
-        plot_curves(out, f"PPO {cfg.model}")
+    finish(checkpoint, out, step, cfg.keep_checkpoints, accelerator, f"PPO {cfg.model}")
     return {
         "out": str(out),
         "step": step,

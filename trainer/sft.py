@@ -20,18 +20,17 @@ from trainer.data import (
     steps_per_epoch,
 )
 from trainer.loop import (
-    CHECKPOINTS,
     Metrics,
     Throughput,
     load_resume,
     lr_at,
+    finish,
     make_accelerator,
     prepare_model,
-    plot_curves,
     progress_bar,
     provenance,
-    prune_checkpoints,
     save_checkpoint,
+    save_step,
     set_lr,
 )
 from trainer.losses import IGNORE_INDEX, sft_loss
@@ -140,15 +139,10 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, show_progress: bool = Fal
                 val_loss = evaluate(model, val, collate, cfg.batch_size, device)
                 metrics.log({"step": step, "val_loss": val_loss})
             if cfg.save_every and step % cfg.save_every == 0 and step < total:
-                checkpoint(out / CHECKPOINTS / f"step-{step}", with_optimizer=True)
-                prune_checkpoints(out, cfg.keep_checkpoints)
+                save_step(checkpoint, out, step, cfg.keep_checkpoints)
 
     elapsed = time.perf_counter() - t_start
-    checkpoint(out / CHECKPOINTS / f"step-{step}", with_optimizer=True)
-    prune_checkpoints(out, cfg.keep_checkpoints)
-    checkpoint(out, with_optimizer=False, atomic=False)
-    if accelerator.is_main_process:
-        plot_curves(out, f"SFT {cfg.model}")
+    finish(checkpoint, out, step, cfg.keep_checkpoints, accelerator, f"SFT {cfg.model}")
     return {
         "out": str(out),
         "step": step,

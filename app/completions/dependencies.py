@@ -3,16 +3,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Path, Query
+from fastapi import Depends, Query
 
 from app.completions import service
 from app.db import SessionDep
 from app.deps import SettingsDep
 from app.errors import InvalidInput
 from app.models import Completion
+from app.schemas import IdPath
 
 
-async def completion_or_404(session: SessionDep, completion_id: Annotated[int, Path(ge=1)]) -> Completion:
+async def completion_or_404(session: SessionDep, completion_id: IdPath) -> Completion:
     return await service.get_or_404(session, completion_id)
 
 

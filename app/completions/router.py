@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Query, status
 
 from app.completions import repository as repo
 from app.completions import service
@@ -16,11 +16,11 @@ from app.deps import ActorDep, SettingsDep
 from app.models import Completion, CompletionSource, ReviewStatus
 from app.review.changes import load_item, set_review_status
 from app.review.schemas import ReviewStatusUpdate
-from app.schemas import ListOf, Page
+from app.schemas import IdPath, ListOf, Page
 
 router = APIRouter(tags=["completions"])
 
-PromptId = Annotated[int, Path(ge=1)]
+PromptId = IdPath
 
 
 @router.post("/prompts/{prompt_id}/completions", status_code=status.HTTP_201_CREATED, response_model=CompletionPublic)

@@ -48,7 +48,7 @@ async def stream_export(
         query, params = service.live_query(dataset.id, fmt, q.filters(), q.split_spec(), q.render(), q.split)
     parts = [dataset.name, f"v{q.version}" if q.version else "live", fmt.value] + ([q.split.value] if q.split else [])
     return StreamingResponse(
-        service.stream(request.app.state.engine, query, params, settings.export_work_mem),
+        await service.primed(service.stream(request.app.state.engine, query, params, settings.export_work_mem)),
         media_type="application/jsonl",
         headers={"Content-Disposition": f'attachment; filename="{"-".join(parts)}.jsonl"'},
     )

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.models import PromptSource, ReviewStatus
-from app.schemas import ORMModel
+from app.schemas import ORMModel, UtcDatetime
 
 
 class ExportFormat(enum.StrEnum):
@@ -51,8 +51,8 @@ class ExportFilters(BaseModel):
     exclude_flagged: bool = Field(default=False, description="Drop rows carrying any flag at all.")
     source: list[PromptSource] = Field(default=[], description="Prompt sources to keep (empty: all).")
     tags: list[str] = Field(default=[], description="Keep prompts with any of these tags (empty: all).")
-    created_after: datetime | None = Field(default=None, description="Prompts created at or after this time.")
-    created_before: datetime | None = Field(default=None, description="Prompts created before this time.")
+    created_after: UtcDatetime | None = Field(default=None, description="Prompts created at or after this time.")
+    created_before: UtcDatetime | None = Field(default=None, description="Prompts created before this time.")
     models: list[str] = Field(default=[], description="Keep completions from these models (empty: all).")
 
     @model_validator(mode="after")

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.errors import Conflict, InvalidInput, NotFound
 from app.exports import repository as repo
 from app.exports.schemas import (
     ExportCreate,
@@ -32,7 +34,6 @@ from app.exports.schemas import (
     SplitName,
     SplitSpec,
 )
-from app.errors import Conflict, NotFound
 from app.models import Dataset, Export, ExportStatus, Run, RunKind, RunStatus
 from trainer.formats import FORMAT_VERSION, Manifest
 
@@ -174,6 +175,28 @@ async def stream(engine: AsyncEngine, query: str, params: dict[str, Any], work_m
         with anyio.CancelScope(shield=True):
             await chunks.aclose()
             await conn.close()
+
+
+async def primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Run the export's query up to its first rows before the response starts, so that a value
+    Postgres refuses becomes a 422, not a stream cut off after a 200."""
+    try:
+        first = await anext(chunks, None)
+    except psycopg.DataError as exc:
+        await chunks.aclose()
+        reason = getattr(exc.diag, "message_primary", None) or str(exc)
+        raise InvalidInput(f"a filter value cannot be used: {reason}") from None
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            if first is not None:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()
+
+    return body()
 
 
 def live_query(

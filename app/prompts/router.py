@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 from starlette.datastructures import UploadFile
 
 from app.datasets.dependencies import DatasetDep
@@ -17,8 +16,16 @@ from app.models import PromptSource, ReviewStatus
 from app.prompts import repository as repo
 from app.prompts import service
 from app.prompts.parsing import guess_format
-from app.prompts.schemas import ImportFormat, ImportMode, ImportReport, PromptCreate, PromptPublic, PromptUpdate, Split
-from app.schemas import Page
+from app.prompts.schemas import (
+    ImportFormat,
+    ImportMode,
+    ImportReport,
+    PromptCreate,
+    PromptPublic,
+    PromptUpdate,
+    Split,
+)
+from app.schemas import IdPath, Page, UtcDatetime
 
 router = APIRouter(tags=["prompts"])
 
@@ -115,8 +122,8 @@ async def list_prompts(
     split: Split | None = None,
     tag: Annotated[str | None, Query(max_length=100)] = None,
     q: Annotated[str | None, Query(max_length=1000, description="Case-insensitive substring of the text.")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: UtcDatetime | None = None,
+    created_before: UtcDatetime | None = None,
 ):
     if limit > settings.page_size_max:
         raise InvalidInput(f"limit: at most {settings.page_size_max}", details={"field": "limit"})
@@ -135,13 +142,13 @@ async def list_prompts(
 
 
 @router.get("/prompts/{prompt_id}", response_model=PromptPublic)
-async def get_prompt(prompt_id: Annotated[int, Path(ge=1)], session: SessionDep):
+async def get_prompt(prompt_id: IdPath, session: SessionDep):
     return await service.get_or_404(session, prompt_id)
 
 
 @router.patch("/prompts/{prompt_id}", response_model=PromptPublic)
 async def update_prompt(
-    prompt_id: Annotated[int, Path(ge=1)], body: PromptUpdate, session: SessionDep, settings: SettingsDep, actor: ActorDep
+    prompt_id: IdPath, body: PromptUpdate, session: SessionDep, settings: SettingsDep, actor: ActorDep
 ):
     prompt = await service.get_or_404(session, prompt_id)
     return await service.update(session, prompt, body, actor=actor, max_chars=settings.max_text_chars)

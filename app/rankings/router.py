@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Query, status
 
 from app.completions import repository as completions_repo
 from app.completions.dependencies import KeysetDep, next_cursor
@@ -17,12 +17,12 @@ from app.rankings import service
 from app.rankings.schemas import RankingCreate, RankingPublic
 from app.review.changes import load_item, set_review_status
 from app.review.schemas import ReviewStatusUpdate
-from app.schemas import ListOf, Page
+from app.schemas import IdPath, ListOf, Page
 
 router = APIRouter(tags=["rankings"])
 
 
-async def ranking_or_404(session: SessionDep, ranking_id: Annotated[int, Path(ge=1)]) -> Ranking:
+async def ranking_or_404(session: SessionDep, ranking_id: IdPath) -> Ranking:
     return await service.get_or_404(session, ranking_id)
 
 
@@ -33,13 +33,13 @@ RankingDep = Annotated[Ranking, Depends(ranking_or_404)]
     "/prompts/{prompt_id}/rankings", status_code=status.HTTP_201_CREATED, response_model=RankingPublic,
     summary="Record a human ranking of all of a prompt's completions",
 )
-async def create_ranking(prompt_id: Annotated[int, Path(ge=1)], body: RankingCreate, session: SessionDep, actor: ActorDep):
+async def create_ranking(prompt_id: IdPath, body: RankingCreate, session: SessionDep, actor: ActorDep):
     prompt = await load_item(session, prompt_id)
     return await service.create_human(session, prompt, body, actor=actor)
 
 
 @router.get("/prompts/{prompt_id}/rankings", response_model=ListOf[RankingPublic])
-async def list_prompt_rankings(prompt_id: Annotated[int, Path(ge=1)], session: SessionDep):
+async def list_prompt_rankings(prompt_id: IdPath, session: SessionDep):
     await load_item(session, prompt_id)
     rows = await repo.for_prompt(session, prompt_id)
     return ListOf(data=rows, count=len(rows))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
@@ -26,11 +26,11 @@ from app.review.schemas import (
     RejectBody,
     ReviewItem,
 )
-from app.schemas import ListOf
+from app.schemas import IdPath, ListOf
 
 router = APIRouter(tags=["review"])
 
-PromptId = Annotated[int, Path(ge=1)]
+PromptId = IdPath
 
 
 @router.get("/me", summary="Who the service takes you for (the review page shows it)")

@@ -14,7 +14,13 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from app.config import get_settings
 from app.errors import AppError
@@ -55,8 +61,9 @@ def _llm(role: str, model: str | None, base_url: str | None) -> dict | None:
 
 
 def _submit(dataset: str, body: dict, wait: bool, work: bool) -> None:
-    from app.runs.schemas import RunCreate
     from pydantic import TypeAdapter
+
+    from app.runs.schemas import RunCreate
 
     try:
         spec = TypeAdapter(RunCreate).validate_python(body)

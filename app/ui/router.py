@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from app.errors import NotFound
+from app.schemas import IdPath
 
 HERE = FsPath(__file__).parent
 STATIC = HERE / "static"
@@ -46,7 +47,7 @@ async def index(request: Request):
 
 
 @router.get("/datasets/{dataset_id}")
-async def review_page(request: Request, dataset_id: Annotated[int, Path(ge=1)]):
+async def review_page(request: Request, dataset_id: IdPath):
     """The review screen for one dataset; the script leases items from the queue."""
     return _page(request, "review.html", dataset_id=dataset_id)
 

@@ -74,3 +74,22 @@ async def test_in_process_client_and_health(client):
     assert (await client.get("/readyz")).json() == {"status": "ready"}
     r = await client.post("/api/v1/datasets", json={"name": "inproc"})
     assert r.status_code == 201
+
+
+def test_ids_past_bigint_are_422_not_500(http):
+    r = http.get(f"/api/v1/datasets/{2**64}")
+    assert r.status_code == 422 and "dataset_id" in r.json()["error"]["message"]
+    r = http.put(f"/api/v1/rankings/{2**64}/review", json={"review_status": "approved"})
+    assert r.status_code == 422 and "ranking_id" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"name": "nul", "description": "a\u0000b"}, {"name": "nul", "settings": {"k": "a\u0000b"}}],
+)
+def test_values_postgres_refuses_are_422_and_write_nothing(http, body):
+    r = http.post("/api/v1/datasets", json=body)
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_value" and "cannot be stored" in err["message"]
+    assert http.get("/api/v1/datasets").json()["count"] == 0

@@ -209,3 +209,12 @@ async def test_service_import_is_one_transaction(session, settings):
     assert rep.inserted == 2
     await session.rollback()
     assert (await session.execute(select(func.count()).select_from(Prompt))).scalar() == 0
+
+
+def test_date_filters_accept_any_iso_offset(http, ds):
+    http.post(f"/api/v1/datasets/{ds['id']}/prompts/import", json=["a", "b"])
+    # +19:19 is valid ISO 8601 but past Postgres' +-15:59: normalised to UTC, not a 500
+    r = http.get(f"/api/v1/datasets/{ds['id']}/prompts", params={"created_after": "2000-01-01T14:00:00+19:19"})
+    assert r.status_code == 200 and len(r.json()["data"]) == 2
+    r = http.get(f"/api/v1/datasets/{ds['id']}/prompts", params={"created_before": "2000-01-01T00:00:00"})
+    assert r.status_code == 200 and r.json()["data"] == []

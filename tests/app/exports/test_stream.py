@@ -308,3 +308,41 @@ async def test_a_client_that_hangs_up_mid_stream_frees_the_connection(http, seed
     assert len(lines(http, ds_id, "sft")) == 1000
     # the COPY was ended cleanly: no interrupted cancellation, no connection thrown away
     assert [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")] == []
+
+
+async def test_date_filters_past_postgres_offsets_are_normalised(http, seed):
+    ds = await _mixed(seed)
+    url = f"/api/v1/datasets/{ds.id}/exports/sft.jsonl"
+    everything = http.get(url).content
+    # +19:19 is valid ISO 8601 but past Postgres' +-15:59: normalised to UTC, never a 500
+    far = http.get(url, params={"created_after": "2000-01-01T14:00:00+19:19"})
+    assert far.status_code == 200, far.text
+    assert everything and far.content == everything
+    later = http.get(url, params={"created_after": "2999-01-01T00:00:00+19:19"})
+    assert later.status_code == 200 and later.content == b""
+
+
+async def test_a_query_postgres_refuses_is_a_422_not_a_cut_stream():
+    import psycopg
+
+    from app.errors import InvalidInput
+    from app.exports.service import primed
+
+    closed = []
+
+    async def refused():
+        try:
+            raise psycopg.DataError("time zone displacement out of range")
+            yield b""
+        finally:
+            closed.append(True)
+
+    with pytest.raises(InvalidInput, match="time zone displacement out of range"):
+        await primed(refused())
+    assert closed == [True]
+
+    async def rows():
+        yield b"a\n"
+        yield b"b\n"
+
+    assert [c async for c in await primed(rows())] == [b"a\n", b"b\n"]
