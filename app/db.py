@@ -9,12 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import create_engine, text
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.config import Settings, normalize_db_url
 from app.errors import SchemaOutdated

@@ -23,10 +23,10 @@ from trainer.config import PPOConfig
 from trainer.data import PromptCollator, batch_for_step, encode_rl, encode_scored, load_records, shard, steps_per_epoch
 from trainer.loop import (
     Metrics,
+    finish,
     load_lora_state,
     load_resume,
     lr_at,
-    finish,
     make_accelerator,
     make_optimizer,
     progress_bar,

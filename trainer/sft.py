@@ -22,9 +22,9 @@ from trainer.data import (
 from trainer.loop import (
     Metrics,
     Throughput,
+    finish,
     load_resume,
     lr_at,
-    finish,
     make_accelerator,
     prepare_model,
     progress_bar,

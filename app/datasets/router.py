@@ -7,12 +7,7 @@ from fastapi import APIRouter, status
 from app.datasets import repository as repo
 from app.datasets import service
 from app.datasets.dependencies import DatasetDep
-from app.datasets.schemas import (
-    DatasetCounts,
-    DatasetCreate,
-    DatasetPublic,
-    DatasetUpdate,
-)
+from app.datasets.schemas import DatasetCounts, DatasetCreate, DatasetPublic, DatasetUpdate
 from app.db import SessionDep
 from app.schemas import ListOf
 

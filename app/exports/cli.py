@@ -11,13 +11,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from app import db
@@ -25,14 +19,7 @@ from app.config import Settings, get_settings
 from app.datasets import service as datasets
 from app.errors import AppError
 from app.exports import service, tasks
-from app.exports.schemas import (
-    DEFAULT_FORMATS,
-    ExportCreate,
-    ExportFilters,
-    ExportFormat,
-    PairsMode,
-    SplitSpec,
-)
+from app.exports.schemas import DEFAULT_FORMATS, ExportCreate, ExportFilters, ExportFormat, PairsMode, SplitSpec
 from app.models import PromptSource, ReviewStatus
 from trainer.formats import Manifest
 

@@ -16,14 +16,7 @@ import psycopg
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.exports.schemas import (
-    ExportFilters,
-    ExportFormat,
-    PairsMode,
-    RenderOptions,
-    SplitName,
-    SplitSpec,
-)
+from app.exports.schemas import ExportFilters, ExportFormat, PairsMode, RenderOptions, SplitName, SplitSpec
 from app.models import Dataset, Export, ExportItem, Run
 
 # The split of a prompt: the first 60 bits of sha256(f"{seed}:{prompt_id}") against the cumulative

@@ -16,15 +16,7 @@ from app.models import PromptSource, ReviewStatus
 from app.prompts import repository as repo
 from app.prompts import service
 from app.prompts.parsing import guess_format
-from app.prompts.schemas import (
-    ImportFormat,
-    ImportMode,
-    ImportReport,
-    PromptCreate,
-    PromptPublic,
-    PromptUpdate,
-    Split,
-)
+from app.prompts.schemas import ImportFormat, ImportMode, ImportReport, PromptCreate, PromptPublic, PromptUpdate, Split
 from app.schemas import IdPath, Page, UtcDatetime
 
 router = APIRouter(tags=["prompts"])

@@ -5,31 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import (
-    and_,
-    case,
-    exists,
-    func,
-    literal_column,
-    not_,
-    or_,
-    select,
-    union,
-    update,
-)
+from sqlalchemy import and_, case, exists, func, literal_column, not_, or_, select, union, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.models import (
-    Completion,
-    Prompt,
-    Ranking,
-    ReviewEvent,
-    ReviewStatus,
-    ReviewVerdict,
-    Verdict,
-)
+from app.models import Completion, Prompt, Ranking, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
 
 OPEN_STATUSES = (ReviewStatus.pending.value, ReviewStatus.needs_review.value)
 UNDOABLE = ("add_completion", "edit", "set_status", "rank", "approve", "reject")

@@ -17,15 +17,7 @@ from app.deps import ActorDep, SettingsDep
 from app.models import PromptSource, ReviewStatus
 from app.review import agreement, service
 from app.review import repository as repo
-from app.review.schemas import (
-    AgreementReport,
-    ApproveBody,
-    CommentBody,
-    EventPublic,
-    NextItem,
-    RejectBody,
-    ReviewItem,
-)
+from app.review.schemas import AgreementReport, ApproveBody, CommentBody, EventPublic, NextItem, RejectBody, ReviewItem
 from app.schemas import IdPath, ListOf
 
 router = APIRouter(tags=["review"])

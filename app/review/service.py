@@ -10,25 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.completions import repository as completions_repo
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import (
-    Dataset,
-    Prompt,
-    Ranking,
-    ReviewEvent,
-    ReviewStatus,
-    ReviewVerdict,
-    Verdict,
-)
+from app.models import Dataset, Prompt, Ranking, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
 from app.rankings import repository as rankings_repo
 from app.review import repository as repo
-from app.review.changes import (
-    AUDITED,
-    Change,
-    lease_active,
-    load_item,
-    refuse_if_leased_to_other,
-    state,
-)
+from app.review.changes import AUDITED, Change, lease_active, load_item, refuse_if_leased_to_other, state
 
 MAX_OVERLAP = 50
 

@@ -13,14 +13,7 @@ from app.judging.templates import dataset_template
 from app.llm.endpoints import resolve_endpoint
 from app.models import Dataset, Run, RunKind, RunStatus
 from app.runs import repository as repo
-from app.runs.schemas import (
-    GenerateRun,
-    JudgeRun,
-    Progress,
-    ResumeRun,
-    RunPublic,
-    SynthRun,
-)
+from app.runs.schemas import GenerateRun, JudgeRun, Progress, ResumeRun, RunPublic, SynthRun
 
 ROLE_OF = {RunKind.generate: "generator", RunKind.judge: "judge", RunKind.synth: "synthesizer"}
 RESUMABLE = (RunStatus.failed.value, RunStatus.cancelled.value, RunStatus.budget_exhausted.value, RunStatus.succeeded.value)

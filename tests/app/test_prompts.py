@@ -197,8 +197,8 @@ async def test_service_import_is_one_transaction(session, settings):
     """A failure after staging rolls everything back: nothing is half-written."""
     from sqlalchemy import func, select
 
-    from app.datasets.service import create as create_dataset
     from app.datasets.schemas import DatasetCreate
+    from app.datasets.service import create as create_dataset
     from app.models import Prompt
     from app.prompts import service
     from app.prompts.schemas import ImportFormat
