@@ -8,7 +8,7 @@ import contextlib
 import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -24,9 +24,9 @@ console = Console(stderr=True)
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")]
 WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the run with a progress bar until it ends.")]
 WorkOpt = Annotated[bool, typer.Option("--work/--no-work", help="With --wait, also work on jobs in this process.")]
-BudgetOpt = Annotated[Optional[float], typer.Option("--budget", help="USD; the run stops when it is spent.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model for this run's role.")]
-UrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint for this run.")]
+BudgetOpt = Annotated[float | None, typer.Option("--budget", help="USD; the run stops when it is spent.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Model for this run's role.")]
+UrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint for this run.")]
 
 
 def _llm(role: str, model: str | None, base_url: str | None) -> dict | None:
@@ -121,11 +121,11 @@ async def _follow(sessions, run_id: int, repo, runs) -> str:
 def generate(
     dataset: DatasetOpt,
     k: Annotated[int, typer.Option("--k", help="Completions per prompt.")] = 4,
-    temperature: Annotated[Optional[list[float]], typer.Option("--temperature", "-t", help="One per plan entry; repeat.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens")] = None,
-    system_prompt: Annotated[Optional[str], typer.Option("--system-prompt")] = None,
-    status: Annotated[Optional[list[str]], typer.Option("--status", help="Only prompts with this review status.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many prompts.")] = None,
+    temperature: Annotated[list[float] | None, typer.Option("--temperature", "-t", help="One per plan entry; repeat.")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
+    system_prompt: Annotated[str | None, typer.Option("--system-prompt")] = None,
+    status: Annotated[list[str] | None, typer.Option("--status", help="Only prompts with this review status.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many prompts.")] = None,
     seed: int = 0,
     model: ModelOpt = None, base_url: UrlOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
 ) -> None:
@@ -147,10 +147,10 @@ def generate(
 def judge(
     dataset: DatasetOpt,
     mode: Annotated[str, typer.Option("--mode", help="listwise | pairwise | rubric")] = "listwise",
-    orders: Annotated[Optional[int], typer.Option("--orders", help="Orders per ranking (position bias).")] = None,
-    source_run: Annotated[Optional[int], typer.Option("--source-run", help="Rank this generate run's completions.")] = None,
+    orders: Annotated[int | None, typer.Option("--orders", help="Orders per ranking (position bias).")] = None,
+    source_run: Annotated[int | None, typer.Option("--source-run", help="Rank this generate run's completions.")] = None,
     allow_ties: bool = False,
-    limit: Annotated[Optional[int], typer.Option("--limit")] = None,
+    limit: Annotated[int | None, typer.Option("--limit")] = None,
     model: ModelOpt = None, base_url: UrlOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
 ) -> None:
     """Rank each prompt's completions with the judge."""
@@ -166,8 +166,8 @@ def synth(
     dataset: DatasetOpt,
     num: Annotated[int, typer.Option("--num", "-n", help="Prompts to ask for (duplicates are dropped).")] = 20,
     per_call: int = 5,
-    topic: Annotated[Optional[list[str]], typer.Option("--topic", help="Repeat for several.")] = None,
-    document: Annotated[Optional[list[Path]], typer.Option("--document", help="A text file to draw prompts from; repeat.")] = None,
+    topic: Annotated[list[str] | None, typer.Option("--topic", help="Repeat for several.")] = None,
+    document: Annotated[list[Path] | None, typer.Option("--document", help="A text file to draw prompts from; repeat.")] = None,
     evol: Annotated[bool, typer.Option("--evol", help="Rewrite existing prompts (evol-instruct) instead.")] = False,
     seed: int = 0,
     model: ModelOpt = None, base_url: UrlOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -44,7 +44,7 @@ def _serve(settings: Settings, host: str, port: int, log_level: str = "info") ->
 
 @cli.command()
 def worker(
-    concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Jobs at once.")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="Jobs at once.")] = None,
     log_level: str = "info",
 ) -> None:
     """Run a job worker against the configured database (any number, on any machines)."""

@@ -78,8 +78,8 @@ def test_figures_follow_the_reviewers(http, factory, settings, monkeypatch):
     assert report()["overall"]["reviewed"] == 4
 
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    from app.config import get_settings
     from app.cli import cli
+    from app.config import get_settings
 
     get_settings.cache_clear()
     try:
