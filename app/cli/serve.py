@@ -10,7 +10,9 @@ from typing import Annotated
 
 import typer
 
+from app import db
 from app.cli.common import console, database_url, err, fail
+from app.cli.data import import_prompts
 from app.config import Settings, get_settings
 
 cli = typer.Typer()
@@ -77,8 +79,6 @@ def demo(
     Migrates the (embedded) database, imports the example prompts, finds the LLM at
     FORGE_LLM_BASE_URL or starts the local one, serves, and runs generate -> judge on a few
     prompts while the review page is up."""
-    from app import db
-    from app.cli.data import import_prompts
     from app.demo import run_demo
     from app.prompts.schemas import ImportFormat, ImportMode
 
