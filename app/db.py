@@ -1,11 +1,13 @@
-"""Database wiring: the embedded Postgres, the async engine, the request-owned session."""
+"""Database wiring: the one way in (`database_url`, `open_database`), the embedded Postgres, the
+async engine, the request-owned session."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from fastapi import Depends, Request
 from sqlalchemy import create_engine, text
@@ -17,6 +19,10 @@ from app.errors import SchemaOutdated
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class DatabaseUnavailable(RuntimeError):
+    """No DATABASE_URL and no embedded Postgres to start."""
 
 
 class EmbeddedPostgres:
@@ -34,7 +40,7 @@ class EmbeddedPostgres:
         try:
             import pgserver
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise RuntimeError(
+            raise DatabaseUnavailable(
                 "DATABASE_URL is not set and the embedded Postgres is not installed: "
                 "pip install 'rlhf-forge[embedded]' or set DATABASE_URL=postgresql://..."
             ) from exc
@@ -55,6 +61,43 @@ def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | No
         return settings.database_url, None
     embedded = EmbeddedPostgres(settings.pg_dir)
     return embedded.start(), embedded
+
+
+class Database(NamedTuple):
+    """An open database: its URL (for Alembic and the job queue), the engine, and sessions on it."""
+
+    url: str
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings, *, check: bool = True) -> Iterator[str]:
+    """The URL to use, with the embedded Postgres started for the block (and stopped after) when
+    no DATABASE_URL is set. With `check`, raise SchemaOutdated unless the schema is at head.
+
+    Code that starts other processes or a second `open_database` inside the block hands them
+    `settings.model_copy(update={"database_url": url})`, so the embedded server is started once."""
+    url, embedded = resolve_database_url(settings)
+    try:
+        if check:
+            check_schema(url)
+        yield url
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@contextlib.asynccontextmanager
+async def open_database(settings: Settings, *, check: bool = True) -> AsyncIterator[Database]:
+    """The one way into the database for the app, the worker and every command: `database_url`,
+    then an engine for the block, disposed of on the way out."""
+    with database_url(settings, check=check) as url:
+        engine = make_engine(url, settings)
+        try:
+            yield Database(url, engine, session_factory(engine))
+        finally:
+            await engine.dispose()
 
 
 def make_engine(url: str, settings: Settings) -> AsyncEngine:
@@ -86,6 +129,14 @@ def downgrade(url: str, revision: str = "base") -> None:
     from alembic import command
 
     command.downgrade(alembic_config(url), revision)
+
+
+def stamp(url: str, revision: str) -> None:
+    """Record `revision` without running migrations; `purge` first empties the version table, whose
+    ids may be of an older numbering (0.1's)."""
+    from alembic import command
+
+    command.stamp(alembic_config(url), revision, purge=True)
 
 
 def head_revisions() -> set[str]:

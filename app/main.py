@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,33 +43,19 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        embedded = None
-        own_engine = engine is None
-        if own_engine:
-            url, embedded = db.resolve_database_url(settings)
-            try:
-                db.check_schema(url)
-            except Exception:
-                if embedded is not None:
-                    embedded.stop()
-                raise
-            app.state.engine = db.make_engine(url, settings)
-            app.state.database_url = url
-        else:
-            app.state.engine = engine
-            app.state.database_url = engine.url.render_as_string(hide_password=False)
-        app.state.sessions = db.session_factory(app.state.engine)
-        try:
+        async with AsyncExitStack() as stack:
+            if engine is None:
+                database = await stack.enter_async_context(db.open_database(settings))
+                app.state.engine, app.state.database_url = database.engine, database.url
+            else:
+                app.state.engine = engine
+                app.state.database_url = engine.url.render_as_string(hide_password=False)
+            app.state.sessions = db.session_factory(app.state.engine)
             # the job queue, and a worker in this process when settings.worker_in_process
             from app.worker import jobs_lifespan
 
             async with jobs_lifespan(app.state, settings, app.state.database_url):
                 yield
-        finally:
-            if own_engine:
-                await app.state.engine.dispose()
-            if embedded is not None:
-                embedded.stop()
 
     app = FastAPI(
         title="rlhf-forge",

@@ -137,7 +137,7 @@ class Prompt(Base):
     # for synthetic prompts: the run, model, template version and seeds that made it
     provenance: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"))
-    # review queue (migration 0003): who holds the item now, until when, and who has reviewed it;
+    # review queue (migration 0002): who holds the item now, until when, and who has reviewed it;
     # on the row itself so a `FOR UPDATE SKIP LOCKED` claim re-checks them after a concurrent commit
     lease_holder: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -237,7 +237,7 @@ class ReviewEvent(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     comment: Mapped[str | None] = mapped_column(Text)
-    # the review item (prompt) the target belongs to, for one history per item (migration 0003)
+    # the review item (prompt) the target belongs to, for one history per item (migration 0002)
     prompt_id: Mapped[int | None] = mapped_column(BigInteger)
     # set on an `undo` event: the event it reverted
     undoes_event_id: Mapped[int | None] = mapped_column(ForeignKey("review_event.id", ondelete="SET NULL"))
@@ -327,7 +327,7 @@ class ExportItem(Base):
     in_rl: Mapped[bool] = mapped_column(server_default="false")
 
 
-# --- review (issue 4, migration 0003) ------------------------------------------------------
+# --- review (issue 4, migration 0002) ------------------------------------------------------
 
 
 class FlagReason(enum.StrEnum):
@@ -374,7 +374,7 @@ class ReviewVerdict(Base):
     updated_at: Mapped[datetime] = _updated()
 
 
-# The review queue's indexes (migration 0003): open prompts by age, rows flagged and not yet
+# The review queue's indexes (migration 0002): open prompts by age, rows flagged and not yet
 # resolved, and live leases. The queries in app/review/repository.py spell these predicates
 # with constants so the planner can use the partial indexes.
 OPEN_PREDICATE = "review_status IN ('pending', 'needs_review')"

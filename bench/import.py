@@ -72,8 +72,7 @@ def bench_cli(url: str, path: Path) -> float:
 
     async def run() -> float:
         settings = Settings(database_url=url)
-        engine = db.make_engine(url, settings)
-        async with db.session_factory(engine)() as session:
+        async with db.open_database(settings) as database, database.sessions() as session:
             ds = await datasets.get_or_create(session, "cli")
             await session.commit()
             t = time.perf_counter()
@@ -81,7 +80,6 @@ def bench_cli(url: str, path: Path) -> float:
                 report = await prompts.import_file(session, ds, fh, ImportFormat.jsonl, max_chars=settings.max_text_chars)
             await session.commit()
             elapsed = time.perf_counter() - t
-        await engine.dispose()
         assert report.invalid == 0 and report.duplicates == 0, report
         return elapsed
 

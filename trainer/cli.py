@@ -1,8 +1,9 @@
 """Command line: ``python -m trainer sft|rm|ppo --data FILE --model PATH --out DIR [options]``.
 
-``cli`` is a typer app; the service mounts it as ``rlhf-forge train``. Its options are the
-fields of the config dataclasses (``trainer.config``), help text included. This module imports
-no torch at import time, so mounting it costs nothing until a command runs.
+``cli`` is a typer app, installed as the console script ``rlhf-forge-train``; ``rlhf-forge train``
+runs it in its place with the same arguments (app never imports the trainer). Its options are
+the fields of the config dataclasses (``trainer.config``), help text included. This module
+imports no torch at import time, so ``--help`` costs nothing until a command runs.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.metadata import entry_points
 
 import pytest
 
@@ -48,3 +49,24 @@ def test_outdated_schema_says_what_to_run(pg_server_url, tmp_path):
     r = run_cli("datasets", database_url=pg_server_url, tmp_path=tmp_path)
     assert r.returncode == 1
     assert "rlhf-forge db upgrade" in r.stderr
+
+
+def test_one_command_line(pg_server_url, tmp_path):
+    """Every command in one `rlhf-forge`, `worker` next to `serve`; a typo gets a suggestion; `train`
+    reaches the trainer's own command line without app importing the trainer."""
+    r = run_cli("--help", database_url=pg_server_url, tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    commands = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("│ ") and not line.startswith("│ --")]
+    assert commands[:4] == ["db", "serve", "worker", "demo"]
+    assert {"import", "datasets", "export", "synth", "generate", "judge", "review", "train"} <= set(commands)
+    r = run_cli("worker", "--help", database_url=pg_server_url, tmp_path=tmp_path)
+    assert r.returncode == 0 and "--concurrency" in r.stdout
+    r = run_cli("sevre", database_url=pg_server_url, tmp_path=tmp_path)
+    assert r.returncode == 2 and "Did you mean 'serve'" in r.stderr
+    r = run_cli("train", "sft", "--help", database_url=pg_server_url, tmp_path=tmp_path)
+    assert r.returncode == 0 and "--group-by-length" in r.stdout
+    code = "import sys, app.cli, app.main; print(sorted(m for m in sys.modules if m.startswith('trainer')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "['trainer', 'trainer.formats']", out.stderr
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts") if ep.name.startswith("rlhf-forge")}
+    assert scripts == {"rlhf-forge": "app.cli:main", "rlhf-forge-train": "trainer.cli:main"}

@@ -1,6 +1,10 @@
 """Migrations are the only source of the schema: they go up and down cleanly and match the models."""
 
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -41,6 +45,34 @@ def test_upgrade_downgrade_upgrade(empty_db):
     assert _tables(empty_db) == set()
     db.upgrade(empty_db)
     assert _tables(empty_db) == tables
+
+
+def test_one_head_and_files_sort_in_apply_order():
+    """The next migration is the next number after the last file: no second head, no guessing."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(db.alembic_config("postgresql+psycopg://x/x"))
+    assert len(script.get_heads()) == 1
+    chain = list(reversed(list(script.walk_revisions())))  # base -> head
+    assert [Path(rev.path).name for rev in chain] == sorted(p.name for p in (db.MIGRATIONS_DIR / "versions").glob("*.py"))
+    assert [rev.revision for rev in chain] == [f"{i:04d}" for i in range(1, len(chain) + 1)]
+
+
+def test_a_database_made_by_0_1_needs_one_stamp(empty_db, tmp_path):
+    """0.1 applied the same migrations as 0001 -> 0003 -> 0004 -> 0002: its head is called '0002',
+    today's review migration. `rlhf-forge db stamp head` (README, "Upgrading from 0.1") fixes it."""
+    db.upgrade(empty_db)
+    engine = create_engine(empty_db)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
+    engine.dispose()
+    with pytest.raises(SchemaOutdated):
+        db.check_schema(empty_db)
+    env = {**os.environ, "DATABASE_URL": empty_db, "FORGE_DATA_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "app.cli", "db", "stamp", "head"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    db.check_schema(empty_db)
+    assert db.current_revisions(empty_db) == db.head_revisions() == {"0004"}
 
 
 def test_models_match_migrations(database_url):

@@ -78,15 +78,15 @@ def test_figures_follow_the_reviewers(http, factory, settings, monkeypatch):
     assert report()["overall"]["reviewed"] == 4
 
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    from app.cli import cli
     from app.config import get_settings
-    from app.review.cli import cli
 
     get_settings.cache_clear()
     try:
-        out = CliRunner().invoke(cli, ["agreement", "study"], env={"COLUMNS": "200"})
+        out = CliRunner().invoke(cli, ["review", "agreement", "study"], env={"COLUMNS": "200"})
     finally:
         get_settings.cache_clear()
     assert out.exit_code == 0, out.output
     assert "j1" in out.output and "0.750" in out.output and "Krippendorff" in out.output  # j1: 3 of 4 unchanged
-    bad = CliRunner().invoke(cli, ["agreement", "nope"])
+    bad = CliRunner().invoke(cli, ["review", "agreement", "nope"])
     assert bad.exit_code == 1 and "does not exist" in bad.output

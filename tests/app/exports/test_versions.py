@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from app.exports.cli import cli
+from app.cli import cli
 from trainer import formats as F
 
 from .conftest import wait_for_export
@@ -156,20 +156,20 @@ async def test_cli_export_and_rerender(seed, database_url, tmp_path, monkeypatch
     try:
         runner = CliRunner()  # each run in a thread: the CLI starts its own event loop
         out = tmp_path / "out"
-        result = await asyncio.to_thread(runner.invoke, cli, ["--dataset", ds.name, "--out", str(out), "--margin", "--seed", "3", "--archive"])
+        result = await asyncio.to_thread(runner.invoke, cli, ["export", "--dataset", ds.name, "--out", str(out), "--margin", "--seed", "3", "--archive"])
         assert result.exit_code == 0, result.output
         manifest = F.Manifest.load(out / "manifest.json")
         assert manifest.verify(out) == [] and manifest.dataset_version == 1 and manifest.split["seed"] == 3
         assert (tmp_path / "out.tar.gz").is_file()
         assert "sft.train.jsonl" in result.output
         again = tmp_path / "again"
-        result = await asyncio.to_thread(runner.invoke, cli, ["--dataset", ds.name, "--out", str(again), "--version", "1"])
+        result = await asyncio.to_thread(runner.invoke, cli, ["export", "--dataset", ds.name, "--out", str(again), "--version", "1"])
         assert result.exit_code == 0, result.output
         assert F.Manifest.load(again / "manifest.json").files == manifest.files
         assert manifest.verify(again) == []
-        result = await asyncio.to_thread(runner.invoke, cli, ["--dataset", "nope", "--out", str(again)])
+        result = await asyncio.to_thread(runner.invoke, cli, ["export", "--dataset", "nope", "--out", str(again)])
         assert result.exit_code == 1 and "does not exist" in result.output
-        result = await asyncio.to_thread(runner.invoke, cli, ["--dataset", ds.name, "--out", str(again), "--train", "0.5"])
+        result = await asyncio.to_thread(runner.invoke, cli, ["export", "--dataset", ds.name, "--out", str(again), "--train", "0.5"])
         assert result.exit_code == 2 and "sum to 1" in result.output
     finally:
         get_settings.cache_clear()

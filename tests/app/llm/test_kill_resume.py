@@ -41,7 +41,7 @@ def worker(database_url: str, fake_url: str, tmp_path: Path, **extra: str) -> su
         "FORGE_WORKER_HEARTBEAT_S": "0.5", "FORGE_WORKER_STALLED_AFTER_S": "2",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "app.runs.cli", "worker", "--concurrency", "4"], cwd=ROOT, env=env,
+        [sys.executable, "-m", "app.cli", "worker", "--concurrency", "4"], cwd=ROOT, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
 

@@ -1,7 +1,7 @@
 """exports: frozen versions (export_item), render options, status check
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-25
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0004"
-down_revision = "0003"  # written against 0001; chained after review's 0003 once main had it
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """llm pipeline: run items, response cache, shared rate limits, procrastinate's job tables
 
-Revision ID: 0002
-Revises: 0004
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-25
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0002"
-down_revision = "0004"  # re-chained after main's 0003 (review) and 0004 (exports); the lead may re-order
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -1,5 +1,4 @@
-"""`rlhf-forge export --dataset NAME --out DIR`: freeze a new version (or render an existing one
-again) into a directory, with a progress bar."""
+"""`rlhf-forge import | datasets | export`: data in, a look at it, data out."""
 
 from __future__ import annotations
 
@@ -8,23 +7,92 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import rich.progress
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from app import db
+from app.cli.common import console, err, fail, open_database
 from app.config import Settings, get_settings
-from app.datasets import service as datasets
 from app.errors import AppError
-from app.exports import service, tasks
 from app.exports.schemas import DEFAULT_FORMATS, ExportCreate, ExportFilters, ExportFormat, PairsMode, SplitSpec
 from app.models import PromptSource, ReviewStatus
 from trainer.formats import Manifest
 
-cli = typer.Typer(help="Export datasets as JSONL files with a manifest.")
-console = Console(stderr=True)
+cli = typer.Typer()
+
+
+async def import_prompts(settings: Settings, file: Path, dataset_name: str, fmt, mode, create: bool):
+    """Import FILE into the dataset in one transaction; the report and the dataset's id."""
+    from app.datasets import service as datasets
+    from app.prompts import service as prompts
+
+    async with open_database(settings) as database, database.sessions() as session:
+        dataset = await (datasets.get_or_create(session, dataset_name) if create else datasets.get_by_name_or_404(session, dataset_name))
+        with rich.progress.open(file, "rb", description=f"importing {file.name}", console=err) as fh:
+            report = await prompts.import_file(session, dataset, fh, fmt, max_chars=settings.max_text_chars, mode=mode)
+        await session.commit()
+        return report, dataset.id
+
+
+@cli.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A .jsonl, .json or .csv file of prompts.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
+    format: Annotated[str | None, typer.Option(help="json | jsonl | csv (default: from the file name).")] = None,
+    all_or_nothing: Annotated[bool, typer.Option(help="Import nothing if any row is invalid.")] = False,
+    create: Annotated[bool, typer.Option(help="Create the dataset if it does not exist.")] = True,
+) -> None:
+    """Import prompts from FILE into a dataset, in one transaction, with a progress bar."""
+    from app.prompts.parsing import guess_format
+    from app.prompts.schemas import ImportFormat, ImportMode
+
+    try:
+        fmt = ImportFormat(format) if format else guess_format(file.name, None)
+    except ValueError:
+        fail(f"--format must be json, jsonl or csv, got {format!r}")
+    if fmt is None:
+        fail(f"cannot tell the format of {file.name}: name it .jsonl/.json/.csv or pass --format")
+    mode = ImportMode.all_or_nothing if all_or_nothing else ImportMode.partial
+    try:
+        report, _ = asyncio.run(import_prompts(get_settings(), file, dataset, fmt, mode, create))
+    except AppError as exc:
+        if exc.details and isinstance(exc.details, dict) and "errors" in exc.details:
+            for e in exc.details["errors"][:20]:
+                err.print(f"  line {e['line']}: {e['message']}")
+        fail(exc.message)
+    console.print(
+        f"[green]{report.inserted}[/green] inserted, {report.duplicates} duplicate, "
+        f"[{'red' if report.invalid else 'green'}]{report.invalid}[/] invalid of {report.total} rows"
+    )
+    for e in report.errors[:20]:
+        console.print(f"  line {e.line}: {e.message}")
+    if report.invalid > 20:
+        console.print(f"  ... and {report.invalid - 20} more")
+
+
+async def _datasets(settings: Settings):
+    from app.datasets import repository as repo
+
+    async with open_database(settings) as database, database.sessions() as session:
+        rows = await repo.list_all(session)
+        return rows, await repo.counts(session, [d.id for d in rows])
+
+
+@cli.command("datasets")
+def datasets_() -> None:
+    """List datasets with their counts."""
+    rows, counts = asyncio.run(_datasets(get_settings()))
+    table = Table("id", "name", "prompts", "approved", "needs review", "completions", "rankings", "created")
+    for d in rows:
+        c = counts[d.id]
+        table.add_row(
+            str(d.id), d.name, str(c["prompts"]), str(c["prompts_by_status"].get("approved", 0)),
+            str(c["prompts_by_status"].get("needs_review", 0)), str(c["completions"]), str(c["rankings"]),
+            d.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    console.print(table)
 
 
 @cli.command("export")
@@ -78,14 +146,13 @@ def export_command(
                 archive=archive,
             )
         except ValidationError as exc:
-            err = exc.errors()[0]
-            console.print(f"[red]error:[/red] {'.'.join(map(str, err['loc'])) or 'options'}: {err['msg']}")
+            first = exc.errors()[0]
+            err.print(f"[red]error:[/red] {'.'.join(map(str, first['loc'])) or 'options'}: {first['msg']}")
             raise typer.Exit(2) from None
     try:
         manifest = asyncio.run(_export(get_settings(), dataset, out, version, request))
     except AppError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
+        fail(exc.message)
     table = Table(title=f"{manifest.dataset} v{manifest.dataset_version} -> {out}")
     for column in ("file", "rows", "sha256"):
         table.add_column(column)
@@ -95,15 +162,16 @@ def export_command(
 
 
 async def _export(settings: Settings, name: str, out: Path, version: int | None, request: ExportCreate | None) -> Manifest:
-    url, embedded = db.resolve_database_url(settings)
-    engine = None
-    try:
-        db.check_schema(url)
-        engine = db.make_engine(url, settings)
-        sessions = db.session_factory(engine)
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-        ) as progress:
+    from app.datasets import service as datasets
+    from app.exports import service, tasks
+
+    async with open_database(settings) as database:
+        sessions = database.sessions
+        columns = (
+            rich.progress.TextColumn("{task.description}"), rich.progress.BarColumn(), rich.progress.MofNCompleteColumn(),
+            rich.progress.TimeRemainingColumn(),
+        )
+        with rich.progress.Progress(*columns, console=err) as progress:
             bar = progress.add_task("freezing", total=None)
 
             def on_progress(done: int, total: int, current: str) -> None:
@@ -121,8 +189,3 @@ async def _export(settings: Settings, name: str, out: Path, version: int | None,
                 return await service.write_files(sessions, export, ds.name, out, on_progress=on_progress, track=False)
             await tasks.run_export(export.id, sessions=sessions, settings=settings, out_dir=out, on_progress=on_progress)
         return Manifest.load(out / "manifest.json")
-    finally:
-        if engine is not None:
-            await engine.dispose()
-        if embedded is not None:
-            embedded.stop()

@@ -1,15 +1,14 @@
-"""Command line for the LLM pipeline: `worker`, and `synth | generate | judge --dataset NAME`
-(with --wait: a live progress bar; the run is worked on in this process too unless --no-work)."""
+"""`rlhf-forge synth | generate | judge --dataset NAME`: start an LLM run (with --wait: a live
+progress bar; the run is worked on in this process too unless --no-work)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import logging
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -19,34 +18,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from app.config import get_settings
 from app.errors import AppError
 
-cli = typer.Typer(help="LLM pipeline: synthesise prompts, generate completions, judge them.", no_args_is_help=True)
+cli = typer.Typer()
 console = Console(stderr=True)
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")]
 WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the run with a progress bar until it ends.")]
 WorkOpt = Annotated[bool, typer.Option("--work/--no-work", help="With --wait, also work on jobs in this process.")]
-BudgetOpt = Annotated[Optional[float], typer.Option("--budget", help="USD; the run stops when it is spent.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model for this run's role.")]
-UrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint for this run.")]
-
-
-@cli.command()
-def worker(
-    concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Jobs at once.")] = None,
-    log_level: str = "info",
-) -> None:
-    """Run a job worker against the configured database (any number, on any machines)."""
-    from app.worker import serve_worker
-
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2", "openai", "pgserver"):  # one line per LLM request otherwise
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    settings = get_settings()
-    try:
-        asyncio.run(serve_worker(settings, concurrency or settings.worker_concurrency))
-    except AppError as exc:
-        console.print(f"[red]{exc.code}:[/red] {exc.message}")
-        raise typer.Exit(2) from None
+BudgetOpt = Annotated[float | None, typer.Option("--budget", help="USD; the run stops when it is spent.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Model for this run's role.")]
+UrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint for this run.")]
 
 
 def _llm(role: str, model: str | None, base_url: str | None) -> dict | None:
@@ -82,38 +62,33 @@ async def _run(dataset_name: str, spec, wait: bool, work: bool) -> str:
     from app.worker import Runtime, defer_start, make_job_app, run_worker
 
     settings = get_settings()
-    url, embedded = db.resolve_database_url(settings)
-    engine = db.make_engine(url, settings)
-    sessions = db.session_factory(engine)
-    llm = LLMPool(settings, engine)
-    try:
-        db.check_schema(url)
-        async with sessions() as session:
-            dataset = await datasets.get_by_name_or_404(session, dataset_name)
-            run = await runs.create(session, settings, dataset, spec, actor="cli")
-            await session.commit()
-        job_app = make_job_app(url)
-        async with job_app.open_async():
-            await defer_start(job_app, run.id)
-            console.print(f"run {run.id} ({run.kind}) queued for dataset {dataset_name!r}")
-            if not wait:
-                return run.status
-            worker = None
-            if work:
-                rt = Runtime(settings, engine, sessions, llm)
-                worker = asyncio.create_task(run_worker(job_app, rt, concurrency=settings.worker_concurrency))
-            try:
-                return await _follow(sessions, run.id, repo, runs)
-            finally:
-                if worker is not None:
-                    worker.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await worker
-    finally:
-        await llm.close()
-        await engine.dispose()
-        if embedded is not None:
-            embedded.stop()
+    async with db.open_database(settings) as database:
+        engine, sessions = database.engine, database.sessions
+        llm = LLMPool(settings, engine)
+        try:
+            async with sessions() as session:
+                dataset = await datasets.get_by_name_or_404(session, dataset_name)
+                run = await runs.create(session, settings, dataset, spec, actor="cli")
+                await session.commit()
+            job_app = make_job_app(database.url)
+            async with job_app.open_async():
+                await defer_start(job_app, run.id)
+                console.print(f"run {run.id} ({run.kind}) queued for dataset {dataset_name!r}")
+                if not wait:
+                    return run.status
+                worker = None
+                if work:
+                    rt = Runtime(settings, engine, sessions, llm)
+                    worker = asyncio.create_task(run_worker(job_app, rt, concurrency=settings.worker_concurrency))
+                try:
+                    return await _follow(sessions, run.id, repo, runs)
+                finally:
+                    if worker is not None:
+                        worker.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await worker
+        finally:
+            await llm.close()
 
 
 async def _follow(sessions, run_id: int, repo, runs) -> str:
@@ -146,11 +121,11 @@ async def _follow(sessions, run_id: int, repo, runs) -> str:
 def generate(
     dataset: DatasetOpt,
     k: Annotated[int, typer.Option("--k", help="Completions per prompt.")] = 4,
-    temperature: Annotated[Optional[list[float]], typer.Option("--temperature", "-t", help="One per plan entry; repeat.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens")] = None,
-    system_prompt: Annotated[Optional[str], typer.Option("--system-prompt")] = None,
-    status: Annotated[Optional[list[str]], typer.Option("--status", help="Only prompts with this review status.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many prompts.")] = None,
+    temperature: Annotated[list[float] | None, typer.Option("--temperature", "-t", help="One per plan entry; repeat.")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
+    system_prompt: Annotated[str | None, typer.Option("--system-prompt")] = None,
+    status: Annotated[list[str] | None, typer.Option("--status", help="Only prompts with this review status.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many prompts.")] = None,
     seed: int = 0,
     model: ModelOpt = None, base_url: UrlOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
 ) -> None:
@@ -172,10 +147,10 @@ def generate(
 def judge(
     dataset: DatasetOpt,
     mode: Annotated[str, typer.Option("--mode", help="listwise | pairwise | rubric")] = "listwise",
-    orders: Annotated[Optional[int], typer.Option("--orders", help="Orders per ranking (position bias).")] = None,
-    source_run: Annotated[Optional[int], typer.Option("--source-run", help="Rank this generate run's completions.")] = None,
+    orders: Annotated[int | None, typer.Option("--orders", help="Orders per ranking (position bias).")] = None,
+    source_run: Annotated[int | None, typer.Option("--source-run", help="Rank this generate run's completions.")] = None,
     allow_ties: bool = False,
-    limit: Annotated[Optional[int], typer.Option("--limit")] = None,
+    limit: Annotated[int | None, typer.Option("--limit")] = None,
     model: ModelOpt = None, base_url: UrlOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
 ) -> None:
     """Rank each prompt's completions with the judge."""
@@ -191,8 +166,8 @@ def synth(
     dataset: DatasetOpt,
     num: Annotated[int, typer.Option("--num", "-n", help="Prompts to ask for (duplicates are dropped).")] = 20,
     per_call: int = 5,
-    topic: Annotated[Optional[list[str]], typer.Option("--topic", help="Repeat for several.")] = None,
-    document: Annotated[Optional[list[Path]], typer.Option("--document", help="A text file to draw prompts from; repeat.")] = None,
+    topic: Annotated[list[str] | None, typer.Option("--topic", help="Repeat for several.")] = None,
+    document: Annotated[list[Path] | None, typer.Option("--document", help="A text file to draw prompts from; repeat.")] = None,
     evol: Annotated[bool, typer.Option("--evol", help="Rewrite existing prompts (evol-instruct) instead.")] = False,
     seed: int = 0,
     model: ModelOpt = None, base_url: UrlOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
@@ -207,10 +182,3 @@ def synth(
         body["prompts"] = {"limit": num}
     _submit(dataset, body, wait, work)
 
-
-def main() -> None:  # pragma: no cover - `python -m app.runs.cli`
-    cli()
-
-
-if __name__ == "__main__":
-    main()

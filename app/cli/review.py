@@ -6,13 +6,12 @@ import asyncio
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from app.cli.common import console, fail, open_database
 from app.config import Settings, get_settings
 
 cli = typer.Typer(help="Human review: agreement figures.", no_args_is_help=True)
-console = Console()
 
 
 @cli.callback()
@@ -24,28 +23,22 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-async def _agreement(settings: Settings, url: str, dataset_ref: str) -> dict:
-    from app import db
+async def _agreement(settings: Settings, dataset_ref: str) -> dict:
     from app.datasets import service as datasets
     from app.errors import NotFound
     from app.review import agreement
     from app.review import repository as repo
 
-    engine = db.make_engine(url, settings)
-    try:
-        async with db.session_factory(engine)() as session:
-            try:
-                dataset = (
-                    await datasets.get_or_404(session, int(dataset_ref))
-                    if dataset_ref.isdigit()
-                    else await datasets.get_by_name_or_404(session, dataset_ref)
-                )
-            except NotFound as exc:
-                console.print(f"[red]error:[/red] {exc.message}")
-                raise typer.Exit(1) from None
-            return agreement.report(dataset.id, await repo.approved_verdicts(session, dataset.id)) | {"name": dataset.name}
-    finally:
-        await engine.dispose()
+    async with open_database(settings) as database, database.sessions() as session:
+        try:
+            dataset = (
+                await datasets.get_or_404(session, int(dataset_ref))
+                if dataset_ref.isdigit()
+                else await datasets.get_by_name_or_404(session, dataset_ref)
+            )
+        except NotFound as exc:
+            fail(exc.message)
+        return agreement.report(dataset.id, await repo.approved_verdicts(session, dataset.id)) | {"name": dataset.name}
 
 
 def agreement_table(report: dict) -> Table:
@@ -69,9 +62,5 @@ def agreement_table(report: dict) -> Table:
 @cli.command("agreement")
 def agreement_cmd(dataset: Annotated[str, typer.Argument(help="Dataset name or id.")]) -> None:
     """Judge-vs-human and between-reviewer agreement, per judge model and template version."""
-    from app.cli import database
-
-    settings = get_settings()
-    with database(settings, check=True) as url:
-        report = asyncio.run(_agreement(settings, url, dataset))
+    report = asyncio.run(_agreement(get_settings(), dataset))
     console.print(agreement_table(report))
