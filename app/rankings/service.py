@@ -6,12 +6,12 @@ from collections import Counter
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit import Change, ensure_can_act
 from app.completions import repository as completions
 from app.errors import InvalidInput, NotFound
 from app.models import Prompt, RankerKind, Ranking, ReviewStatus
 from app.rankings import repository as repo
 from app.rankings.schemas import RankingCreate
-from app.review.changes import Change, ensure_can_act
 
 
 async def get_or_404(session: AsyncSession, ranking_id: int) -> Ranking:
