@@ -4,7 +4,7 @@ The export files are rendered by Postgres: each format is one SELECT producing o
 row, streamed with COPY ... TO STDOUT, so the service only moves bytes and memory stays flat at
 any size. The same SELECTs run over live rows (the resolution query) or over a frozen version
 (export_item), so a version renders exactly like the live export it was frozen from. Each line's
-keys come from trainer.formats' record definitions (`_record`), never written here by hand.
+keys come from trainer.formats' record definitions (`record_sql`), never written here by hand.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def _obj(*fields: tuple[str, str]) -> str:
     return " || ".join(parts) + " || '}'"
 
 
-def _record(fmt: ExportFormat, **values: str) -> str:
+def record_sql(fmt: ExportFormat, **values: str) -> str:
     """SQL for the JSON text of one `fmt` record from the SQL of its values: the keys are
     trainer.formats' fields of that record, in its order, so a line equals trainer.formats.dumps
     of its record byte for byte. A required field left out, or a key the format does not have, is
@@ -199,16 +199,16 @@ def format_sql(fmt: ExportFormat, source: str, render: RenderOptions, split: Spl
     where = f" AND e.split = '{SplitName(split).value}'" if split else ""
     pid = _s("e.prompt_id::text")
     if fmt is ExportFormat.sft:
-        line = _record(fmt, prompt=_s("e.prompt"), completion=_s("e.sft_completion"), id=pid)
+        line = record_sql(fmt, prompt=_s("e.prompt"), completion=_s("e.sft_completion"), id=pid)
         return f"SELECT {line} FROM {source} e WHERE e.sft_completion IS NOT NULL{where} ORDER BY e.prompt_id"
     if fmt is ExportFormat.sft_chat:
-        line = _record(fmt, messages=_list(_message("user", "e.prompt"), _message("assistant", "e.sft_completion")), id=pid)
+        line = record_sql(fmt, messages=_list(_message("user", "e.prompt"), _message("assistant", "e.sft_completion")), id=pid)
         return f"SELECT {line} FROM {source} e WHERE e.sft_completion IS NOT NULL{where} ORDER BY e.prompt_id"
     if fmt is ExportFormat.rm:
-        line = _record(fmt, prompt=_s("e.prompt"), completion=_s("e.rm_completions"), ranking=_s("e.rm_ranks"), id=pid)
+        line = record_sql(fmt, prompt=_s("e.prompt"), completion=_s("e.rm_completions"), ranking=_s("e.rm_ranks"), id=pid)
         return f"SELECT {line} FROM {source} e WHERE e.rm_completions IS NOT NULL{where} ORDER BY e.prompt_id"
     if fmt is ExportFormat.rl:
-        line = _record(fmt, prompt=_s("e.prompt"), id=pid)
+        line = record_sql(fmt, prompt=_s("e.prompt"), id=pid)
         return f"SELECT {line} FROM {source} e WHERE e.in_rl{where} ORDER BY e.prompt_id"
     # pairs: every index pair i < j of the ranking with different ranks, the better one chosen
     better = "a.r < b.r"
@@ -233,7 +233,7 @@ def format_sql(fmt: ExportFormat, source: str, render: RenderOptions, split: Spl
     if render.pairs_mode is PairsMode.best_vs_rest:
         where += " AND least(a.r, b.r) = 1"
     return (
-        f"SELECT {_record(fmt, **values)} FROM {source} e "
+        f"SELECT {record_sql(fmt, **values)} FROM {source} e "
         "CROSS JOIN LATERAL unnest(e.rm_completions, e.rm_ranks) WITH ORDINALITY AS a(c, r, i) "
         "JOIN LATERAL unnest(e.rm_completions, e.rm_ranks) WITH ORDINALITY AS b(c, r, i) "
         "ON b.i > a.i AND b.r <> a.r "
