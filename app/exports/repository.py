@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.exports.schemas import ExportFilters, ExportFormat, PairsMode, RenderOptions, SplitName, SplitSpec
 from app.models import Dataset, Export, ExportItem, Run
-from trainer import formats
+from trainer.formats import MESSAGE_KEYS, field_names, required_fields
 
 # The split of a prompt: the first 60 bits of sha256(f"{seed}:{prompt_id}") against the cumulative
 # ratios scaled to 2**60. `split_of` is the same rule in Python (tests and docs hold them equal).
@@ -173,8 +173,8 @@ def record_sql(fmt: ExportFormat, **values: str) -> str:
     trainer.formats' fields of that record, in its order, so a line equals trainer.formats.dumps
     of its record byte for byte. A required field left out, or a key the format does not have, is
     a programming error."""
-    names = formats.field_names(fmt.value)
-    missing = set(formats.required_fields(fmt.value)) - values.keys()
+    names = field_names(fmt.value)
+    missing = set(required_fields(fmt.value)) - values.keys()
     if missing or not values.keys() <= set(names):
         raise ValueError(f"{fmt.value}: missing {sorted(missing)}, unknown {sorted(values.keys() - set(names))}")
     return _obj(*((name, values[name]) for name in names if name in values))
@@ -186,7 +186,7 @@ def _s(expr: str) -> str:
 
 def _message(role: str, content: str) -> str:
     values = {"role": f"'\"{role}\"'", "content": _s(content)}
-    return _obj(*((key, values[key]) for key in formats.MESSAGE_KEYS))
+    return _obj(*((key, values[key]) for key in MESSAGE_KEYS))
 
 
 def _list(*items: str) -> str:

@@ -6,7 +6,8 @@ import math
 import random
 from collections.abc import Sequence
 
-from trainer import formats
+from trainer.formats import FormatError
+from trainer.formats import validate_ranks as validate_ranking_rule
 
 
 class InvalidJudgeReply(ValueError):
@@ -26,8 +27,8 @@ def validate_ranks(ranks: Sequence[object], k: int, *, allow_ties: bool) -> list
             raise InvalidJudgeReply(f"rank {r!r:.20} is not an integer")
         out.append(int(r))
     try:
-        formats.validate_ranks(out, k, ties="competition" if allow_ties else "none")
-    except formats.FormatError as exc:
+        validate_ranking_rule(out, k, ties="competition" if allow_ties else "none")
+    except FormatError as exc:
         raise InvalidJudgeReply(exc.message) from None
     return out
 

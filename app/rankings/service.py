@@ -12,7 +12,7 @@ from app.errors import InvalidInput, NotFound
 from app.models import Prompt, RankerKind, Ranking, ReviewStatus
 from app.rankings import repository as repo
 from app.rankings.schemas import RankingCreate
-from trainer import formats
+from trainer.formats import FormatError, validate_ranks
 
 
 async def get_or_404(session: AsyncSession, ranking_id: int) -> Ranking:
@@ -46,8 +46,8 @@ def check_ranks(completion_ids: list[int], ranks: list[int], prompt_completion_i
             details={"field": "completion_ids", "missing": missing},
         )
     try:
-        formats.validate_ranks(ranks, len(ranks))
-    except formats.FormatError as exc:
+        validate_ranks(ranks, len(ranks))
+    except FormatError as exc:
         bad = [r for r in ranks if not 1 <= r <= len(ranks)]
         raise InvalidInput(f"ranks: {exc.message}", details={"field": "ranks", "out_of_range": bad}) from None
 
