@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from app.models import FlagReason, ReviewStatus
 
 T = TypeVar("T")
 
@@ -36,3 +38,10 @@ class ListOf(BaseModel, Generic[T]):
 
 class ORMModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+class ReviewStatusUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    review_status: ReviewStatus
+    flag_reasons: list[FlagReason] | None = Field(default=None, max_length=len(FlagReason), description="Replaces the flags; omit to keep them.")
+    comment: str | None = Field(default=None, max_length=10_000)

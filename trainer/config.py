@@ -41,7 +41,9 @@ class TrainConfig:
     epochs: int = opt(1, "Passes over the training data (ignored when --max-steps > 0).")
     max_steps: int = opt(0, "Optimizer steps to run; 0 means --epochs passes.")
     max_length: int = opt(512, "Truncate token sequences to this length.")
-    val_fraction: float = opt(0.05, "Fraction of records held out for validation.")
+    val_fraction: float = opt(
+        0.05, "Fraction of records held out for validation, unless the export's *.validation.jsonl sits beside --data."
+    )
     eval_every: int = opt(50, "Evaluate on the validation split every N steps (and at the end).")
     log_every: int = opt(1, "Write a metrics line every N steps.")
     save_every: int = opt(0, "Write a resumable checkpoint every N steps (0: only at the end).")
@@ -94,7 +96,9 @@ class RMConfig(TrainConfig):
     margin_scale: float = opt(
         0.0, "Margin per rank of gap: a pair two ranks apart must differ by 2x this (0: no margin)."
     )
-    val_fraction: float = opt(0.1, "Fraction of prompts held out for validation.")
+    val_fraction: float = opt(
+        0.1, "Fraction of prompts held out for validation, unless the export's *.validation.jsonl sits beside --data."
+    )
 
     def __post_init__(self) -> None:
         self.method = "rm"

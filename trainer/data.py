@@ -152,6 +152,29 @@ def load_records(path: str | Path, kind: str) -> list:
     return records
 
 
+def validation_file(data: str | Path) -> Path | None:
+    """The export's own validation file beside ``data``, when ``data`` is an export's training file
+    and it is there: ``sft.validation.jsonl`` beside ``sft.train.jsonl``."""
+    path = Path(data)
+    if not path.name.endswith(".train.jsonl"):
+        return None
+    beside = path.with_name(path.name.removesuffix(".train.jsonl") + ".validation.jsonl")
+    return beside if beside.is_file() else None
+
+
+def train_and_validation(data: str | Path, kind: str, val_fraction: float, seed: int) -> tuple[list, list]:
+    """(training, validation) records. The export's own validation file when it sits beside
+    ``data``: the export already split by prompt with its seed (recorded in its manifest), so
+    splitting the training file again would only hold out training prompts. Otherwise a seeded
+    ``val_fraction`` split of ``data``."""
+    records = load_records(data, kind)
+    beside = validation_file(data)
+    if beside is not None:
+        return records, read_jsonl(beside, kind)
+    train_idx, val_idx = split(len(records), val_fraction, seed)
+    return [records[i] for i in train_idx], [records[i] for i in val_idx]
+
+
 def split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded (train, validation) index split; validation gets at least one record if asked."""
     order = list(range(n))

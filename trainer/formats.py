@@ -16,7 +16,10 @@ Formats (one JSON object per line, UTF-8):
   ``{"prompt": [user message], "chosen": [assistant message], "rejected": [assistant message]}``.
 
 Every record may carry ``"id"`` (a stable string) and ``"meta"`` (an object). Unknown keys are
-ignored by readers.
+ignored by readers. Writers put the keys in the order the record's fields are declared below
+(:func:`field_names`): ``to_dict`` and ``dumps`` follow it, and the service builds its export SQL
+from it, so an exported line equals ``dumps`` of its record byte for byte. What a valid ranking is
+(for a record, a person's ranking or a judge's reply) is :func:`validate_ranks`.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -33,6 +36,7 @@ FORMAT_VERSION = 1
 
 Kind = Literal["sft", "rm", "rl", "pairs", "sft_chat", "pairs_chat"]
 PairsMode = Literal["all", "best_vs_rest"]
+TieRule = Literal["any", "competition", "none"]
 
 
 class FormatError(ValueError):
@@ -66,8 +70,39 @@ def _common(obj: dict) -> dict[str, Any]:
     return out
 
 
+def _plain(value: Any) -> Any:
+    # copies of lists (and of the message objects in them), so a caller may change what it gets
+    return [dict(v) if isinstance(v, dict) else v for v in value] if isinstance(value, list) else value
+
+
+class _Record:
+    """What every record shares: its keys are its fields, in declaration order; an optional field
+    (default None) is written only when set."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, optional in _spec(type(self)):
+            value = getattr(self, name)
+            if not (optional and value is None):
+                out[name] = _plain(value)
+        return out
+
+
+_SPECS: dict[type, tuple[tuple[str, bool], ...]] = {}
+
+
+def _spec(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(field name, optional) of a record class in declaration order, computed once."""
+    spec = _SPECS.get(cls)
+    if spec is None:
+        spec = _SPECS[cls] = tuple((f.name, f.default is None) for f in fields(cls))
+    return spec
+
+
 @dataclass(frozen=True, slots=True)
-class SFTRecord:
+class SFTRecord(_Record):
     kind: ClassVar[str] = "sft"
     prompt: str
     completion: str
@@ -78,12 +113,9 @@ class SFTRecord:
     def from_dict(cls, obj: dict) -> SFTRecord:
         return cls(prompt=_str(obj, "prompt"), completion=_str(obj, "completion"), **_common(obj))
 
-    def to_dict(self) -> dict[str, Any]:
-        return _with_optional({"prompt": self.prompt, "completion": self.completion}, self)
-
 
 @dataclass(frozen=True, slots=True)
-class RMRecord:
+class RMRecord(_Record):
     kind: ClassVar[str] = "rm"
     prompt: str
     completion: list[str]
@@ -107,19 +139,13 @@ class RMRecord:
             raise FormatError("'ranking' must be a list of integers")
         return cls(prompt=prompt, completion=completion, ranking=ranking, **_common(obj))
 
-    def to_dict(self) -> dict[str, Any]:
-        return _with_optional(
-            {"prompt": self.prompt, "completion": list(self.completion), "ranking": list(self.ranking)},
-            self,
-        )
-
     def pairs(self) -> list[tuple[int, int, int]]:
         """Every (better, worse, rank_gap) index pair of the ranking; ties are skipped."""
         return ranking_pairs(self.ranking)
 
 
 @dataclass(frozen=True, slots=True)
-class RLRecord:
+class RLRecord(_Record):
     kind: ClassVar[str] = "rl"
     prompt: str
     id: str | None = None
@@ -129,12 +155,9 @@ class RLRecord:
     def from_dict(cls, obj: dict) -> RLRecord:
         return cls(prompt=_str(obj, "prompt"), **_common(obj))
 
-    def to_dict(self) -> dict[str, Any]:
-        return _with_optional({"prompt": self.prompt}, self)
-
 
 @dataclass(frozen=True, slots=True)
-class PairRecord:
+class PairRecord(_Record):
     kind: ClassVar[str] = "pairs"
     prompt: str
     chosen: str
@@ -156,12 +179,6 @@ class PairRecord:
             **_common(obj),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
-        if self.margin is not None:
-            out["margin"] = self.margin
-        return _with_optional(out, self)
-
 
 Record = SFTRecord | RMRecord | RLRecord | PairRecord
 R = TypeVar("R", SFTRecord, RMRecord, RLRecord, PairRecord)
@@ -174,28 +191,46 @@ RECORD_TYPES: dict[str, type] = {
 }  # the chat variants are added below, after their classes
 
 
-def _with_optional(out: dict[str, Any], rec: Any) -> dict[str, Any]:
-    if rec.id is not None:
-        out["id"] = rec.id
-    if rec.meta is not None:
-        out["meta"] = rec.meta
-    return out
+def field_names(kind: str) -> tuple[str, ...]:
+    """The keys of a ``kind`` record, in the order every writer puts them."""
+    return tuple(name for name, _ in _spec(RECORD_TYPES[kind]))
+
+
+def required_fields(kind: str) -> tuple[str, ...]:
+    """The keys every ``kind`` record has (the others are optional)."""
+    return tuple(name for name, optional in _spec(RECORD_TYPES[kind]) if not optional)
+
+
+def validate_ranks(ranks: Sequence[int], k: int, *, ties: TieRule = "any") -> None:
+    """The rule every ranking of ``k`` items follows, whoever made it (an RM record, a person, the
+    judge): one rank per item, each in 1..k, and some item ranked 1 (the best).
+
+    Ties are equal numbers. ``ties="any"`` accepts both dense (1, 1, 2) and competition (1, 1, 3)
+    numbering: what matters is the order, and that rank 1 exists (an export renumbers densely the
+    ranks of a ranking some completions were filtered out of). ``"competition"`` asks for
+    standard competition numbering (rank = 1 + the number of items ranked better), ``"none"``
+    for a permutation of 1..k.
+    """
+    if len(ranks) != k:
+        raise FormatError(f"{len(ranks)} ranks for {k} items")
+    if any(r < 1 or r > k for r in ranks):
+        raise FormatError(f"each rank must be between 1 and {k}, got {list(ranks)}")
+    if ties == "none" and sorted(ranks) != list(range(1, k + 1)):
+        raise FormatError(f"ranks {list(ranks)} are not a permutation of 1..{k} (ties are not allowed)")
+    if ties == "competition" and any(r != 1 + sum(1 for x in ranks if x < r) for r in ranks):
+        raise FormatError(f"ranks {list(ranks)} are not a valid ranking with ties (1 + the number ranked better)")
+    if 1 not in ranks:
+        raise FormatError(f"some item must be ranked 1 (the best), got {list(ranks)}")
 
 
 def validate_ranking(ranking: list[int], k: int) -> None:
-    """Check that ``ranking`` ranks ``k`` completions: K >= 2, ranks in 1..K, best rank is 1.
-
-    Ties are equal numbers. We accept both dense (1, 1, 2) and competition (1, 1, 3) tie
-    numbering: what matters is the order, and that rank 1 exists.
-    """
+    """Check that an RM record's ``ranking`` ranks its ``k`` completions: K >= 2 (one completion
+    teaches no preference), then :func:`validate_ranks`."""
     if k < 2:
         raise FormatError(f"an RM record needs at least 2 completions, got {k}")
     if len(ranking) != k:
         raise FormatError(f"'ranking' has {len(ranking)} entries but 'completion' has {k}")
-    if any(r < 1 or r > k for r in ranking):
-        raise FormatError(f"ranks must be between 1 and {k}, got {ranking}")
-    if 1 not in ranking:
-        raise FormatError(f"ranking must contain rank 1 (the best), got {ranking}")
+    validate_ranks(ranking, k)
 
 
 def ranking_pairs(ranking: list[int]) -> list[tuple[int, int, int]]:
@@ -219,6 +254,7 @@ def best_vs_rest_pairs(ranking: list[int]) -> list[tuple[int, int, int]]:
 
 Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
+MESSAGE_KEYS = ("role", "content")  # a message's keys, in the order writers put them
 
 
 def _messages(obj: dict, key: str) -> list[Message]:
@@ -230,7 +266,7 @@ def _messages(obj: dict, key: str) -> list[Message]:
             raise FormatError(f"{key}[{i}] must be an object with string 'role' and 'content'")
         if msg["role"] not in ROLES:
             raise FormatError(f"{key}[{i}].role must be one of {list(ROLES)}, got {msg['role']!r}")
-    return [{"role": m["role"], "content": m["content"]} for m in value]
+    return [{key: m[key] for key in MESSAGE_KEYS} for m in value]
 
 
 def _margin(obj: dict) -> float | None:
@@ -241,7 +277,7 @@ def _margin(obj: dict) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
-class ChatSFTRecord:
+class ChatSFTRecord(_Record):
     """TRL's conversational language-modeling shape of an SFT record."""
 
     kind: ClassVar[str] = "sft_chat"
@@ -256,12 +292,9 @@ class ChatSFTRecord:
             raise FormatError("the last message must be the assistant's (the completion)")
         return cls(messages=messages, **_common(obj))
 
-    def to_dict(self) -> dict[str, Any]:
-        return _with_optional({"messages": [dict(m) for m in self.messages]}, self)
-
 
 @dataclass(frozen=True, slots=True)
-class ChatPairRecord:
+class ChatPairRecord(_Record):
     """TRL's conversational preference shape (explicit prompt) of a pair."""
 
     kind: ClassVar[str] = "pairs_chat"
@@ -281,16 +314,6 @@ class ChatPairRecord:
             margin=_margin(obj),
             **_common(obj),
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "prompt": [dict(m) for m in self.prompt],
-            "chosen": [dict(m) for m in self.chosen],
-            "rejected": [dict(m) for m in self.rejected],
-        }
-        if self.margin is not None:
-            out["margin"] = self.margin
-        return _with_optional(out, self)
 
 
 RECORD_TYPES["sft_chat"] = ChatSFTRecord

@@ -92,13 +92,18 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def provenance(cfg: TrainConfig) -> dict[str, Any]:
+def provenance(cfg: TrainConfig, validation: Path | None = None) -> dict[str, Any]:
+    """What a checkpoint trained on: hashes of the data, of the export manifest and, when one was
+    used, of the export's validation file."""
     manifest = find_manifest(cfg.data, cfg.manifest)
-    return {
+    out = {
         "data_sha256": sha256_file(cfg.data),
         "manifest": str(manifest) if manifest else None,
         "manifest_sha256": sha256_file(manifest) if manifest else None,
     }
+    if validation is not None:
+        out.update(validation_data=str(validation), validation_sha256=sha256_file(validation))
+    return out
 
 
 # ---------------------------------------------------------------- checkpoints

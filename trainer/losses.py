@@ -6,8 +6,6 @@ The loops only call these; each is unit-tested against numbers computed by hand
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -237,7 +235,3 @@ class AdaptiveKLController(FixedKLController):
     def update(self, current_kl: float, n_steps: int) -> None:
         error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_steps / self.horizon
-
-
-def num_pairs(k: int) -> int:
-    return math.comb(k, 2)

@@ -13,11 +13,11 @@ from trainer.data import (
     RMCollator,
     batch_for_step,
     encode_rm,
-    load_records,
     micro_batches,
     shard,
-    split,
     steps_per_epoch,
+    train_and_validation,
+    validation_file,
 )
 from trainer.loop import (
     Metrics,
@@ -83,17 +83,16 @@ def train_rm(cfg: RMConfig, *, resume: bool = False, show_progress: bool = False
     source = str(resumed[0]) if resumed and not cfg.lora else cfg.model
 
     tokenizer = load_tokenizer(source)
-    records = load_records(cfg.data, "rm")
-    examples = [encode_rm(tokenizer, r, cfg.max_length, cfg.prompt_format) for r in records]
-    train_idx, val_idx = split(len(examples), cfg.val_fraction, cfg.seed)
-    train, val = [examples[i] for i in train_idx], [examples[i] for i in val_idx]
+    train_records, val_records = train_and_validation(cfg.data, "rm", cfg.val_fraction, cfg.seed)
+    train = [encode_rm(tokenizer, r, cfg.max_length, cfg.prompt_format) for r in train_records]
+    val = [encode_rm(tokenizer, r, cfg.max_length, cfg.prompt_format) for r in val_records]
     total = cfg.total_steps(steps_per_epoch(len(train), cfg.batch_size))
     collate = RMCollator(tokenizer.pad_token_id)
 
     model = load_scalar_model(source, tokenizer, seed=cfg.seed)
     model, optimizer, step = prepare_model(model, cfg, accelerator, resumed)
 
-    prov = provenance(cfg)
+    prov = provenance(cfg, validation_file(cfg.data))
     metrics = Metrics(out, enabled=accelerator.is_main_process)
     metrics.start(step)
     rank, world = accelerator.process_index, accelerator.num_processes

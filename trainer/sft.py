@@ -13,11 +13,11 @@ from trainer.data import (
     SFTCollator,
     batch_for_step,
     encode_sft,
-    load_records,
     micro_batches,
     shard,
-    split,
     steps_per_epoch,
+    train_and_validation,
+    validation_file,
 )
 from trainer.loop import (
     Metrics,
@@ -63,12 +63,11 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, show_progress: bool = Fal
     resumed = load_resume(cfg) if resume else None
     source = str(resumed[0]) if resumed and not cfg.lora else cfg.model
 
-    # data: tokenised once, split with the seed
+    # data: the export's own validation file beside --data, else a seeded split; tokenised once
     tokenizer = load_tokenizer(source)
-    records = load_records(cfg.data, "sft")
-    examples = [encode_sft(tokenizer, r, cfg.max_length, cfg.prompt_format) for r in records]
-    train_idx, val_idx = split(len(examples), cfg.val_fraction, cfg.seed)
-    train, val = [examples[i] for i in train_idx], [examples[i] for i in val_idx]
+    train_records, val_records = train_and_validation(cfg.data, "sft", cfg.val_fraction, cfg.seed)
+    train = [encode_sft(tokenizer, r, cfg.max_length, cfg.prompt_format) for r in train_records]
+    val = [encode_sft(tokenizer, r, cfg.max_length, cfg.prompt_format) for r in val_records]
     lengths = [len(e["input_ids"]) for e in train] if cfg.group_by_length else None
     total = cfg.total_steps(steps_per_epoch(len(train), cfg.batch_size))
     collate = SFTCollator(tokenizer.pad_token_id)
@@ -77,7 +76,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, show_progress: bool = Fal
     model = load_causal_lm(source, tokenizer, seed=cfg.seed)
     model, optimizer, step = prepare_model(model, cfg, accelerator, resumed)
 
-    prov = provenance(cfg)
+    prov = provenance(cfg, validation_file(cfg.data))
     metrics = Metrics(out, enabled=accelerator.is_main_process)
     metrics.start(step)
     rank, world = accelerator.process_index, accelerator.num_processes

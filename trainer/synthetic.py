@@ -49,18 +49,6 @@ def rl_records(n: int, seed: int = 0) -> list[RLRecord]:
     return [RLRecord(prompt=addition_prompt(rng)[0], id=f"rl-{i}") for i in range(n)]
 
 
-def addition_reward(prompts, completions) -> list[float]:
-    """A known reward: 1 for the right sum, less the further off, -1 for no number."""
-    out = []
-    for prompt, completion in zip(prompts, completions):
-        a, b = (int(x) for x in prompt.rstrip("=").split("+"))
-        try:
-            out.append(1.0 - min(abs(int(completion.strip()) - (a + b)), 4) / 2.0)
-        except ValueError:
-            out.append(-1.0)
-    return out
-
-
 def text_records(n: int, seed: int = 0, min_len: int = 16, max_len: int = 200) -> list[SFTRecord]:
     """Prompts and completions of varied length (for throughput benchmarks)."""
     rng = random.Random(seed)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from app.audit import set_review_status
 from app.completions import repository as repo
 from app.completions import service
 from app.completions.dependencies import CompletionDep, KeysetDep, next_cursor
@@ -14,9 +15,8 @@ from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
 from app.models import Completion, CompletionSource, ReviewStatus
-from app.review.changes import load_item, set_review_status
-from app.review.schemas import ReviewStatusUpdate
-from app.schemas import IdPath, ListOf, Page
+from app.prompts import service as prompts_service
+from app.schemas import IdPath, ListOf, Page, ReviewStatusUpdate
 
 router = APIRouter(tags=["completions"])
 
@@ -25,13 +25,13 @@ PromptId = IdPath
 
 @router.post("/prompts/{prompt_id}/completions", status_code=status.HTTP_201_CREATED, response_model=CompletionPublic)
 async def add_completion(prompt_id: PromptId, body: CompletionCreate, session: SessionDep, settings: SettingsDep, actor: ActorDep):
-    prompt = await load_item(session, prompt_id)
+    prompt = await prompts_service.get_or_404(session, prompt_id)
     return await service.add_human(session, prompt, body, actor=actor, max_chars=settings.max_text_chars)
 
 
 @router.get("/prompts/{prompt_id}/completions", response_model=ListOf[CompletionPublic])
 async def list_prompt_completions(prompt_id: PromptId, session: SessionDep):
-    await load_item(session, prompt_id)
+    await prompts_service.get_or_404(session, prompt_id)
     rows = await repo.for_prompt(session, prompt_id)
     return ListOf(data=rows, count=len(rows))
 

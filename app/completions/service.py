@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit import Change, ensure_can_act
 from app.completions import repository as repo
 from app.completions.schemas import CompletionCreate
 from app.errors import NotFound
 from app.models import Completion, CompletionSource, FlagReason, Prompt, ReviewStatus
-from app.review.changes import Change, ensure_can_act
 from app.text import check_text
 
 

@@ -3,7 +3,8 @@
 The export files are rendered by Postgres: each format is one SELECT producing one JSON text per
 row, streamed with COPY ... TO STDOUT, so the service only moves bytes and memory stays flat at
 any size. The same SELECTs run over live rows (the resolution query) or over a frozen version
-(export_item), so a version renders exactly like the live export it was frozen from.
+(export_item), so a version renders exactly like the live export it was frozen from. Each line's
+keys come from trainer.formats' record definitions (`record_sql`), never written here by hand.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.exports.schemas import ExportFilters, ExportFormat, PairsMode, RenderOptions, SplitName, SplitSpec
 from app.models import Dataset, Export, ExportItem, Run
+from trainer.formats import MESSAGE_KEYS, field_names, required_fields
 
 # The split of a prompt: the first 60 bits of sha256(f"{seed}:{prompt_id}") against the cumulative
 # ratios scaled to 2**60. `split_of` is the same rule in Python (tests and docs hold them equal).
@@ -159,13 +161,23 @@ _ITEM_COLUMNS = (
 
 def _obj(*fields: tuple[str, str]) -> str:
     """SQL for a compact JSON object text from (key, SQL of the JSON value) pairs. Postgres's
-    to_json escapes strings exactly as Python's json.dumps(ensure_ascii=False) does, and the
-    keys come in trainer.formats' to_dict order, so a line equals trainer.formats.dumps of its
-    record byte for byte."""
+    to_json escapes strings exactly as Python's json.dumps(ensure_ascii=False) does."""
     parts = []
     for n, (key, value) in enumerate(fields):
         parts.append(("'{" if n == 0 else "',") + f'"{key}":\' || {value}')
     return " || ".join(parts) + " || '}'"
+
+
+def record_sql(fmt: ExportFormat, **values: str) -> str:
+    """SQL for the JSON text of one `fmt` record from the SQL of its values: the keys are
+    trainer.formats' fields of that record, in its order, so a line equals trainer.formats.dumps
+    of its record byte for byte. A required field left out, or a key the format does not have, is
+    a programming error."""
+    names = field_names(fmt.value)
+    missing = set(required_fields(fmt.value)) - values.keys()
+    if missing or not values.keys() <= set(names):
+        raise ValueError(f"{fmt.value}: missing {sorted(missing)}, unknown {sorted(values.keys() - set(names))}")
+    return _obj(*((name, values[name]) for name in names if name in values))
 
 
 def _s(expr: str) -> str:
@@ -173,7 +185,8 @@ def _s(expr: str) -> str:
 
 
 def _message(role: str, content: str) -> str:
-    return _obj(("role", f"'\"{role}\"'"), ("content", _s(content)))
+    values = {"role": f"'\"{role}\"'", "content": _s(content)}
+    return _obj(*((key, values[key]) for key in MESSAGE_KEYS))
 
 
 def _list(*items: str) -> str:
@@ -185,43 +198,42 @@ def format_sql(fmt: ExportFormat, source: str, render: RenderOptions, split: Spl
     export_item columns), in a stable order: by prompt, then by pair indices."""
     where = f" AND e.split = '{SplitName(split).value}'" if split else ""
     pid = _s("e.prompt_id::text")
-    if fmt in (ExportFormat.sft, ExportFormat.sft_chat):
-        if fmt is ExportFormat.sft:
-            line = _obj(("prompt", _s("e.prompt")), ("completion", _s("e.sft_completion")), ("id", pid))
-        else:
-            messages = _list(_message("user", "e.prompt"), _message("assistant", "e.sft_completion"))
-            line = _obj(("messages", messages), ("id", pid))
+    if fmt is ExportFormat.sft:
+        line = record_sql(fmt, prompt=_s("e.prompt"), completion=_s("e.sft_completion"), id=pid)
+        return f"SELECT {line} FROM {source} e WHERE e.sft_completion IS NOT NULL{where} ORDER BY e.prompt_id"
+    if fmt is ExportFormat.sft_chat:
+        line = record_sql(fmt, messages=_list(_message("user", "e.prompt"), _message("assistant", "e.sft_completion")), id=pid)
         return f"SELECT {line} FROM {source} e WHERE e.sft_completion IS NOT NULL{where} ORDER BY e.prompt_id"
     if fmt is ExportFormat.rm:
-        line = _obj(
-            ("prompt", _s("e.prompt")), ("completion", _s("e.rm_completions")), ("ranking", _s("e.rm_ranks")), ("id", pid)
-        )
+        line = record_sql(fmt, prompt=_s("e.prompt"), completion=_s("e.rm_completions"), ranking=_s("e.rm_ranks"), id=pid)
         return f"SELECT {line} FROM {source} e WHERE e.rm_completions IS NOT NULL{where} ORDER BY e.prompt_id"
     if fmt is ExportFormat.rl:
-        line = _obj(("prompt", _s("e.prompt")), ("id", pid))
+        line = record_sql(fmt, prompt=_s("e.prompt"), id=pid)
         return f"SELECT {line} FROM {source} e WHERE e.in_rl{where} ORDER BY e.prompt_id"
     # pairs: every index pair i < j of the ranking with different ranks, the better one chosen
     better = "a.r < b.r"
     chosen = f"CASE WHEN {better} THEN a.c ELSE b.c END"
     rejected = f"CASE WHEN {better} THEN b.c ELSE a.c END"
-    pair_id = _s(
-        f"e.prompt_id || '-' || (CASE WHEN {better} THEN a.i ELSE b.i END - 1) || '-' "
-        f"|| (CASE WHEN {better} THEN b.i ELSE a.i END - 1)"
-    )
+    values = {
+        "id": _s(
+            f"e.prompt_id || '-' || (CASE WHEN {better} THEN a.i ELSE b.i END - 1) || '-' "
+            f"|| (CASE WHEN {better} THEN b.i ELSE a.i END - 1)"
+        )
+    }
     if fmt is ExportFormat.pairs:
-        fields = [("prompt", _s("e.prompt")), ("chosen", _s(chosen)), ("rejected", _s(rejected))]
+        values.update(prompt=_s("e.prompt"), chosen=_s(chosen), rejected=_s(rejected))
     else:
-        fields = [
-            ("prompt", _list(_message("user", "e.prompt"))),
-            ("chosen", _list(_message("assistant", chosen))),
-            ("rejected", _list(_message("assistant", rejected))),
-        ]
+        values.update(
+            prompt=_list(_message("user", "e.prompt")),
+            chosen=_list(_message("assistant", chosen)),
+            rejected=_list(_message("assistant", rejected)),
+        )
     if render.margin:
-        fields.append(("margin", "abs(a.r - b.r) || '.0'"))  # a float, written as Python writes it
+        values["margin"] = "abs(a.r - b.r) || '.0'"  # a float, written as Python writes it
     if render.pairs_mode is PairsMode.best_vs_rest:
         where += " AND least(a.r, b.r) = 1"
     return (
-        f"SELECT {_obj(*fields, ('id', pair_id))} FROM {source} e "
+        f"SELECT {record_sql(fmt, **values)} FROM {source} e "
         "CROSS JOIN LATERAL unnest(e.rm_completions, e.rm_ranks) WITH ORDINALITY AS a(c, r, i) "
         "JOIN LATERAL unnest(e.rm_completions, e.rm_ranks) WITH ORDINALITY AS b(c, r, i) "
         "ON b.i > a.i AND b.r <> a.r "

@@ -6,13 +6,17 @@ import math
 import random
 from collections.abc import Sequence
 
+from trainer.formats import FormatError
+from trainer.formats import validate_ranks as validate_ranking_rule
+
 
 class InvalidJudgeReply(ValueError):
     """A judge reply that is not a usable ranking; the message says why."""
 
 
 def validate_ranks(ranks: Sequence[object], k: int, *, allow_ties: bool) -> list[int]:
-    """Ranks cover 1..k exactly; with ties, a standard competition ranking (1, 1, 3, 4)."""
+    """The reply's ranks as integers, valid by trainer.formats' rule for rankings: a permutation of
+    1..k, or with ties a standard competition ranking (1, 1, 3, 4)."""
     if not isinstance(ranks, (list, tuple)):
         raise InvalidJudgeReply(f"ranks is not a list: {ranks!r:.80}")
     if len(ranks) != k:
@@ -22,14 +26,10 @@ def validate_ranks(ranks: Sequence[object], k: int, *, allow_ties: bool) -> list
         if isinstance(r, bool) or not isinstance(r, (int, float)) or int(r) != r:
             raise InvalidJudgeReply(f"rank {r!r:.20} is not an integer")
         out.append(int(r))
-    if any(r < 1 or r > k for r in out):
-        raise InvalidJudgeReply(f"ranks {out} fall outside 1..{k}")
-    if sorted(out) == list(range(1, k + 1)):
-        return out
-    if not allow_ties:
-        raise InvalidJudgeReply(f"ranks {out} are not a permutation of 1..{k} (ties are not allowed)")
-    if any(r != 1 + sum(1 for x in out if x < r) for r in out):
-        raise InvalidJudgeReply(f"ranks {out} are not a valid ranking with ties")
+    try:
+        validate_ranking_rule(out, k, ties="competition" if allow_ties else "none")
+    except FormatError as exc:
+        raise InvalidJudgeReply(exc.message) from None
     return out
 
 

@@ -9,7 +9,7 @@ from typing import IO
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit import record_event, snapshot
+from app.audit import Change
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Dataset, Prompt
 from app.prompts import repository as repo
@@ -29,8 +29,6 @@ REPORT_LIMIT = 1000
 PROGRESS_EVERY = 5000
 
 Progress = Callable[[int], None]
-
-AUDITED = ("text", "split", "tags", "meta", "review_status", "flag_reasons")
 
 
 class ImportRejected(InvalidInput):
@@ -122,13 +120,11 @@ async def create(session: AsyncSession, dataset: Dataset, data: PromptCreate, *,
         dataset_id=dataset.id, text=data.text, content_hash=digest, source=data.source.value,
         split=data.split.value if data.split else None, tags=data.tags, meta=data.meta,
     )
-    session.add(prompt)
+    change = Change(session)
+    change.add(prompt)
     await session.flush()
     await session.refresh(prompt)
-    await record_event(
-        session, dataset_id=dataset.id, actor=actor, action="create", target_type="prompt",
-        target_id=prompt.id, after=snapshot(prompt, AUDITED),
-    )
+    await change.record(actor=actor, action="create")
     return prompt
 
 
@@ -136,7 +132,7 @@ async def update(session: AsyncSession, prompt: Prompt, data: PromptUpdate, *, a
     changes = data.model_dump(exclude_unset=True)
     if not changes:
         return prompt
-    before = snapshot(prompt, AUDITED)
+    change = Change(session, prompt)
     if "text" in changes:
         if changes["text"] is None:
             raise InvalidInput("text: may not be null", details={"field": "text"})
@@ -152,8 +148,5 @@ async def update(session: AsyncSession, prompt: Prompt, data: PromptUpdate, *, a
         setattr(prompt, key, value.value if hasattr(value, "value") else value)
     await session.flush()
     await session.refresh(prompt)
-    await record_event(
-        session, dataset_id=prompt.dataset_id, actor=actor, action="update", target_type="prompt",
-        target_id=prompt.id, before=before, after=snapshot(prompt, AUDITED),
-    )
+    await change.record(actor=actor, action="update")
     return prompt

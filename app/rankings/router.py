@@ -6,18 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
+from app.audit import set_review_status
 from app.completions import repository as completions_repo
 from app.completions.dependencies import KeysetDep, next_cursor
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
 from app.deps import ActorDep
 from app.models import RankerKind, Ranking, ReviewStatus
+from app.prompts import service as prompts_service
 from app.rankings import repository as repo
 from app.rankings import service
 from app.rankings.schemas import RankingCreate, RankingPublic
-from app.review.changes import load_item, set_review_status
-from app.review.schemas import ReviewStatusUpdate
-from app.schemas import IdPath, ListOf, Page
+from app.schemas import IdPath, ListOf, Page, ReviewStatusUpdate
 
 router = APIRouter(tags=["rankings"])
 
@@ -34,13 +34,13 @@ RankingDep = Annotated[Ranking, Depends(ranking_or_404)]
     summary="Record a human ranking of all of a prompt's completions",
 )
 async def create_ranking(prompt_id: IdPath, body: RankingCreate, session: SessionDep, actor: ActorDep):
-    prompt = await load_item(session, prompt_id)
+    prompt = await prompts_service.get_or_404(session, prompt_id)
     return await service.create_human(session, prompt, body, actor=actor)
 
 
 @router.get("/prompts/{prompt_id}/rankings", response_model=ListOf[RankingPublic])
 async def list_prompt_rankings(prompt_id: IdPath, session: SessionDep):
-    await load_item(session, prompt_id)
+    await prompts_service.get_or_404(session, prompt_id)
     rows = await repo.for_prompt(session, prompt_id)
     return ListOf(data=rows, count=len(rows))
 

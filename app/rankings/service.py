@@ -6,12 +6,13 @@ from collections import Counter
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit import Change, ensure_can_act
 from app.completions import repository as completions
 from app.errors import InvalidInput, NotFound
 from app.models import Prompt, RankerKind, Ranking, ReviewStatus
 from app.rankings import repository as repo
 from app.rankings.schemas import RankingCreate
-from app.review.changes import Change, ensure_can_act
+from trainer.formats import FormatError, validate_ranks
 
 
 async def get_or_404(session: AsyncSession, ranking_id: int) -> Ranking:
@@ -22,7 +23,8 @@ async def get_or_404(session: AsyncSession, ranking_id: int) -> Ranking:
 
 
 def check_ranks(completion_ids: list[int], ranks: list[int], prompt_completion_ids: list[int], prompt_id: int) -> None:
-    """Raise InvalidInput saying exactly what is wrong with a proposed ranking."""
+    """Raise InvalidInput saying exactly what is wrong with a proposed ranking: the ids here, the ranks
+    by trainer.formats' rule for every ranking (ties allowed)."""
     dupes = sorted(i for i, n in Counter(completion_ids).items() if n > 1)
     if dupes:
         raise InvalidInput(f"completion_ids: listed more than once: {dupes}", details={"field": "completion_ids", "duplicates": dupes})
@@ -43,13 +45,11 @@ def check_ranks(completion_ids: list[int], ranks: list[int], prompt_completion_i
             f"completion_ids: the ranking must cover every completion of prompt {prompt_id}; missing {missing}",
             details={"field": "completion_ids", "missing": missing},
         )
-    k = len(ranks)
-    bad = [r for r in ranks if not 1 <= r <= k]
-    if bad or 1 not in ranks:
-        raise InvalidInput(
-            f"ranks: each rank must be between 1 and {k} and some completion must be ranked 1; got {ranks}",
-            details={"field": "ranks", "out_of_range": bad},
-        )
+    try:
+        validate_ranks(ranks, len(ranks))
+    except FormatError as exc:
+        bad = [r for r in ranks if not 1 <= r <= len(ranks)]
+        raise InvalidInput(f"ranks: {exc.message}", details={"field": "ranks", "out_of_range": bad}) from None
 
 
 async def create_human(session: AsyncSession, prompt: Prompt, data: RankingCreate, *, actor: str) -> Ranking:

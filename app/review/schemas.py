@@ -6,16 +6,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.completions.schemas import CompletionPublic
-from app.models import FlagReason, ReviewStatus
 from app.rankings.schemas import RankingPublic
 from app.schemas import ORMModel
-
-
-class ReviewStatusUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    review_status: ReviewStatus
-    flag_reasons: list[FlagReason] | None = Field(default=None, max_length=len(FlagReason), description="Replaces the flags; omit to keep them.")
-    comment: str | None = Field(default=None, max_length=10_000)
 
 
 class ApproveBody(BaseModel):

@@ -7,13 +7,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit import AUDITED, Change, lease_active, record_event, refuse_if_leased_to_other, state
 from app.completions import repository as completions_repo
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Dataset, Prompt, Ranking, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
+from app.prompts import service as prompts_service
 from app.rankings import repository as rankings_repo
 from app.review import repository as repo
-from app.review.changes import AUDITED, Change, lease_active, load_item, refuse_if_leased_to_other, state
 
 MAX_OVERLAP = 50
 
@@ -27,6 +28,10 @@ def overlap_of(dataset: Dataset, settings: Settings) -> int:
             details={"field": "settings.review_overlap"},
         )
     return raw
+
+
+async def load_item(session: AsyncSession, prompt_id: int) -> Prompt:
+    return await prompts_service.get_or_404(session, prompt_id)
 
 
 async def next_item(session: AsyncSession, dataset: Dataset, reviewer: str, settings: Settings, f: repo.QueueFilter) -> Prompt | None:
@@ -131,13 +136,10 @@ async def comment(session: AsyncSession, prompt_id: int, actor: str, text: str, 
                 f"completion_id: {completion_id} is not a completion of prompt {prompt.id}", details={"field": "completion_id"}
             )
         target_type, target_id = "completion", completion.id
-    event = ReviewEvent(
-        dataset_id=prompt.dataset_id, prompt_id=prompt.id, actor=actor, action="comment",
+    return await record_event(
+        session, dataset_id=prompt.dataset_id, prompt_id=prompt.id, actor=actor, action="comment",
         target_type=target_type, target_id=target_id, comment=text,
     )
-    session.add(event)
-    await session.flush()
-    return event
 
 
 def _entries(event: ReviewEvent) -> list[tuple[str, int, dict | None, dict | None]]:
@@ -182,14 +184,11 @@ async def undo(session: AsyncSession, prompt_id: int, actor: str) -> ReviewEvent
             for field, value in before.items():
                 setattr(row, field, value)
     await session.flush()
-    undo_event = ReviewEvent(
-        dataset_id=event.dataset_id, prompt_id=event.prompt_id, actor=actor, action="undo",
+    return await record_event(
+        session, dataset_id=event.dataset_id, prompt_id=event.prompt_id, actor=actor, action="undo",
         target_type=event.target_type, target_id=event.target_id, before=event.after, after=event.before,
-        comment=f"undid {event.action} (event {event.id})", undoes_event_id=event.id,
+        comment=f"undid {event.action} (event {event.id})", undoes=event.id,
     )
-    session.add(undo_event)
-    await session.flush()
-    return undo_event
 
 
 async def history(session: AsyncSession, prompt_id: int) -> list[ReviewEvent]:

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from trainer import formats, synthetic
 from trainer.data import (
     PromptCollator,
     RMCollator,
@@ -21,8 +22,10 @@ from trainer.data import (
     micro_batches,
     prompt_text,
     split,
+    train_and_validation,
+    validation_file,
 )
-from trainer.formats import FormatError, RMRecord, SFTRecord, read_jsonl
+from trainer.formats import FormatError, RMRecord, SFTRecord, read_jsonl, write_jsonl
 from trainer.losses import IGNORE_INDEX
 from trainer.models import build_tiny_tokenizer
 
@@ -150,3 +153,78 @@ def test_bundled_examples_are_valid():
 def test_padding_is_long_tensor(tok):
     batch = SFTCollator(tok.pad_token_id)([encode_sft(tok, SFTRecord("a", "b"), 8)])
     assert batch["input_ids"].dtype == torch.long
+
+
+def test_the_exports_own_validation_file_replaces_the_split(tmp_path):
+    data = tmp_path / "sft.train.jsonl"
+    write_jsonl(data, synthetic.sft_records(20, seed=1))
+    records = read_jsonl(data, "sft")
+    # no validation file beside it: a seeded split of the training file, as before
+    assert validation_file(data) is None
+    train, val = train_and_validation(data, "sft", 0.2, seed=0)
+    train_idx, val_idx = split(20, 0.2, seed=0)
+    assert (train, val) == ([records[i] for i in train_idx], [records[i] for i in val_idx]) and len(val) == 4
+    # the export's own: every training record is trained on, the export's validation records validate
+    write_jsonl(tmp_path / "sft.validation.jsonl", synthetic.sft_records(5, seed=2))
+    assert validation_file(data) == tmp_path / "sft.validation.jsonl"
+    assert train_and_validation(data, "sft", 0.2, seed=0) == (records, read_jsonl(tmp_path / "sft.validation.jsonl", "sft"))
+    # only an export's training file has one: another file is split, whatever lies beside it
+    other = tmp_path / "sft.jsonl"
+    write_jsonl(other, synthetic.sft_records(20, seed=1))
+    assert validation_file(other) is None and len(train_and_validation(other, "sft", 0.2, seed=0)[1]) == 4
+
+
+def test_every_writer_puts_the_keys_in_the_declared_order():
+    full = {
+        "sft": formats.SFTRecord(prompt="p", completion="c", id="1", meta={"m": 1}),
+        "rm": formats.RMRecord(prompt="p", completion=["a", "b"], ranking=[2, 1], id="1", meta={}),
+        "rl": formats.RLRecord(prompt="p", id="1", meta={}),
+        "pairs": formats.PairRecord(prompt="p", chosen="a", rejected="b", margin=1.0, id="1", meta={}),
+        "sft_chat": formats.ChatSFTRecord(
+            messages=[{"role": "user", "content": "p"}, {"role": "assistant", "content": "c"}], id="1", meta={}
+        ),
+        "pairs_chat": formats.ChatPairRecord(
+            prompt=[{"role": "user", "content": "p"}], chosen=[{"content": "a", "role": "assistant"}],
+            rejected=[{"role": "assistant", "content": "b"}], margin=2.0, id="1", meta={},
+        ),
+    }
+    assert set(full) == set(formats.RECORD_TYPES)
+    for kind, rec in full.items():
+        assert list(rec.to_dict()) == list(formats.field_names(kind)), kind
+        assert list(json.loads(formats.dumps(rec))) == list(formats.field_names(kind)), kind
+        # optional fields are left out when unset
+        bare = formats.parse_record(kind, {k: v for k, v in rec.to_dict().items() if k in formats.required_fields(kind)})
+        assert list(bare.to_dict()) == list(formats.required_fields(kind)), kind
+    assert formats.field_names("pairs") == ("prompt", "chosen", "rejected", "margin", "id", "meta")
+    assert formats.required_fields("rm") == ("prompt", "completion", "ranking")
+    # messages too: role then content, whatever order a line had them in
+    read = formats.parse_record("pairs_chat", full["pairs_chat"].to_dict())
+    assert formats.dumps(read).startswith('{"prompt":[{"role":"user","content":"p"}],"chosen":[{"role":"assistant","content":"a"}]')
+
+
+@pytest.mark.parametrize(
+    "ranks, ok",
+    [
+        ([2, 1, 3], {"any", "competition", "none"}),
+        ([1, 1, 3], {"any", "competition"}),
+        ([1, 1, 2], {"any"}),  # dense ties: what an export writes after filtering
+        ([1, 3, 3], {"any"}),
+        ([2, 2, 3], set()),  # nobody ranked 1
+        ([0, 1, 2], set()),
+        ([1, 2, 4], set()),
+        ([1, 2], set()),
+    ],
+)
+def test_one_rule_for_every_ranking(ranks, ok):
+    for ties in ("any", "competition", "none"):
+        if ties in ok:
+            formats.validate_ranks(ranks, 3, ties=ties)
+        else:
+            with pytest.raises(FormatError):
+                formats.validate_ranks(ranks, 3, ties=ties)
+    # an RM record takes any tie numbering, and needs two completions
+    if "any" in ok:
+        RMRecord(prompt="p", completion=["a", "b", "c"], ranking=ranks)
+    with pytest.raises(FormatError, match="at least 2"):
+        RMRecord(prompt="p", completion=["a"], ranking=[1])
+

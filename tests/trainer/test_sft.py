@@ -8,8 +8,9 @@ import shutil
 import pytest
 import torch
 
+from trainer import synthetic
 from trainer.config import SFTConfig
-from trainer.formats import sha256_file
+from trainer.formats import sha256_file, write_jsonl
 from trainer.loop import CHECKPOINTS, CONFIG_FILE, CURVES_FILE, METRICS_FILE, STATE_FILE
 from trainer.models import build_tiny_causal_lm, build_tiny_tokenizer, load_causal_lm, load_tokenizer
 from trainer.sft import train_sft
@@ -114,3 +115,19 @@ def test_lora_trains_adapters_only_and_saves_a_merged_model(exports, tmp_path):
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(loaded.state_dict()[q], base.state_dict()[q])  # adapters merged in
     assert torch.equal(loaded.state_dict()["model.embed_tokens.weight"], base.state_dict()["model.embed_tokens.weight"])
+
+
+def test_trains_on_the_whole_training_file_and_validates_on_the_exports_own(tmp_path):
+    write_jsonl(tmp_path / "sft.train.jsonl", synthetic.sft_records(24, seed=1))
+    write_jsonl(tmp_path / "sft.validation.jsonl", synthetic.sft_records(6, seed=2))
+    cfg = SFTConfig(
+        data=str(tmp_path / "sft.train.jsonl"), model="tiny", out=str(tmp_path / "out"), epochs=1, batch_size=8, val_fraction=0.5
+    )
+    result = train_sft(cfg)
+    state = json.loads((tmp_path / "out" / STATE_FILE).read_text())
+    # one epoch of all 24 training records is 3 steps (a 50% split would leave 12: 1 step)
+    assert state["step"] == 3
+    assert state["validation_data"] == str(tmp_path / "sft.validation.jsonl")
+    assert state["validation_sha256"] == sha256_file(tmp_path / "sft.validation.jsonl")
+    assert result["val_loss"] == result["val_loss"] and result["val_loss"] > 0  # measured, finite
+

@@ -48,6 +48,19 @@ async def test_every_format_round_trips_through_trainer_formats_byte_for_byte(ht
                 assert F.dumps(F.parse_record(fmt, json.loads(line))) == line
 
 
+def test_line_sql_is_built_from_the_record_definitions():
+    from app.exports.repository import record_sql
+    from app.exports.schemas import ExportFormat
+
+    # keys in trainer.formats' order whatever order they are given in; a required one missing or an
+    # unknown one is refused before any SQL runs
+    assert record_sql(ExportFormat.rl, id="b", prompt="a") == """'{"prompt":' || a || ',"id":' || b || '}'"""
+    with pytest.raises(ValueError, match=r"missing \['ranking'\]"):
+        record_sql(ExportFormat.rm, prompt="p", completion="c")
+    with pytest.raises(ValueError, match=r"unknown \['completion'\]"):
+        record_sql(ExportFormat.rl, prompt="p", completion="c")
+
+
 async def test_adapters_in_sql_equal_the_python_adapters(http, seed):
     ds = await _mixed(seed)
     rm = records(http, ds.id, "rm")
