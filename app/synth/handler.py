@@ -8,10 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from app.judging.parsing import extract_json
-from app.judging.ranking import InvalidJudgeReply
-from app.judging.templates import json_schema
 from app.llm import ChatRequest, ChatResult, Endpoint, LLMCallFailed, resolve_endpoint
+from app.llm.replies import InvalidReply, extract_json, json_schema
 from app.models import Dataset, PromptSource, Run, RunKind
 from app.prompts.hashing import content_hash
 from app.runs import repository as runs
@@ -71,7 +69,7 @@ def parse_prompts(text: str) -> list[str]:
         items = obj.get("prompts") if isinstance(obj, dict) else obj
         if isinstance(items, list):
             return [str(p) for p in items if isinstance(p, (str, int, float))]
-    except InvalidJudgeReply:
+    except InvalidReply:
         pass
     lines = [ln.strip().lstrip("-*0123456789.) ").strip() for ln in text.splitlines()]
     return [ln for ln in lines if len(ln) > 8]
@@ -186,7 +184,7 @@ class SynthHandler:
         try:
             obj = extract_json(res.text)
             texts = [str(obj["prompt"])] if isinstance(obj, dict) and obj.get("prompt") else []
-        except InvalidJudgeReply:
+        except InvalidReply:
             texts = [res.text.strip()] if res.text.strip() else []
         meta = {"template_version": EVOL_VERSION, "operation": op, "parent_prompt_id": item.prompt_id}
         return req, texts, meta, res
