@@ -4,9 +4,11 @@
 Every background job is a task here: a run's planning and chunks (the run engine, `app/runs/`,
 working each kind through the registry `app/run_kinds.KINDS`) and an export's rendering. Jobs
 carry ids only and are deferred through `app.jobs.Jobs`; `Runtime` (settings, engine, LLM
-clients) and the kinds are handed to them through the worker's context. A worker that dies (SIGKILL, lost machine) stops sending heartbeats; any
-other worker then puts its running jobs back in the queue, and since finishing an item is
-idempotent, the run completes with exactly the rows it would have had."""
+clients) and the kinds are handed to them through the worker's context.
+
+A worker that dies (SIGKILL, lost machine) stops sending heartbeats; any other worker then puts
+its running jobs back in the queue, and since finishing an item is idempotent (and a written
+export is left alone), the run completes with exactly the rows it would have had."""
 
 from __future__ import annotations
 

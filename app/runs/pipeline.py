@@ -1,4 +1,6 @@
-"""What a run's jobs do: plan the items, then work through chunks of them.
+"""What a run's jobs do: plan the items, then work through chunks of them. The engine is the
+same for every kind; what a kind does (its items, its LLM calls, its rows) is its `Handler`,
+looked up in the registry the worker hands in (`kinds`).
 
 A job carries ids only and reloads its rows. Each item is finished in its own transaction
 whose first statement moves it from pending to done|failed; a second execution of the same
