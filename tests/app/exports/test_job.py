@@ -16,7 +16,7 @@ from app.errors import NotFound
 from app.exports import service, tasks
 from app.exports.schemas import ExportCreate
 from app.llm import LLMPool
-from app.models import Export
+from app.models import Export, ExportStatus
 from app.worker import Runtime, make_job_app, run_worker
 
 from .test_versions import _reviewed
@@ -67,6 +67,13 @@ async def test_a_second_execution_of_the_job_writes_nothing(seed, session, engin
     second = await session.get(Export, export.id, populate_existing=True)
     assert (second.status, second.finished_at, second.manifest) == ("succeeded", first.finished_at, first.manifest)
     assert {p: p.stat().st_mtime_ns for p in Path(first.path).parent.rglob("*")} == written
+
+    # a version a dead worker left running is written when the re-queued job runs again
+    stalled = await service.create(session, ds, ExportCreate(), actor="test")
+    await session.commit()
+    await service.mark(sessions, stalled, ExportStatus.running)
+    await tasks.render(stalled.id, sessions=sessions, settings=settings)
+    assert (await session.get(Export, stalled.id, populate_existing=True)).status == "succeeded"
 
     with pytest.raises(NotFound):
         await tasks.render(10**9, sessions=sessions, settings=settings)
