@@ -27,9 +27,11 @@ def _routers():
     from app.prompts.router import router as prompts
     from app.rankings.router import router as rankings
     from app.review.router import router as review
-    from app.runs.router import router as runs
+    from app.run_kinds import KINDS
+    from app.runs.router import make_router
     from app.ui.router import router as ui
 
+    runs = make_router(KINDS)
     return [
         (health, ""), (datasets, API_PREFIX), (prompts, API_PREFIX), (completions, API_PREFIX), (rankings, API_PREFIX),
         (exports, API_PREFIX), (runs, API_PREFIX), (review, API_PREFIX), (ui, ""),

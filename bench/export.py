@@ -95,7 +95,8 @@ class Server:
 
         from app.main import create_app
 
-        settings = Settings(database_url=url, data_dir=data_dir, worker_in_process=False)
+        # the bulk export is a job: a worker in this process does it, as under `serve`
+        settings = Settings(database_url=url, data_dir=data_dir, worker_in_process=True)
         self.server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

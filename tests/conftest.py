@@ -163,7 +163,8 @@ class LiveServer:
 
 @pytest.fixture(scope="session")
 def live_server(base_settings: Settings) -> Iterator[LiveServer]:
-    with LiveServer(base_settings) as server:
+    """The service as `serve` runs it: with a job worker inside (exports are jobs)."""
+    with LiveServer(base_settings.model_copy(update={"worker_in_process": True})) as server:
         yield server
 
 

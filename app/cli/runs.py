@@ -37,7 +37,7 @@ def _llm(role: str, model: str | None, base_url: str | None) -> dict | None:
 def _submit(dataset: str, body: dict, wait: bool, work: bool) -> None:
     from pydantic import TypeAdapter
 
-    from app.runs.schemas import RunCreate
+    from app.run_kinds import RunCreate
 
     try:
         spec = TypeAdapter(RunCreate).validate_python(body)
@@ -57,6 +57,7 @@ async def _run(dataset_name: str, spec, wait: bool, work: bool) -> str:
     from app import db
     from app.datasets import service as datasets
     from app.llm import LLMPool
+    from app.run_kinds import KINDS
     from app.runs import repository as repo
     from app.runs import service as runs
     from app.worker import Runtime, defer_start, make_job_app, run_worker
@@ -68,7 +69,7 @@ async def _run(dataset_name: str, spec, wait: bool, work: bool) -> str:
         try:
             async with sessions() as session:
                 dataset = await datasets.get_by_name_or_404(session, dataset_name)
-                run = await runs.create(session, settings, dataset, spec, actor="cli")
+                run = await runs.create(session, settings, dataset, spec, actor="cli", handler=KINDS[spec.kind])
                 await session.commit()
             job_app = make_job_app(database.url)
             async with job_app.open_async():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import FileResponse, StreamingResponse
 
 from app.datasets.dependencies import DatasetDep
@@ -12,8 +12,9 @@ from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
 from app.errors import NotFound
 from app.exports import repository as repo
-from app.exports import service, tasks
+from app.exports import service
 from app.exports.schemas import ExportCreate, ExportFormat, ExportPublic, StreamQuery
+from app.jobs import JobsDep
 from app.schemas import ListOf
 
 router = APIRouter(prefix="/datasets/{dataset_id}/exports", tags=["exports"])
@@ -60,14 +61,14 @@ async def create_export(
     dataset: DatasetDep,
     session: SessionDep,
     actor: ActorDep,
-    settings: SettingsDep,
+    jobs: JobsDep,
     request: Request,
-    background: BackgroundTasks,
 ):
     """Freeze a new version and write its files, manifest and archive as a job; poll the result."""
     export = await service.create(session, dataset, body, actor)
-    # runs after the response, so after the request's commit made the export visible
-    background.add_task(tasks.run_in_background, export.id, request.app.state.sessions, settings)
+    # the job reloads the export by id, so it is deferred only once the export is committed
+    await session.commit()
+    await jobs.defer_export(export.id)
     return (await service.public(session, [export], _prefix(request, dataset.id)))[0]
 
 

@@ -1,8 +1,8 @@
 """The export job. It carries an export id only, reloads its rows, and is safe to run twice: a
-version is frozen once, and its files render byte-identically every time.
-
-Until the job queue lands, the API runs it in-process after the response (see `schedule`);
-a queue task only needs to call `run_export(export_id, sessions=..., settings=...)`.
+version is frozen once, its files render byte-identically every time, and `render` (what the
+job queue runs, deferred through `app.jobs.Jobs.defer_export` after the commit that made the
+export) leaves a succeeded version alone. `run_export` is the work itself, which the CLI also
+calls in the foreground.
 """
 
 from __future__ import annotations
@@ -58,10 +58,15 @@ async def run_export(
         return await repo.get(session, export_id)
 
 
-async def run_in_background(export_id: int, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
-    """Run after the response that created the export (so after its commit); failures are
-    recorded on the export and its run."""
-    try:
-        await run_export(export_id, sessions=sessions, settings=settings)
-    except Exception:
-        log.exception("export %s failed", export_id)
+async def render(export_id: int, *, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    """The queued job: write the version unless an earlier execution already did. A version a
+    dead worker left running is written again (same frozen rows, same files); a failure is
+    recorded on the export and its run, and raised for the queue to record."""
+    async with sessions() as session:
+        export = await repo.get(session, export_id)
+    if export is None:
+        raise NotFound(f"export {export_id} does not exist")
+    if export.status == ExportStatus.succeeded:
+        log.info("export %s is already written", export_id)
+        return
+    await run_export(export_id, sessions=sessions, settings=settings)

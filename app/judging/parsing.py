@@ -3,28 +3,20 @@ fences, then a 'best > ... > worst' line. Whatever it finds is validated before 
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from app.judging.ranking import InvalidJudgeReply, validate_ranks
+from app.llm.replies import InvalidReply, extract_json
 
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 _CHAIN = re.compile(r"\[?\[?(\d+)\]?\]?(?:\s*[>≻]\s*\[?\[?(\d+)\]?\]?)+")
 
 
-def extract_json(text: str) -> Any:
-    text = text.strip()
-    candidates = [text, *(m.group(1) for m in _FENCE.finditer(text))]
-    start, end = text.find("{"), text.rfind("}")
-    if 0 <= start < end:
-        candidates.append(text[start : end + 1])
-    for c in candidates:
-        try:
-            return json.loads(c)
-        except ValueError:
-            continue
-    raise InvalidJudgeReply(f"no JSON object in the reply: {text[:120]!r}")
+def _json(text: str) -> Any:
+    try:
+        return extract_json(text)
+    except InvalidReply as exc:
+        raise InvalidJudgeReply(str(exc)) from None
 
 
 def _order_to_ranks(order: list[Any], k: int) -> list[int]:
@@ -40,7 +32,7 @@ def _order_to_ranks(order: list[Any], k: int) -> list[int]:
 def parse_listwise(text: str, k: int, *, allow_ties: bool) -> tuple[list[int], str]:
     """(ranks of candidates 1..k, rationale) from a judge reply, or InvalidJudgeReply."""
     try:
-        obj = extract_json(text)
+        obj = _json(text)
     except InvalidJudgeReply:
         chain = _CHAIN.search(text)
         if chain is None:
@@ -62,7 +54,7 @@ def parse_listwise(text: str, k: int, *, allow_ties: bool) -> tuple[list[int], s
 
 
 def parse_object(text: str, required: list[str]) -> dict[str, Any]:
-    obj = extract_json(text)
+    obj = _json(text)
     if not isinstance(obj, dict):
         raise InvalidJudgeReply("the reply is not a JSON object")
     missing = [key for key in required if key not in obj]

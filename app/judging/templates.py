@@ -14,6 +14,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from app.errors import InvalidInput
+from app.llm.replies import json_schema
 
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
@@ -99,10 +100,6 @@ def data_block(prompt: str, candidates: list[tuple[str, str]]) -> str:
     newline, so the closing fence (a newline and three backticks) cannot occur inside it."""
     payload = {"prompt": prompt, "candidates": [{"id": cid, "text": text} for cid, text in candidates]}
     return "```json\n" + json.dumps(payload, ensure_ascii=False) + "\n```"
-
-
-def json_schema(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}
 
 
 def listwise_format(k: int) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import psycopg
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Prompt
@@ -127,3 +127,23 @@ async def exists_text(session: AsyncSession, dataset_id: int, content_hash: byte
     if exclude_id is not None:
         stmt = stmt.where(Prompt.id != exclude_id)
     return (await session.execute(stmt.limit(1))).first() is not None
+
+
+_FLAG = text(
+    """
+    UPDATE prompt SET
+        flag_reasons = CASE WHEN CAST(:code AS text) = ANY(flag_reasons) THEN flag_reasons
+                            ELSE array_append(flag_reasons, CAST(:code AS text)) END,
+        meta = meta || jsonb_build_object('flag_details', coalesce(meta -> 'flag_details', '{}'::jsonb)
+                                          || jsonb_build_object(CAST(:code AS text), CAST(:detail AS text))),
+        review_status = CASE WHEN review_status = 'pending' THEN 'needs_review' ELSE review_status END,
+        updated_at = now()
+    WHERE id = :prompt_id
+    """
+)
+
+
+async def flag_prompt(session: AsyncSession, prompt_id: int, code: str, detail: str) -> None:
+    """Add a flag (a FlagReason code; the detail goes to meta.flag_details); a pending prompt
+    becomes needs_review, a human decision stands."""
+    await session.execute(_FLAG, {"prompt_id": prompt_id, "code": str(code), "detail": detail})

@@ -1,4 +1,4 @@
-"""All SQL for runs, their items, and the rows the pipeline writes."""
+"""All SQL for runs and their items (the rows a kind writes are in its own repository)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, select, text, update
+from sqlalchemy import ColumnElement, and_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Completion, Prompt, Ranking, Run, RunItem, RunStatus
+from app.models import Prompt, Run, RunItem, RunStatus
 
 ACTIVE = (RunStatus.queued.value, RunStatus.running.value)
 
@@ -47,17 +47,11 @@ def _prompt_conditions(dataset_id: int, flt: dict[str, Any]) -> list:
 
 
 async def create_prompt_items(
-    session: AsyncSession, run: Run, flt: dict[str, Any], *, with_completions: bool = False,
-    of_run: int | None = None,
+    session: AsyncSession, run: Run, flt: dict[str, Any], where: tuple[ColumnElement[bool], ...] = ()
 ) -> None:
-    """One item per selected prompt (with completions: only prompts that have some, of `of_run`
-    when given), numbered in prompt id order."""
-    conds = _prompt_conditions(run.dataset_id, flt)
-    if with_completions:
-        has = select(Completion.id).where(Completion.prompt_id == Prompt.id)
-        if of_run is not None:
-            has = has.where(Completion.run_id == of_run)
-        conds.append(has.exists())
+    """One item per selected prompt (and meeting `where`, a kind's own conditions on `Prompt`),
+    numbered in prompt id order."""
+    conds = [*_prompt_conditions(run.dataset_id, flt), *where]
     chosen = select(Prompt.id).where(and_(*conds)).order_by(Prompt.id)
     if flt.get("limit"):
         chosen = chosen.limit(flt["limit"])
@@ -210,93 +204,3 @@ async def items(session: AsyncSession, run_id: int, status: str | None, limit: i
     if status:
         stmt = stmt.where(RunItem.status == status)
     return list((await session.execute(stmt.order_by(RunItem.item_index).limit(limit))).scalars())
-
-
-# --- rows the pipeline writes ------------------------------------------------------------------
-
-
-async def existing_samples(session: AsyncSession, run_id: int, prompt_ids: list[int]) -> set[tuple[int, int]]:
-    rows = await session.execute(
-        select(Completion.prompt_id, Completion.sample_index).where(
-            Completion.run_id == run_id, Completion.prompt_id.in_(prompt_ids)
-        )
-    )
-    return {(p, s) for p, s in rows}
-
-
-async def insert_completions(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await session.execute(insert(Completion).values(rows).on_conflict_do_nothing())
-
-
-async def completions_for_prompts(
-    session: AsyncSession, prompt_ids: list[int], source_run_id: int | None, limit_per_prompt: int
-) -> dict[int, list[tuple[int, str]]]:
-    """Each prompt's candidates: the source run's completions, or every completion not
-    rejected by a reviewer, in id order (a reviewer's edit stands for the text)."""
-    stmt = select(Completion.prompt_id, Completion.id, func.coalesce(Completion.edited_text, Completion.text)).where(
-        Completion.prompt_id.in_(prompt_ids), Completion.review_status != "rejected"
-    )
-    if source_run_id is not None:
-        stmt = stmt.where(Completion.run_id == source_run_id)
-    out: dict[int, list[tuple[int, str]]] = {p: [] for p in prompt_ids}
-    for prompt_id, cid, body in await session.execute(stmt.order_by(Completion.prompt_id, Completion.id)):
-        if len(out[prompt_id]) < limit_per_prompt:
-            out[prompt_id].append((cid, body))
-    return out
-
-
-async def insert_ranking(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(insert(Ranking).values(row).on_conflict_do_nothing())
-
-
-_FLAG = text(
-    """
-    UPDATE prompt SET
-        flag_reasons = CASE WHEN CAST(:code AS text) = ANY(flag_reasons) THEN flag_reasons
-                            ELSE array_append(flag_reasons, CAST(:code AS text)) END,
-        meta = meta || jsonb_build_object('flag_details', coalesce(meta -> 'flag_details', '{}'::jsonb)
-                                          || jsonb_build_object(CAST(:code AS text), CAST(:detail AS text))),
-        review_status = CASE WHEN review_status = 'pending' THEN 'needs_review' ELSE review_status END,
-        updated_at = now()
-    WHERE id = :prompt_id
-    """
-)
-
-
-async def flag_prompt(session: AsyncSession, prompt_id: int, code: str, detail: str) -> None:
-    """Add a flag (a FlagReason code; the detail goes to meta.flag_details); a pending prompt
-    becomes needs_review, a human decision stands."""
-    await session.execute(_FLAG, {"prompt_id": prompt_id, "code": str(code), "detail": detail})
-
-
-async def lock_dataset_prompts(session: AsyncSession, dataset_id: int) -> None:
-    """Serialise synthetic inserts per dataset, so near-duplicate checks see each other."""
-    await session.execute(text("SELECT pg_advisory_xact_lock(7401, CAST(:d AS integer))"), {"d": dataset_id})
-
-
-async def prompts_after(session: AsyncSession, dataset_id: int, after_id: int) -> list[tuple[int, str]]:
-    rows = await session.execute(
-        select(Prompt.id, Prompt.text).where(Prompt.dataset_id == dataset_id, Prompt.id > after_id).order_by(Prompt.id)
-    )
-    return [tuple(r) for r in rows]
-
-
-async def insert_prompts(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
-    if not rows:
-        return []
-    stmt = insert(Prompt).values(rows).on_conflict_do_nothing().returning(Prompt.id)
-    return [r[0] for r in await session.execute(stmt)]
-
-
-async def sample_prompt_texts(session: AsyncSession, dataset_id: int, n: int, salt: str) -> list[str]:
-    """n of the dataset's prompts, a deterministic pick per salt."""
-    if n <= 0:
-        return []
-    stmt = (
-        select(Prompt.text)
-        .where(Prompt.dataset_id == dataset_id, Prompt.review_status != "rejected")
-        .order_by(func.md5(func.concat(Prompt.id, salt)))
-        .limit(n)
-    )
-    return list((await session.execute(stmt)).scalars())

@@ -1,41 +1,55 @@
-"""HTTP only: runs of a dataset, progress by polling and by server-sent events."""
+"""HTTP only: runs of a dataset, progress by polling and by server-sent events.
 
-from __future__ import annotations
+The routes are built by `make_router(kinds)`: POST takes any registered kind's request body,
+and the engine still imports no kind. (No `from __future__ import annotations` here: FastAPI
+must see `create_run`'s body type itself, a local of `make_router`.)"""
 
 import asyncio
 import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request, status
+from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
+from app.jobs import Jobs, JobsDep
+from app.models import Run
 from app.runs import repository as repo
 from app.runs import service
 from app.runs.dependencies import RunDep
-from app.runs.schemas import ResumeRun, RunCreate, RunItemPublic, RunPublic
+from app.runs.protocol import Kinds
+from app.runs.schemas import ResumeRun, RunItemPublic, RunPublic
 from app.schemas import ListOf
-from app.worker import defer_start
 
 router = APIRouter(tags=["runs"])
+"""The routes that hold for every kind; `make_router` puts the creating one in front."""
 
 
-async def _commit_and_start(request: Request, session, run) -> None:
+def make_router(kinds: Kinds) -> APIRouter:
+    """The runs API for the registered kinds."""
+    run_create = kinds.run_create()
+    with_kinds = APIRouter()
+
+    @with_kinds.post("/datasets/{dataset_id}/runs", status_code=status.HTTP_201_CREATED, response_model=RunPublic, tags=["runs"])
+    async def create_run(
+        body: Annotated[run_create, Body()], dataset: DatasetDep, session: SessionDep,
+        settings: SettingsDep, actor: ActorDep, jobs: JobsDep,
+    ):
+        run = await service.create(session, settings, dataset, body, actor, handler=kinds[body.kind])
+        await _commit_and_start(session, jobs, run)
+        return service.public(run)
+
+    with_kinds.include_router(router)
+    return with_kinds
+
+
+async def _commit_and_start(session: AsyncSession, jobs: Jobs, run: Run) -> None:
     # the job reloads the run by id, so it is deferred only once the run is committed
     await session.commit()
-    await defer_start(request.app.state.jobs, run.id)
-
-
-@router.post("/datasets/{dataset_id}/runs", status_code=status.HTTP_201_CREATED, response_model=RunPublic)
-async def create_run(
-    request: Request, body: Annotated[RunCreate, Body()], dataset: DatasetDep, session: SessionDep,
-    settings: SettingsDep, actor: ActorDep,
-):
-    run = await service.create(session, settings, dataset, body, actor)
-    await _commit_and_start(request, session, run)
-    return service.public(run)
+    await jobs.defer_run(run.id)
 
 
 @router.get("/datasets/{dataset_id}/runs", response_model=ListOf[RunPublic])
@@ -69,9 +83,9 @@ async def cancel_run(run: RunDep, session: SessionDep):
 
 
 @router.post("/runs/{run_id}/resume", response_model=RunPublic)
-async def resume_run(request: Request, run: RunDep, session: SessionDep, body: Annotated[ResumeRun | None, Body()] = None):
+async def resume_run(run: RunDep, session: SessionDep, jobs: JobsDep, body: Annotated[ResumeRun | None, Body()] = None):
     run = await service.resume(session, run, body or ResumeRun())
-    await _commit_and_start(request, session, run)
+    await _commit_and_start(session, jobs, run)
     return service.public(run)
 
 

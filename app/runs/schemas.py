@@ -1,4 +1,4 @@
-"""Run requests and the run as the API shows it."""
+"""What run requests share, and the run as the API shows it (each kind's request model is in its domain)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from app.models import ReviewStatus
 from app.schemas import ORMModel
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PromptFilter(_Strict):
+class PromptFilter(Strict):
     """Which prompts of the dataset a run covers (all of them by default)."""
 
     review_status: list[ReviewStatus] | None = None
@@ -27,73 +27,20 @@ class PromptFilter(_Strict):
     limit: int | None = Field(default=None, ge=1)
 
 
-class LLMOverrides(_Strict):
+class LLMOverrides(Strict):
     generator: RoleOverride | None = None
     judge: RoleOverride | None = None
     synthesizer: RoleOverride | None = None
 
 
-class SamplingPlanEntry(_Strict):
-    """How one of the K answers is sampled; sample i uses entry i mod len(plan)."""
+class RunRequest(Strict):
+    """What every kind's run request has; a kind's own model adds `kind: Literal["<kind>"]` and its fields."""
 
-    model: str | None = Field(default=None, max_length=200, description="None: the generator's model.")
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=131_072)
-    system_prompt: str | None = Field(default=None, max_length=20_000)
-
-
-DEFAULT_TEMPERATURES = (0.3, 0.7, 1.0, 1.2)
-
-
-class _RunBase(_Strict):
     budget: Decimal | None = Field(default=None, ge=0, description="USD; the run stops with budget_exhausted past it.")
     llm: LLMOverrides | None = None
 
 
-class GenerateRun(_RunBase):
-    kind: Literal["generate"]
-    prompts: PromptFilter = Field(default_factory=PromptFilter)
-    k: int = Field(default=4, ge=1, le=32, description="Completions per prompt.")
-    plan: list[SamplingPlanEntry] | None = Field(
-        default=None, min_length=1, max_length=32, description="Default: temperatures 0.3, 0.7, 1.0, 1.2."
-    )
-    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Sample i is asked with seed + i.")
-
-    def sampling_plan(self) -> list[SamplingPlanEntry]:
-        return self.plan or [SamplingPlanEntry(temperature=t) for t in DEFAULT_TEMPERATURES]
-
-
-class JudgeRun(_RunBase):
-    kind: Literal["judge"]
-    prompts: PromptFilter = Field(default_factory=PromptFilter)
-    mode: Literal["listwise", "pairwise", "rubric"] = "listwise"
-    source_run_id: int | None = Field(default=None, ge=1, description="Rank this generate run's completions; default: all of a prompt's.")
-    orders: int | None = Field(default=None, ge=1, le=8, description="Orders per ranking (default: settings.judge_orders).")
-    allow_ties: bool = False
-    max_candidates: int = Field(default=16, ge=2, le=32)
-    aspects: list[str] | None = Field(default=None, min_length=1, max_length=10, description="Rubric aspects.")
-
-
-class SynthRun(_RunBase):
-    kind: Literal["synth"]
-    mode: Literal["self_instruct", "evol"] = "self_instruct"
-    num_prompts: int = Field(default=20, ge=1, le=100_000, description="Prompts to ask for (duplicates are dropped).")
-    per_call: int = Field(default=5, ge=1, le=50)
-    examples_per_call: int = Field(default=3, ge=0, le=20, description="Seed prompts shown in each call.")
-    topics: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(default_factory=list, max_length=10_000)
-    documents: list[Annotated[str, Field(min_length=1, max_length=200_000)]] = Field(default_factory=list, max_length=1000)
-    evol_operations: list[Literal["add_constraints", "deepen", "concretize", "increase_reasoning", "breadth"]] = Field(
-        default_factory=lambda: ["add_constraints", "deepen", "concretize"]
-    )
-    prompts: PromptFilter = Field(default_factory=PromptFilter, description="Evol mode: the prompts to rewrite.")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-
-
-RunCreate = Annotated[GenerateRun | JudgeRun | SynthRun, Field(discriminator="kind")]
-
-
-class ResumeRun(_Strict):
+class ResumeRun(Strict):
     budget: Decimal | None = Field(default=None, ge=0, description="A new budget (e.g. after budget_exhausted).")
 
 

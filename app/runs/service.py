@@ -8,14 +8,13 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.errors import Conflict, InvalidInput, NotFound
-from app.judging.templates import dataset_template
+from app.errors import Conflict, NotFound
 from app.llm.endpoints import resolve_endpoint
-from app.models import Dataset, Run, RunKind, RunStatus
+from app.models import Dataset, Run, RunStatus
 from app.runs import repository as repo
-from app.runs.schemas import GenerateRun, JudgeRun, Progress, ResumeRun, RunPublic, SynthRun
+from app.runs.protocol import Handler
+from app.runs.schemas import Progress, ResumeRun, RunPublic, RunRequest
 
-ROLE_OF = {RunKind.generate: "generator", RunKind.judge: "judge", RunKind.synth: "synthesizer"}
 RESUMABLE = (RunStatus.failed.value, RunStatus.cancelled.value, RunStatus.budget_exhausted.value, RunStatus.succeeded.value)
 
 
@@ -27,20 +26,13 @@ async def get_or_404(session: AsyncSession, run_id: int) -> Run:
 
 
 async def create(
-    session: AsyncSession, settings: Settings, dataset: Dataset, body: GenerateRun | JudgeRun | SynthRun, actor: str
+    session: AsyncSession, settings: Settings, dataset: Dataset, body: RunRequest, actor: str, *, handler: Handler
 ) -> Run:
+    """A queued run of `handler`'s kind (the registry's handler for `body.kind`)."""
     params = body.model_dump(mode="json", exclude_none=True, exclude={"budget"})
-    # refuse now what the job would trip on later: unknown overrides, broken templates
-    resolve_endpoint(settings, ROLE_OF[body.kind], dataset.settings, params.get("llm"))
-    if isinstance(body, JudgeRun):
-        dataset_template(body.mode, dataset.settings)
-        if body.source_run_id is not None:
-            source = await repo.get(session, body.source_run_id)
-            if source is None or source.dataset_id != dataset.id or source.kind != RunKind.generate:
-                raise InvalidInput(
-                    f"source_run_id {body.source_run_id} is not a generate run of dataset {dataset.id}",
-                    details={"field": "source_run_id"},
-                )
+    # refuse now what the job would trip on later: unknown overrides, and whatever the kind checks
+    resolve_endpoint(settings, handler.role, dataset.settings, params.get("llm"))
+    await handler.check(session, settings, dataset, body)
     run = Run(dataset_id=dataset.id, kind=body.kind, params=params, budget=body.budget, created_by=actor)
     session.add(run)
     await session.flush()

@@ -6,11 +6,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from app.generation import repository as repo
+from app.generation.schemas import GenerateRun
 from app.llm import ChatRequest, ChatResult, Endpoint, LLMCallFailed, resolve_endpoint
-from app.models import CompletionSource, Dataset, FlagReason, Run
-from app.runs import repository as repo
-from app.runs.pipeline import Item, ItemOutcome
-from app.runs.schemas import GenerateRun
+from app.models import CompletionSource, Dataset, FlagReason, Run, RunKind
+from app.prompts import repository as prompts
+from app.runs import repository as runs
+from app.runs.protocol import Item, ItemOutcome
 
 TEMPLATE_VERSION = "generate-v1"
 
@@ -42,6 +44,19 @@ async def _done(result: ChatResult) -> ChatResult:
 
 
 class GenerateHandler:
+    kind = RunKind.generate.value
+    role = "generator"
+    request = GenerateRun
+
+    async def check(self, session, settings, dataset: Dataset, body: GenerateRun) -> None:
+        pass  # the endpoint is checked by the engine; nothing else can fail late
+
+    async def create_items(self, session, run: Run) -> None:
+        await runs.create_prompt_items(session, run, run.params.get("prompts") or {})
+
+    async def write_rows(self, session, rows: list[dict[str, Any]]) -> None:
+        await repo.insert_completions(session, rows)
+
     async def prepare(self, rt, run: Run, dataset: Dataset, items: list[Item]) -> _Ctx:
         spec = GenerateRun.model_validate(run.params)
         endpoint = resolve_endpoint(rt.settings, "generator", dataset.settings, run.params.get("llm"))
@@ -74,10 +89,10 @@ class GenerateHandler:
         if errors:
             outcome.error = "; ".join(errors)[:2000]
 
-        outcome.completions = rows
+        outcome.rows = rows
         if errors:
             async def flag(session) -> None:
-                await repo.flag_prompt(
+                await prompts.flag_prompt(
                     session, item.prompt_id, FlagReason.generation_failed,
                     f"{len(errors)} of {ctx.spec.k} samples failed: {outcome.error}"[:1000],
                 )

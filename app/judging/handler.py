@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from app.errors import InvalidInput
+from app.judging import repository as repo
 from app.judging import templates as tpl
 from app.judging.parsing import parse_listwise, parse_object
 from app.judging.ranking import (
@@ -22,11 +24,12 @@ from app.judging.ranking import (
     review_flags,
     to_original,
 )
+from app.judging.schemas import JudgeRun
 from app.llm import ChatRequest, ChatResult, Endpoint, LLMCallFailed, resolve_endpoint
-from app.models import Dataset, FlagReason, RankerKind, ReviewStatus, Run
-from app.runs import repository as repo
-from app.runs.pipeline import Item, ItemOutcome
-from app.runs.schemas import JudgeRun
+from app.models import Dataset, FlagReason, RankerKind, ReviewStatus, Run, RunKind
+from app.prompts import repository as prompts
+from app.runs import repository as runs
+from app.runs.protocol import Item, ItemOutcome
 
 
 @dataclass
@@ -50,6 +53,28 @@ class _Reply:
 
 
 class JudgeHandler:
+    kind = RunKind.judge.value
+    role = "judge"
+    request = JudgeRun
+
+    async def check(self, session, settings, dataset: Dataset, body: JudgeRun) -> None:
+        tpl.dataset_template(body.mode, dataset.settings)  # a broken template fails now, not in the job
+        if body.source_run_id is not None:
+            source = await runs.get(session, body.source_run_id)
+            if source is None or source.dataset_id != dataset.id or source.kind != RunKind.generate:
+                raise InvalidInput(
+                    f"source_run_id {body.source_run_id} is not a generate run of dataset {dataset.id}",
+                    details={"field": "source_run_id"},
+                )
+
+    async def create_items(self, session, run: Run) -> None:
+        # a judge run covers the prompts that have something to rank
+        p = run.params
+        await runs.create_prompt_items(session, run, p.get("prompts") or {}, (repo.has_completions(p.get("source_run_id")),))
+
+    async def write_rows(self, session, rows: list[dict[str, Any]]) -> None:
+        pass  # a ranking is written by its item's own `write`
+
     async def prepare(self, rt, run: Run, dataset: Dataset, items: list[Item]) -> _Ctx:
         spec = JudgeRun.model_validate(run.params)
         async with rt.sessions() as session:
@@ -80,7 +105,7 @@ class JudgeHandler:
             outcome.error = reason[:2000]
 
             async def flag(session) -> None:
-                await repo.flag_prompt(session, item.prompt_id, FlagReason.judge_invalid, reason[:1000])
+                await prompts.flag_prompt(session, item.prompt_id, FlagReason.judge_invalid, reason[:1000])
 
             outcome.write = flag
             return outcome

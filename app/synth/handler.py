@@ -8,16 +8,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from app.judging.parsing import extract_json
-from app.judging.ranking import InvalidJudgeReply
-from app.judging.templates import json_schema
 from app.llm import ChatRequest, ChatResult, Endpoint, LLMCallFailed, resolve_endpoint
-from app.models import Dataset, PromptSource, Run
+from app.llm.replies import InvalidReply, extract_json, json_schema
+from app.models import Dataset, PromptSource, Run, RunKind
 from app.prompts.hashing import content_hash
-from app.runs import repository as repo
-from app.runs.pipeline import Item, ItemOutcome
-from app.runs.schemas import SynthRun
+from app.runs import repository as runs
+from app.runs.protocol import Item, ItemOutcome
+from app.synth import repository as repo
 from app.synth.dedup import NearDupIndex
+from app.synth.schemas import SynthRun
 
 SELF_INSTRUCT_VERSION = "self-instruct-v1"
 EVOL_VERSION = "evol-instruct-v1"
@@ -70,7 +69,7 @@ def parse_prompts(text: str) -> list[str]:
         items = obj.get("prompts") if isinstance(obj, dict) else obj
         if isinstance(items, list):
             return [str(p) for p in items if isinstance(p, (str, int, float))]
-    except InvalidJudgeReply:
+    except InvalidReply:
         pass
     lines = [ln.strip().lstrip("-*0123456789.) ").strip() for ln in text.splitlines()]
     return [ln for ln in lines if len(ln) > 8]
@@ -85,6 +84,23 @@ class _Ctx:
 
 
 class SynthHandler:
+    kind = RunKind.synth.value
+    role = "synthesizer"
+    request = SynthRun
+
+    async def check(self, session, settings, dataset: Dataset, body: SynthRun) -> None:
+        pass  # the endpoint is checked by the engine; nothing else can fail late
+
+    async def create_items(self, session, run: Run) -> None:
+        p = run.params
+        if p.get("mode", "self_instruct") == "self_instruct":
+            await runs.create_numbered_items(session, run.id, -(-p["num_prompts"] // p["per_call"]))  # one per call
+        else:
+            await runs.create_prompt_items(session, run, p.get("prompts") or {})
+
+    async def write_rows(self, session, rows: list[dict[str, Any]]) -> None:
+        pass  # new prompts are written by each item's own `write`, past the duplicate filters
+
     async def prepare(self, rt, run: Run, dataset: Dataset, items: list[Item]) -> _Ctx:
         spec = SynthRun.model_validate(run.params)
         return _Ctx(run, dataset, spec, resolve_endpoint(rt.settings, "synthesizer", dataset.settings, run.params.get("llm")))
@@ -111,9 +127,10 @@ class SynthHandler:
 
         async def write(session) -> None:
             await repo.lock_dataset_prompts(session, ctx.dataset.id)
-            index = rt.near_dup.get(ctx.dataset.id)
+            near_dup = rt.local.setdefault("synth.near_dup", {})  # per dataset, kept in this process
+            index = near_dup.get(ctx.dataset.id)
             if index is None or index.threshold != rt.settings.synth_near_dup_threshold:
-                index = rt.near_dup[ctx.dataset.id] = NearDupIndex(rt.settings.synth_near_dup_threshold)
+                index = near_dup[ctx.dataset.id] = NearDupIndex(rt.settings.synth_near_dup_threshold)
             for prompt_id, body in await repo.prompts_after(session, ctx.dataset.id, index.last_id):
                 index.add(prompt_id, body)
             kept, exact, near = index.filter_new(texts)
@@ -167,7 +184,7 @@ class SynthHandler:
         try:
             obj = extract_json(res.text)
             texts = [str(obj["prompt"])] if isinstance(obj, dict) and obj.get("prompt") else []
-        except InvalidJudgeReply:
+        except InvalidReply:
             texts = [res.text.strip()] if res.text.strip() else []
         meta = {"template_version": EVOL_VERSION, "operation": op, "parent_prompt_id": item.prompt_id}
         return req, texts, meta, res

@@ -1,0 +1,25 @@
+"""The SQL generation runs need: completions already made, and the insert of new ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Completion
+
+
+async def existing_samples(session: AsyncSession, run_id: int, prompt_ids: list[int]) -> set[tuple[int, int]]:
+    rows = await session.execute(
+        select(Completion.prompt_id, Completion.sample_index).where(
+            Completion.run_id == run_id, Completion.prompt_id.in_(prompt_ids)
+        )
+    )
+    return {(p, s) for p, s in rows}
+
+
+async def insert_completions(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(Completion).values(rows).on_conflict_do_nothing())

@@ -1,0 +1,51 @@
+"""A run's status as one process sees it, refreshed from the items at a bounded rate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from decimal import Decimal
+
+from app.models import Run
+from app.runs import repository as repo
+
+log = logging.getLogger(__name__)
+
+
+class RunMonitor:
+    """A run's status as this process sees it. Its counters are recomputed from the items at
+    most every `interval` seconds however many jobs ask, and at once when this process's own
+    spending since then reaches the budget; that refresh is what finishes a run or stops it at
+    its budget (other processes' spending shows at their next refresh)."""
+
+    def __init__(self, sessions, interval: float):
+        self.sessions, self.interval = sessions, interval
+        self._seen: dict[int, tuple[float, str | None, Decimal, Decimal | None]] = {}
+        self._spent: dict[int, Decimal] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def spent(self, run_id: int, cost: Decimal) -> None:
+        self._spent[run_id] = self._spent.get(run_id, Decimal(0)) + cost
+
+    def _over_budget(self, run_id: int) -> bool:
+        _, status, cost, budget = self._seen.get(run_id, (0.0, None, Decimal(0), None))
+        return budget is not None and cost + self._spent.get(run_id, Decimal(0)) >= budget
+
+    def saw(self, run: Run) -> None:
+        """The run row as just read (a resumed run is running again, maybe with a new budget)."""
+        at = self._seen.get(run.id, (0.0,))[0]
+        self._seen[run.id] = (at, run.status, run.cost, run.budget)
+
+    async def status(self, run_id: int, *, fresh: bool = False) -> str | None:
+        lock = self._locks.setdefault(run_id, asyncio.Lock())
+        async with lock:
+            at, status, _, _ = self._seen.get(run_id, (0.0, None, Decimal(0), None))
+            if fresh or self._over_budget(run_id) or time.monotonic() - at >= self.interval:
+                self._spent[run_id] = Decimal(0)  # what was committed before now is in the sums
+                async with self.sessions() as session, session.begin():
+                    row = await repo.refresh_counters(session, run_id)
+                status, cost, budget = row if row else (None, Decimal(0), None)
+                self._seen[run_id] = (time.monotonic(), status, cost, budget)
+                log.debug("run %s refreshed: %s, cost %s of %s", run_id, status, cost, budget)
+            return status
