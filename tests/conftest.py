@@ -163,8 +163,9 @@ class LiveServer:
 
 @pytest.fixture(scope="session")
 def live_server(base_settings: Settings) -> Iterator[LiveServer]:
-    """The service as `serve` runs it: with a job worker inside (exports are jobs)."""
-    with LiveServer(base_settings.model_copy(update={"worker_in_process": True})) as server:
+    """The service as `serve` runs it, with a job worker inside that renders exports. It takes no
+    run jobs: tests that run the pipeline start their own worker against their fake LLM."""
+    with LiveServer(base_settings.model_copy(update={"worker_in_process": True, "worker_queues": ["exports"]})) as server:
         yield server
 
 
