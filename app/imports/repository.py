@@ -12,6 +12,8 @@ Temp tables (dropped at commit):
 - record_import_prompt: one row per distinct prompt: the first line, the prompt's id, created?
 - record_import_completion: one row per distinct (prompt, answer): first line and pos, id, created?
 - record_import_ranking: the rankings to store, with a canonical key for duplicates.
+- record_import_edge / _node / _merge (pairs only): distinct pairs, each completion's rank, and
+  whether a prompt's pairs are one ranking.
 - record_import_new_line: the lines that stored something (the rest are duplicates).
 """
 
@@ -64,10 +66,8 @@ async def _count(pg: psycopg.AsyncConnection, sql: str, params: dict[str, Any] |
     return int(row[0] or 0)
 
 
-async def resolve_prompts(pg: psycopg.AsyncConnection, dataset_id: int, split: str | None, prov: dict[str, Any]) -> tuple[int, int]:
-    """Map every staged prompt to a prompt of the dataset, inserting the new texts in input order.
-    Returns (created, reused)."""
-    params = {"ds": dataset_id, "split": split, **prov}
+async def stage_prompts(pg: psycopg.AsyncConnection) -> None:
+    """record_import_prompt: one row per distinct staged prompt text, at its first line."""
     await pg.execute("ANALYZE record_import_stage")
     await pg.execute(
         """
@@ -76,14 +76,22 @@ async def resolve_prompts(pg: psycopg.AsyncConnection, dataset_id: int, split: s
         FROM record_import_stage WHERE pos = 0 GROUP BY prompt_hash
         """
     )
-    existing = """
-        UPDATE record_import_prompt r SET prompt_id = p.id
-        FROM prompt p WHERE r.prompt_id IS NULL AND p.dataset_id = %(ds)s AND p.content_hash = r.prompt_hash
-    """
-    await pg.execute(existing, params)
-    # INTEGRITY HOOK (issue 11, deliverable 2): the near-duplicate check of the new prompt texts
-    # (record_import_prompt rows still without a prompt_id) against the dataset's prompts plugs in
-    # here; today a prompt is reused only when its text is the same (content_hash).
+
+
+_SAME_TEXT = """
+    UPDATE record_import_prompt r SET prompt_id = p.id
+    FROM prompt p WHERE r.prompt_id IS NULL AND p.dataset_id = %(ds)s AND p.content_hash = r.prompt_hash
+"""
+
+
+async def match_prompts(pg: psycopg.AsyncConnection, dataset_id: int) -> None:
+    """Give each staged prompt the id of the dataset's prompt with the same text (content hash)."""
+    await pg.execute(_SAME_TEXT, {"ds": dataset_id})
+
+
+async def insert_prompts(pg: psycopg.AsyncConnection, dataset_id: int, split: str | None, prov: dict[str, Any]) -> tuple[int, int]:
+    """Insert the staged prompts still without an id, in input order. Returns (created, reused)."""
+    params = {"ds": dataset_id, "split": split, **prov}
     await pg.execute(
         f"""
         WITH ins AS (
@@ -99,11 +107,11 @@ async def resolve_prompts(pg: psycopg.AsyncConnection, dataset_id: int, split: s
         """,
         params,
     )
-    await pg.execute(existing, params)  # a concurrent prompt import took some texts meanwhile
+    await pg.execute(_SAME_TEXT, params)  # a concurrent prompt import took some texts meanwhile
     await pg.execute("ANALYZE record_import_prompt")
-    return await _count(pg, "SELECT count(*) FILTER (WHERE created) FROM record_import_prompt"), await _count(
-        pg, "SELECT count(*) FILTER (WHERE NOT created) FROM record_import_prompt"
-    )
+    cur = await pg.execute("SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM record_import_prompt")
+    created, reused = await cur.fetchone()
+    return created, reused
 
 
 async def resolve_completions(pg: psycopg.AsyncConnection, dataset_id: int, prov: dict[str, Any]) -> tuple[int, int]:
@@ -111,6 +119,8 @@ async def resolve_completions(pg: psycopg.AsyncConnection, dataset_id: int, prov
     same text (its `text` or a reviewer's `edited_text`, by content hash) when there is one, else a
     new one (source `imported`). Returns (created, reused)."""
     params = {"ds": dataset_id, **prov}
+    # a new completion's id is drawn here, in input order, so the rankings can use it without
+    # reading the inserted rows back (the table has no column to find an answer by)
     await pg.execute(
         f"""
         CREATE TEMP TABLE record_import_completion ON COMMIT DROP AS
@@ -136,7 +146,6 @@ async def resolve_completions(pg: psycopg.AsyncConnection, dataset_id: int, prov
         params,
     )
     await pg.execute("ANALYZE record_import_completion")
-    # INTEGRITY HOOK (issue 11, deliverable 3) for near-identical answers would flag here.
     await pg.execute(
         f"""
         INSERT INTO completion (id, dataset_id, prompt_id, text, source, provenance)
@@ -147,9 +156,9 @@ async def resolve_completions(pg: psycopg.AsyncConnection, dataset_id: int, prov
         """,
         params,
     )
-    return await _count(pg, "SELECT count(*) FILTER (WHERE created) FROM record_import_completion"), await _count(
-        pg, "SELECT count(*) FILTER (WHERE NOT created) FROM record_import_completion"
-    )
+    cur = await pg.execute("SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM record_import_completion")
+    created, reused = await cur.fetchone()
+    return created, reused
 
 
 _RANKING_TABLE = """

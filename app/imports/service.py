@@ -102,7 +102,13 @@ async def import_file(
             details=report.model_dump(mode="json"),
         )
     prov = {"file": file_name, "sha256": report.sha256, "format": fmt.value, "by": actor}
-    report.prompts_created, report.prompts_reused = await repo.resolve_prompts(pg, dataset.id, split and split.value, prov)
+    await repo.stage_prompts(pg)
+    await repo.match_prompts(pg, dataset.id)
+    # INTEGRITY HOOK (issue 11, deliverables 2-3): the near-duplicate check plugs in here. The staged
+    # prompts still without a prompt_id (record_import_prompt) are new texts; a near-duplicate rule
+    # would match (skip / flag / keep) them against the dataset's prompts before they are inserted.
+    # Today the rule is exact: same content_hash (whitespace collapsed) -> the same prompt.
+    report.prompts_created, report.prompts_reused = await repo.insert_prompts(pg, dataset.id, split and split.value, prov)
     report.completions_created, report.completions_reused = await repo.resolve_completions(pg, dataset.id, prov)
     await repo.create_new_lines(pg)
     if fmt in (RecordFormat.rm,):

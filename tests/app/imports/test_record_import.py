@@ -71,6 +71,10 @@ def test_rm_lines_become_prompts_completions_and_rankings_with_provenance(http, 
     assert rows(factory, "SELECT DISTINCT ranker_kind, details FROM ranking WHERE details->'import'->>'line' = '2'") == [
         ("imported", {"import": {**prov, "line": 2}})
     ]
+    # and through the API
+    listed = http.get(f"/api/v1/datasets/{ds}/completions", params={"source": "imported"}).json()["data"]
+    assert len(listed) == 5 and listed[3]["provenance"] == {"import": {**prov, "line": 2}}
+    assert {r["ranker_kind"] for r in http.get(f"/api/v1/datasets/{ds}/rankings").json()["data"]} == {"imported"}
 
 
 def test_bad_lines_are_reported_and_skipped_or_refuse_everything(http, ds, factory):
