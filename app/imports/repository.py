@@ -28,6 +28,7 @@ from app.prompts.hashing import content_hash_sql
 TEMP_TABLES = tuple(
     f"pg_temp.record_import_{t}" for t in ("stage", "prompt", "completion", "ranking", "edge", "node", "merge", "new_line")
 )
+WORK_MEM = "64MB"  # for this transaction only
 STAGE_COLUMNS = ("line", "pos", "prompt", "prompt_hash", "text", "hash", "rank")
 STAGE_TYPES = ("int4", "int4", "text", "bytea", "text", "bytea", "int4")
 
@@ -44,6 +45,8 @@ async def create_stage(pg: psycopg.AsyncConnection, dataset_id: int) -> None:
     await pg.execute("SELECT pg_advisory_xact_lock(hashtext('record_import'), %s::int)", (dataset_id % 2**31,))
     # a second import in the same transaction starts afresh
     await pg.execute(f"DROP TABLE IF EXISTS {', '.join(TEMP_TABLES)}")
+    # the resolving statements sort and hash whole stages: in memory rather than in temp files
+    await pg.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
     await pg.execute(
         """
         CREATE TEMP TABLE record_import_stage (
@@ -152,7 +155,6 @@ async def resolve_completions(pg: psycopg.AsyncConnection, dataset_id: int, prov
         SELECT c.completion_id, %(ds)s, c.prompt_id, s.text, 'imported', {_PROVENANCE.format(line="c.line")}
         FROM record_import_completion c JOIN record_import_stage s ON s.line = c.line AND s.pos = c.pos
         WHERE c.created
-        ORDER BY c.completion_id
         """,
         params,
     )
