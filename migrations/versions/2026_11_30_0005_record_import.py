@@ -1,6 +1,6 @@
 """record import: completion source and ranker kind `imported`, completion provenance
 
-Revision ID: 0009
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-30
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0009"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
