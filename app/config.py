@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     judge_orders: int = Field(default=2, ge=1, le=8, description="Orders each ranking is asked in (position bias).")
     judge_max_attempts: int = Field(default=3, ge=1, le=10, description="Tries for a valid judge reply.")
     judge_min_consistency: float = Field(default=0.5, ge=-1, le=1, description="Kendall tau below this flags a ranking.")
+    judge_injection_check: Literal["llm", "patterns", "off"] = Field(
+        default="llm", description="Find candidates that address the judge by a structured model check, patterns only, or not at all."
+    )
     synth_near_dup_threshold: float = Field(default=0.7, gt=0, le=1, description="MinHash Jaccard for near-duplicates.")
 
     # --- exports (issue 5) ----------------------------------------------------------------
