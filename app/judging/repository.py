@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Completion, Prompt, Ranking, Run, RunStatus
@@ -77,7 +77,8 @@ async def lock_run_for_gate(session: AsyncSession, run_id: int) -> tuple[str, st
 
 async def set_run_result(session: AsyncSession, run_id: int, key: str, value: Any) -> None:
     await session.execute(
-        update(Run).where(Run.id == run_id).values(result=Run.result.op("||")(func.jsonb_build_object(key, func.cast(json.dumps(value), JSONB))))
+        text("UPDATE run SET result = result || jsonb_build_object(CAST(:key AS text), CAST(:value AS jsonb)) WHERE id = :run_id"),
+        {"run_id": run_id, "key": key, "value": json.dumps(value)},
     )
 
 
