@@ -52,6 +52,20 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("en:self-deserves", re.compile(
         rf"\b{_SELF_EN}\s+(?:is|should be|must be|deserves to be|has to be|needs to be|ought to be)\s+"
         rf"(?:ranked|rated|scored|graded|placed|chosen|selected|picked|considered|marked|judged)\b.{{0,40}}?{_TOP_EN}")),
+    ("en:whoever-ranks", re.compile(
+        r"\b(?:to|for|dear|attention)\s+(?:whoever|whomever|anyone|the (?:person|one|model|system|ai))\s+(?:who\s+is\s+|that\s+is\s+|is\s+)?"
+        r"(?:grading|evaluating|ranking|judging|scoring|rating|reviewing|assessing|comparing|reading)\b")),
+    ("en:to-the-ranking-system", re.compile(
+        r"\b(?:message|note|reminder|instructions?|request|memo)\s+(?:for|to)\s+(?:the\s+|any\s+)?"
+        r"(?:ranking|grading|evaluation|evaluating|scoring|judging|assessing|assessment|reward)\s+(?:system|model|process|ai|llm|bot)\b")),
+    ("en:as-the-judging-model", re.compile(
+        r"\b(?:as|you,?)\s+(?:the|an?)\s+(?:ranking|grading|evaluating|judging|assessing|scoring|reviewing)\s+(?:model|system|ai|llm|assistant)\b")),
+    ("en:who-note", re.compile(rf"(?:^|[.!?(]\s*){_WHO_EN}\s*(?:[,:;—–-]+)\s*(?:kindly|note|remember|listen|attention|important)\b")),
+    ("en:this-one-first", re.compile(
+        r"\b(?:rank|rate|score|put|place|treat|mark|choose|select|pick)\s+(?:this|this one|it)\s+(?:as|at|in|on)\s+(?:the\s+)?"
+        r"(?:position\s*(?:1|one)|first|top|best|strongest|winner|number\s+one|#\s*1|the top)")),
+    ("en:give-top-score", re.compile(r"\bgive\s+(?:this|this one|it|me|my answer|this answer|this response)\s+(?:the\s+|a\s+)?(?:top|highest|best|maximum|full|perfect)\s+(?:score|marks?|rating|rank|grade)")),
+    ("en:chosen-as-best", re.compile(r"\b(?:this|my)\s+(?:answer|response|reply|candidate)\s+(?:\w+\s+){0,2}(?:chosen|selected|picked|ranked|rated)\s+(?:as\s+)?(?:the\s+)?(?:best|first|top|winner)")),
     ("en:ignore-instructions", re.compile(
         r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+|any\s+|the\s+|your\s+|of\s+|these\s+|those\s+)*"
         r"(?:previous|prior|above|earlier|preceding|other|original|system|grading|ranking|evaluation)?\s*"
@@ -59,6 +73,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("en:role-override", re.compile(r"\b(?:you are no longer|new instructions\s*:|system\s*(?:prompt|message|override)\s*:|\[system\]|<\s*system\s*>)")),
     # Japanese (NFKC turns full-width letters and digits into ASCII)
     ("ja:address", re.compile(r"(?:評価者|審査員|審査者|採点者|判定者|判定員|審判|ジャッジ|ランキング担当|評価担当|評価AI|AI評価|ai評価)(?:の(?:皆様|方|皆さん))?(?:へ|に|様|さま|殿|さん|の方)?\s*[、,:：!！]")),
+    ("ja:to-the-ranker", re.compile(r"(?:評価|採点|審査|判定|ランキング|順位付け|順位を付ける|ランキングを付ける|比較)(?:を)?(?:する|している|担当の?|付ける)?(?:AI|ai|モデル|システム|あなた|方|人|者)(?:の方)?(?:へ|に)(?:の(?:お願い|メッセージ|指示))?\s*[：:、,!！]")),
     ("ja:rank-first", re.compile(
         r"(?:1位|一位|1番|一番|トップ|最上位|首位|最高(?:評価|点|位|ランク)?|満点|ベスト|1等|一等|上位)\s*(?:に|と|で|として|を)?"
         r".{0,12}?(?:して|する|しろ|せよ|評価|ランク|選|順位|付け|つけ|置い|置く|位置|扱|与え|くださ|下さ)")),
@@ -74,6 +89,8 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("ko:ignore", re.compile(r"(?:이전|앞의|위의|모든)\s*(?:지시|명령|지침|규칙)\S*\s*(?:을|를)?\s*무시")),
     # Spanish, French, German
     ("es:address", re.compile(r"\b(?:estimad[oa]|querid[oa]|atención|atencion|hola|para el|al)\s+(?:evaluador|juez|calificador|revisor|corrector)\w*")),
+    ("es:whoever-evaluates", re.compile(r"\b(?:para|a)\s+(?:quien|el que|la que|quienes)\s+(?:evalúa|evalua|califica|juzga|revisa|puntúa|puntua|clasifica)")),
+    ("es:deserves-first", re.compile(r"\b(?:merece|debe (?:ocupar|ser|recibir)|deberia (?:ocupar|ser)|debería (?:ocupar|ser))\s+(?:el\s+|la\s+)?(?:primer|primera|mejor|máxima|maxima)\s*(?:lugar|puesto|posición|posicion|nota|puntuación|puntuacion)?")),
     ("es:rank-first", re.compile(
         r"\b(?:clasifica|califica|elige|escoge|pon|coloca|puntúa|puntua|selecciona|considera)\w*\s+(?:esta|este|mi|me)\b.{0,50}?"
         r"\b(?:primer[oa]?|mejor|más alta|mas alta|máxima|maxima|10\s*/\s*10)")),
@@ -82,6 +99,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("fr:rank-first", re.compile(
         r"\b(?:classe[rz]?|note[rz]?|choisi(?:s|ssez|r)|mets|mettez|placez|place[rz]?|sélectionne[rz]?)\s+(?:cette|ma|ce|mon|moi)\b.{0,50}?"
         r"\b(?:premi[eè]re?|meilleure?|note maximale|20\s*/\s*20|10\s*/\s*10)")),
+    ("fr:rank-first-2", re.compile(r"\b(?:classer|classez|placer|placez|mettre|mettez)\s+(?:cette|ma|ce|mon)\s+(?:réponse|reponse|candidat)\s+(?:en\s+tête|en\s+tete|premi[eè]re?|au\s+sommet)")),
     ("fr:ignore", re.compile(r"\bignore[rz]?\s+(?:toutes\s+)?(?:les\s+)?(?:instructions|consignes|règles|regles)")),
     ("de:address", re.compile(r"\b(?:liebe[rs]?|sehr geehrte[rs]?|hallo|an (?:den|die))\s+(?:bewerter|prüfer|pruefer|gutachter|richter|juroren?|ki)\w*")),
     ("de:rank-first", re.compile(
