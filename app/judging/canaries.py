@@ -71,17 +71,20 @@ def failure(report: dict[str, Any]) -> str:
     )
 
 
-async def gate(rt, run_id: int, spec: Canaries, judge: Judge) -> str | None:
-    """None when the judge passed the canaries (judging them if no one has yet), else why the run stopped."""
+async def gate(rt, run_id: int, spec: Canaries, judge: Judge) -> tuple[str | None, ItemOutcome | None]:
+    """(None when the judge passed the canaries, else why the run stopped; the usage of the
+    canaries when this call judged them, for one of the run's items to carry, so that the run's
+    cost and budget count them)."""
+    outcome = None
     async with rt.sessions() as session, session.begin():
         status, error, result = await repo.lock_run_for_gate(session, run_id)
         report = result.get("canaries")
         if status != "running":
-            return error or f"run {run_id} is {status}"
+            return error or f"run {run_id} is {status}", None
         if report is None or not report["passed"]:  # not asked yet, or a resumed run asks again
             report, outcome = await evaluate(spec, judge)
             await repo.set_run_result(session, run_id, "canaries", report)
             await llm_cache.store(session, outcome.cache_rows)
             if not report["passed"]:
                 await repo.stop_run(session, run_id, failure(report))
-    return None if report["passed"] else failure(report)
+    return (None if report["passed"] else failure(report)), outcome

@@ -55,6 +55,7 @@ class _Ctx:
     injection_check: str
     check_endpoint: Endpoint
     stopped: str | None = None  # why the run stopped before this chunk (canaries)
+    carry: ItemOutcome | None = None  # the canaries' usage, counted with this chunk's first item
 
 
 @dataclass
@@ -143,12 +144,22 @@ class JudgeHandler:
             check_endpoint=check_endpoint,
         )
         if spec.canaries is not None:
-            ctx.stopped = await canaries.gate(
+            ctx.stopped, ctx.carry = await canaries.gate(
                 rt, run.id, spec.canaries, lambda item, cands, outcome: self._judge(rt, ctx, item, cands, outcome)
             )
         return ctx
 
     async def process(self, rt, ctx: _Ctx, item: Item) -> ItemOutcome:
+        carry, ctx.carry = ctx.carry, None  # taken before any await: one item carries it
+        outcome = await self._process(rt, ctx, item)
+        if carry is not None:  # the run's counters add it; the item's ranking keeps its own cost
+            outcome.prompt_tokens += carry.prompt_tokens
+            outcome.completion_tokens += carry.completion_tokens
+            outcome.cost += carry.cost
+            outcome.result["canary_cost"] = str(carry.cost)
+        return outcome
+
+    async def _process(self, rt, ctx: _Ctx, item: Item) -> ItemOutcome:
         outcome = ItemOutcome()
         if ctx.stopped:
             outcome.error = ctx.stopped[:2000]

@@ -162,6 +162,9 @@ def test_canaries_report_the_judges_accuracy_and_are_not_stored(api, sql, fake):
     report = api.get(f"/runs/{run['id']}").json()["result"]["canaries"]
     assert (report["total"], report["correct"], report["accuracy"], report["passed"]) == (7, 7, 1.0, True)
     assert report["items"][-1]["prompt"] == "Is water wet?" and run["done"] == 5
+    # what the canaries cost is part of the run's cost (carried by one item), not lost to the budget
+    ranking_cost = rows(sql, "SELECT sum(cost) AS c FROM ranking WHERE run_id = :r", r=run["id"])[0]["c"]
+    assert float(run["cost"]) == pytest.approx(float(ranking_cost) + float(report["cost"]))
     # asked once for the whole run, though its items came in two chunks (run_chunk_size 4)
     asked = [r for r in fake.judge_requests() if "17 + 25" in str(r["messages"])]
     assert len(asked) == 2  # two orders
