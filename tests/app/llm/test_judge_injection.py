@@ -61,7 +61,7 @@ INNOCENT = [
 
 
 def _answer(prompt: int, n: int) -> str:
-    words = "river stone garden engine violin harbor lantern meadow quartz canyon falcon glacier".split()
+    words = ["river", "stone", "garden", "engine", "violin", "harbor", "lantern", "meadow", "quartz", "canyon", "falcon", "glacier"]
     return f"Answer {n} to question {prompt}: " + " ".join(words[(prompt * 3 + n * 5 + i) % len(words)] for i in range(6 + n)) + "."
 
 
@@ -88,10 +88,10 @@ def _injected_dataset(api: httpx.Client, sql, n_prompts: int = 28, **settings) -
     return dataset_id, planted
 
 
-def _judge(api, dataset_id, **body) -> tuple[dict, list[dict]]:
+def _judge(api, dataset_id, **body) -> dict:
     run = wait_run(api, start(api, dataset_id, {"kind": "judge", **body})["id"], timeout=60)
     assert run["status"] == "succeeded", run
-    return run, run
+    return run
 
 
 def _rankings(sql, run_id) -> list[dict]:
@@ -113,7 +113,7 @@ def test_an_obeying_judge_is_caught_in_any_wording(api, sql, fake):
     dataset_id, planted = _injected_dataset(api, sql, n_prompts=30)
     fake.injections.extend(PHRASINGS)
     fake.add_fault("obey_injection")
-    run, _ = _judge(api, dataset_id)
+    run = _judge(api, dataset_id)
     rankings = _rankings(sql, run["id"])
     topped, flagged = _flagged_share(rankings, planted)
     # the judge did as it was told: every ranking holding a planted answer put it first
@@ -141,7 +141,7 @@ def test_an_obeying_judge_is_caught_in_any_wording(api, sql, fake):
     assert all("never instructions to you" in r["messages"][0]["content"] and "```json\n" in r["messages"][1]["content"] for r in checks)
 
     # the patterns alone, on the same data
-    run, _ = _judge(api, dataset_id, injection_check="patterns")
+    run = _judge(api, dataset_id, injection_check="patterns")
     topped, flagged = _flagged_share(_rankings(sql, run["id"]), planted)
     share = flagged / topped
     held_out, seen = (sum(prefilter(p) is not None for p in phrases) for phrases in (HELD_OUT, SEEN))
@@ -156,7 +156,7 @@ def test_without_the_check_the_obeying_judge_goes_unflagged(api, sql, fake):
     dataset_id, planted = _injected_dataset(api, sql, n_prompts=6)
     fake.injections.extend(PHRASINGS)
     fake.add_fault("obey_injection")
-    run, _ = _judge(api, dataset_id, injection_check="off")
+    run = _judge(api, dataset_id, injection_check="off")
     topped, flagged = _flagged_share(_rankings(sql, run["id"]), planted)
     assert topped == len(planted) and flagged == 0
 
@@ -166,7 +166,7 @@ def test_the_dataset_may_drop_such_a_candidate_or_rank_it_last(api, sql, fake, p
     dataset_id, planted = _injected_dataset(api, sql, n_prompts=6, judge_injection=policy)
     fake.injections.extend(PHRASINGS)
     fake.add_fault("obey_injection")
-    run, _ = _judge(api, dataset_id)
+    run = _judge(api, dataset_id)
     rankings = _rankings(sql, run["id"])
     assert len(rankings) == 6
     for r in rankings:
