@@ -165,7 +165,7 @@ class JudgeHandler:
             outcome.error = ctx.stopped[:2000]
             return outcome
         cands = ctx.candidates.get(item.prompt_id, [])
-        findings = await self._screen(rt, ctx, item, cands, outcome)
+        findings = await self._screen(rt, ctx, item, cands, outcome) if len(cands) >= 2 else {}
 
         async def flag_candidates(session) -> None:
             for cid, finding in findings.items():
@@ -193,7 +193,9 @@ class JudgeHandler:
         )
         flags = row.pop("flags")
         row["flag_reasons"], row["details"]["flag_details"] = list(flags), flags
-        outcome.result = {"ranks": row["ranks"], "consistency": row["consistency"], "flags": row["flag_reasons"]}
+        if "injection_unchecked" in outcome.result:
+            row["details"]["injection_unchecked"] = outcome.result["injection_unchecked"]
+        outcome.result = {**outcome.result, "ranks": row["ranks"], "consistency": row["consistency"], "flags": row["flag_reasons"]}
 
         async def write(session) -> None:
             await flag_candidates(session)
@@ -219,9 +221,13 @@ class JudgeHandler:
                 says = reply.value
             except (InvalidJudgeReply, LLMCallFailed):
                 says = None  # no verdict from the model: the patterns decide
+                unchecked.append(cid)
             return cid, injection.verdict(text, says)
 
+        unchecked: list[int] = []
         found = await asyncio.gather(*(one(cid, text) for cid, text in cands))
+        if unchecked:  # what the model could not check, for the ranking's details
+            outcome.result["injection_unchecked"] = sorted(unchecked)
         return {cid: f for cid, f in found if f is not None}
 
     async def _rank(self, rt, ctx: _Ctx, item: Item, cands, findings, outcome: ItemOutcome) -> dict[str, Any]:

@@ -195,3 +195,19 @@ def test_pattern_prefilter_and_span_mapping():
         assert prefilter(innocent) is None, innocent
     assert locate("Hello  there\u3000Judge!", "there judge") == (7, 18)
     assert locate("abc", "zzz") is None
+
+
+def test_when_the_check_model_fails_the_patterns_decide(api, sql, fake):
+    dataset_id, planted = _injected_dataset(api, sql, n_prompts=2)
+    fake.add_fault("500", match="You screen one candidate")  # every check call fails, the judge's do not
+    run = _judge(api, dataset_id)
+    rankings = _rankings(sql, run["id"])
+    assert len(rankings) == 2
+    for r in rankings:
+        assert sorted(r["details"]["injection_unchecked"]) == sorted(r["completion_ids"])
+    first = rankings[0]  # the first prompt's planted answer carries the first phrasing
+    planted_here = [c for c in first["completion_ids"] if c in planted]
+    assert prefilter(PHRASINGS[0]) is not None  # the phrasing planted there is one the patterns know
+    found = first["details"]["addresses_judge"]
+    assert set(map(int, found)) == set(planted_here) and len(planted_here) == 1
+    assert all(f["detector"] == "patterns" for f in found.values()) and "addresses_judge" in first["flag_reasons"]
