@@ -92,6 +92,7 @@ class FakeLLM:
         self.faults: list[Fault] = []
         self.injections: list[str] = []  # phrasings that address the judge (the honest check and obey_injection know them)
         self.known: dict[str, float] = {}  # text -> the judge's opinion, over `quality`
+        self.known_for: dict[str, dict[str, float]] = {}  # model -> its own `known`, over `known`
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -114,6 +115,7 @@ class FakeLLM:
             self.requests.clear()
             self.injections.clear()
             self.known.clear()
+            self.known_for.clear()
 
     def count(self, match: str | None = None) -> int:
         with self._lock:
@@ -200,7 +202,7 @@ class FakeLLM:
             return len(text) + quality(text) / 2**33  # longer wins; equal lengths by quality
         if kind == "model_taste":
             return quality(f"{body.get('model')}:{text}")
-        known = self.known.get(text)
+        known = self.known_for.get(body.get("model"), {}).get(text, self.known.get(text))
         return float(known) if known is not None else float(quality(text))
 
     def _listwise(self, body: dict, data: dict, fault: Fault | None) -> str:

@@ -44,6 +44,7 @@ async def evaluate(spec: Canaries, judge: Judge) -> tuple[dict[str, Any], ItemOu
     """Judge every canary (the better answer shown first in every other one) and score the judge."""
     outcome = ItemOutcome()
     items = []
+    per_judge: dict[str, list[bool]] = {}
     for n, pair in enumerate(pairs(spec)):
         cands = [(1, pair.better), (2, pair.worse)] if n % 2 == 0 else [(2, pair.worse), (1, pair.better)]
         entry: dict[str, Any] = {"prompt": pair.prompt[:200]}
@@ -51,23 +52,32 @@ async def evaluate(spec: Canaries, judge: Judge) -> tuple[dict[str, Any], ItemOu
             row = await judge(Item(index=-1 - n, prompt_id=n + 1, prompt_text=pair.prompt), cands, outcome)
             by_id = dict(zip((c for c, _ in cands), row["ranks"], strict=True))
             entry.update(correct=by_id[1] < by_id[2], better_rank=by_id[1], worse_rank=by_id[2])
+            for j in row["details"].get("judges", []):  # several judges: each one's own answer
+                mine = dict(zip((c for c, _ in cands), j["ranks"], strict=True))
+                per_judge.setdefault(j["model"], []).append(mine[1] < mine[2])
         except (InvalidJudgeReply, LLMCallFailed) as exc:
             entry.update(correct=False, error=str(getattr(exc, "reason", None) or exc)[:300])
         items.append(entry)
     correct = sum(e["correct"] for e in items)
     accuracy = correct / len(items) if items else None
+    by_judge = {model: sum(right) / len(right) for model, right in per_judge.items()}
+    # the panel, and every judge on it, must reach the accuracy
+    passed = all(a >= spec.min_accuracy for a in [accuracy if accuracy is not None else 1.0, *by_judge.values()])
     report = {
         "total": len(items), "correct": correct, "accuracy": accuracy, "min_accuracy": spec.min_accuracy,
-        "passed": accuracy is None or accuracy >= spec.min_accuracy, "items": items,
+        "passed": passed, "by_judge": by_judge, "items": items,
         "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens, "cost": str(outcome.cost),
     }
     return report, outcome
 
 
 def failure(report: dict[str, Any]) -> str:
+    low = [f"{m} {a:.2f}" for m, a in report.get("by_judge", {}).items() if a < report["min_accuracy"]]
+    judges = f"; below it: {', '.join(low)}" if low else ""
     return (
         f"canaries: the judge ranked {report['correct']} of {report['total']} known-answer pairs right "
-        f"(accuracy {report['accuracy']:.2f} < {report['min_accuracy']:.2f}); the run stopped before ranking"
+        f"(accuracy {report['accuracy']:.2f}, at least {report['min_accuracy']:.2f} needed{judges}); "
+        "the run stopped before ranking"
     )
 
 

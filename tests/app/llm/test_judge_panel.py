@@ -177,7 +177,7 @@ def test_a_judge_below_the_canary_accuracy_stops_the_run(api, sql, fake):
     dataset_id, _ = _dataset(api, sql, _varied_lengths(5))
     _know(fake, right=False)
     run = wait_run(api, start(api, dataset_id, {"kind": "judge", "canaries": {"min_accuracy": 0.8}})["id"], timeout=60)
-    assert run["status"] == "failed" and "canaries" in run["error"] and "accuracy 0.00 < 0.80" in run["error"]
+    assert run["status"] == "failed" and "canaries" in run["error"] and "accuracy 0.00, at least 0.80 needed" in run["error"]
     report = run["result"]["canaries"]
     assert (report["correct"], report["passed"]) == (0, False)
     assert rows(sql, "SELECT count(*) AS n FROM ranking")[0]["n"] == 0
@@ -200,3 +200,16 @@ def test_canary_requests_are_checked(api, sql):
     bad = r.json()["id"]
     r = api.post(f"/datasets/{bad}/runs", json={"kind": "judge"})
     assert r.status_code == 422 and "judge settings" in r.text
+
+
+def test_with_several_judges_each_must_pass_the_canaries(api, sql, fake):
+    """The panel is right on every canary, yet one judge on it gets each wrong: the run stops."""
+    dataset_id, _ = _dataset(api, sql, _varied_lengths(2))
+    _know(fake, right=True)
+    fake.known_for["bad"] = {text: -value for text, value in fake.known.items()}  # `bad` knows it the wrong way round
+    judges = [{"model": "good-1"}, {"model": "good-2"}, {"model": "good-3"}, {"model": "bad"}]
+    run = wait_run(api, start(api, dataset_id, {"kind": "judge", "judges": judges, "canaries": {}})["id"], timeout=60)
+    report = run["result"]["canaries"]
+    assert report["accuracy"] == 1.0 and report["by_judge"] == {"good-1": 1.0, "good-2": 1.0, "good-3": 1.0, "bad": 0.0}
+    assert run["status"] == "failed" and "below it: bad 0.00" in run["error"]
+    assert rows(sql, "SELECT count(*) AS n FROM ranking")[0]["n"] == 0
