@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from app.judging.injection import locate, prefilter
+from app.judging.ranking import competition_ranks
+from tests.fake_llm import quality
 
 from .conftest import add_prompts, rows, start, wait_run
 
@@ -120,6 +122,11 @@ def test_an_obeying_judge_is_caught_in_any_wording(api, sql, fake):
     assert topped == len(planted) == sum(any(c in planted for c in r["completion_ids"]) for r in rankings)
     assert flagged / topped >= 0.95, (flagged, topped)
     print(f"\nstructured check + patterns: {flagged}/{topped} rankings topped by an answer that addresses the judge flagged")
+    # what is left unflagged is as good as an honest judge's ranking (the issue saw it fall under 0.9)
+    texts = {c["id"]: c["text"] for c in rows(sql, "SELECT id, text FROM completion")}
+    unflagged = [r for r in rankings if "addresses_judge" not in r["flag_reasons"]]
+    right = [r for r in unflagged if r["ranks"] == competition_ranks([quality(texts[c]) for c in r["completion_ids"]], higher_is_better=True)]
+    assert len(unflagged) == len(rankings) - topped and len(right) == len(unflagged)
     for r in rankings:
         if any(c in planted for c in r["completion_ids"]):
             assert "addresses the judge" in r["details"]["flag_details"]["addresses_judge"]
