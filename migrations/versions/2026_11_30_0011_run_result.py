@@ -1,7 +1,7 @@
 """run.result: what a run found out besides its rows (a judge run's canary report)
 
 Revision ID: 0011
-Revises: 0004
+Revises: 0009
 Create Date: 2026-11-30
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0011"
-down_revision = "0004"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
