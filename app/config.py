@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     judge_orders: int = Field(default=2, ge=1, le=8, description="Orders each ranking is asked in (position bias).")
     judge_max_attempts: int = Field(default=3, ge=1, le=10, description="Tries for a valid judge reply.")
     judge_min_consistency: float = Field(default=0.5, ge=-1, le=1, description="Kendall tau below this flags a ranking.")
+    judge_injection_check: Literal["llm", "patterns", "off"] = Field(
+        default="llm", description="Find candidates that address the judge by a structured model check, patterns only, or not at all."
+    )
     synth_near_dup_threshold: float = Field(default=0.7, gt=0, le=1, description="MinHash Jaccard for near-duplicates.")
 
     # --- exports (issue 5) ----------------------------------------------------------------

@@ -271,6 +271,8 @@ class Run(Base):
     cost: Mapped[Decimal] = mapped_column(Numeric(14, 6), server_default="0")
     budget: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
     error: Mapped[str | None] = mapped_column(Text)
+    # what a run found out besides its rows (a judge run: its canary report)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     created_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = _created()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -339,6 +341,9 @@ class FlagReason(enum.StrEnum):
 
     judge_inconsistent = "judge_inconsistent"  # different answers across presentation orders
     judge_invalid = "judge_invalid"  # the judge's reply could not be parsed
+    addresses_judge = "addresses_judge"  # a candidate speaks to whoever ranks it (completion), or a ranking holds one
+    length_bias = "length_bias"  # the winner is much longer than every other candidate
+    judges_disagree = "judges_disagree"  # several judges ranked the candidates differently
     top_tie = "top_tie"  # the best place is shared
     low_margin = "low_margin"  # the judge barely preferred one answer
     generation_failed = "generation_failed"

@@ -2,7 +2,15 @@
 
 Answers are deterministic functions of the request, so two runs asking the same thing get the
 same rows. Faults are switchable per test: 429 with Retry-After, 500, dropped connections, slow
-replies, invalid judge JSON, position-biased judging, answers that try to instruct the judge.
+replies, invalid judge JSON, position-biased judging, answers that try to instruct the judge,
+and judges with the failings of real ones: one that obeys instructions found in candidates
+(`obey_injection`), one that prefers long answers (`prefer_long`), judges whose taste depends on
+their model name so that two models disagree (`model_taste`).
+
+The structured check "does this candidate address the judge?" (`judge_address_check`) is
+answered honestly, as a capable checking model would: a candidate addresses the judge when it
+holds one of `fake.injections` (phrasings a test registers) or INJECTION. `fake.known` maps
+texts to the judge's opinion of them (canaries whose better answer the fake should know).
 
     with FakeLLM() as fake:                      # in a thread of this process
         fake.add_fault("429", times=2, retry_after=0.1)
@@ -38,6 +46,7 @@ _WORDS = (
     "velvet willow xylophone yogurt zenith atlas beacon cactus dolphin eclipse fossil galaxy"
 ).split()
 _DATA = re.compile(r"```json\n(.*)\n```", re.S)
+JUDGE_FAULTS = ("invalid_json", "fenced_json", "position_bias", "obey_injection", "prefer_long", "model_taste")
 
 
 def _h(*parts: Any) -> str:
@@ -64,7 +73,9 @@ def quality(text: str) -> int:
 
 @dataclass
 class Fault:
-    kind: str  # 429 | 500 | 401 | drop | slow | invalid_json | fenced_json | position_bias | inject
+    # 429 | 500 | 401 | drop | slow | invalid_json | fenced_json | position_bias | inject
+    # | obey_injection | prefer_long | model_taste (judge modes)
+    kind: str
     times: int | None = None  # per logical request (model + messages); None: always
     match: str | None = None  # only requests whose messages contain this text
     retry_after: float = 1.0
@@ -79,6 +90,9 @@ class FakeLLM:
         self.record = record
         self.requests: list[dict] = []
         self.faults: list[Fault] = []
+        self.injections: list[str] = []  # phrasings that address the judge (the honest check and obey_injection know them)
+        self.known: dict[str, float] = {}  # text -> the judge's opinion, over `quality`
+        self.known_for: dict[str, dict[str, float]] = {}  # model -> its own `known`, over `known`
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -99,10 +113,18 @@ class FakeLLM:
         with self._lock:
             self.faults.clear()
             self.requests.clear()
+            self.injections.clear()
+            self.known.clear()
+            self.known_for.clear()
 
     def count(self, match: str | None = None) -> int:
         with self._lock:
             return sum(1 for r in self.requests if match is None or match in json.dumps(r["messages"]))
+
+    def judge_requests(self, schema: str | None = None) -> list[dict]:
+        """The ranking requests received (or those asking for `schema`, e.g. judge_address_check)."""
+        with self._lock:
+            return [r for r in self.requests if (_schema_name(r) == schema if schema else _is_judge(r))]
 
     def _fault_for(self, body: dict) -> Fault | None:
         text = json.dumps(body.get("messages"))
@@ -111,7 +133,7 @@ class FakeLLM:
             for f in self.faults:
                 if f.match is not None and f.match not in text:
                     continue
-                if f.kind in ("invalid_json", "fenced_json", "position_bias") and not _is_judge(body):
+                if f.kind in JUDGE_FAULTS and not _is_judge(body):
                     continue
                 if f.kind == "inject" and (_is_judge(body) or _schema_name(body)):
                     continue
@@ -129,18 +151,25 @@ class FakeLLM:
         data = data_block(messages)
         seed = _h(body.get("model"), messages, body.get("temperature"), body.get("top_p"), body.get("seed"))
         if name == "listwise_ranking" and data:
-            return self._listwise(data, fault)
+            return self._listwise(body, data, fault)
         if name == "pairwise_preference" and data:
             a, b = data["candidates"][0]["text"], data["candidates"][1]["text"]
-            winner = "A" if (fault and fault.kind == "position_bias") or quality(a) > quality(b) else "B"
+            better = self.opinion(body, a, fault) > self.opinion(body, b, fault)
+            winner = "A" if (fault and fault.kind == "position_bias") or better else "B"
             return json.dumps({"rationale": f"{winner} answers better.", "winner": winner})
         if name == "rubric_scores" and data:
             aspects = body["response_format"]["json_schema"]["schema"]["properties"]["scores"]["items"]["required"]
+            opinions = [self.opinion(body, c["text"], fault) for c in data["candidates"]]
+            order = sorted(set(opinions))
             scores = []
-            for c in data["candidates"]:
-                q = quality(c["text"])
-                scores.append({a: 1 + (q >> i) % 5 if a != "candidate" else c["id"] for i, a in enumerate(aspects)})
+            for c, o in zip(data["candidates"], opinions):
+                level = 1 + round(4 * order.index(o) / max(1, len(order) - 1))  # worst 1 .. best 5 on every aspect
+                scores.append({a: level if a != "candidate" else c["id"] for a in aspects})
             return json.dumps({"rationale": "scored per aspect", "scores": scores})
+        if name == "judge_address_check" and data:
+            text = data["candidates"][0]["text"]
+            quote = self.addresses_judge(text)
+            return json.dumps({"addresses_judge": quote is not None, "evidence": quote or ""})
         if name == "synthesized_prompts":
             n = body["response_format"]["json_schema"]["schema"]["properties"]["prompts"]["maxItems"]
             examples = (data or {}).get("examples") or []
@@ -158,7 +187,25 @@ class FakeLLM:
         user = next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         return f"Answer {seed[:10]} to '{user[:40]}': {_words(seed, 12)}."
 
-    def _listwise(self, data: dict, fault: Fault | None) -> str:
+    def addresses_judge(self, text: str) -> str | None:
+        """The phrase by which `text` addresses the judge, as a capable checking model would find it."""
+        with self._lock:
+            phrases = [INJECTION, *self.injections]
+        return next((p for p in phrases if p in text), None)
+
+    def opinion(self, body: dict, text: str, fault: Fault | None) -> float:
+        """How good the judge finds a candidate (higher is better): `quality`, `known`, or the fault's failing."""
+        kind = fault.kind if fault else None
+        if kind == "obey_injection" and self.addresses_judge(text) is not None:
+            return float("inf")  # it asked to be ranked first, and this judge does as it is told
+        if kind == "prefer_long":
+            return len(text) + quality(text) / 2**33  # longer wins; equal lengths by quality
+        if kind == "model_taste":
+            return quality(f"{body.get('model')}:{text}")
+        known = self.known_for.get(body.get("model"), {}).get(text, self.known.get(text))
+        return float(known) if known is not None else float(quality(text))
+
+    def _listwise(self, body: dict, data: dict, fault: Fault | None) -> str:
         cands = data["candidates"]
         k = len(cands)
         if fault and fault.kind == "invalid_json":
@@ -166,7 +213,7 @@ class FakeLLM:
         if fault and fault.kind == "position_bias":
             ranks = list(range(1, k + 1))
         else:
-            order = sorted(range(k), key=lambda i: -quality(cands[i]["text"]))
+            order = sorted(range(k), key=lambda i: -self.opinion(body, cands[i]["text"], fault))
             ranks = [0] * k
             for r, i in enumerate(order, 1):
                 ranks[i] = r

@@ -38,18 +38,20 @@ async def _agreement(settings: Settings, dataset_ref: str) -> dict:
             )
         except NotFound as exc:
             fail(exc.message)
-        return agreement.report(dataset.id, await repo.approved_verdicts(session, dataset.id)) | {"name": dataset.name}
+        pairs, lengths = await repo.approved_verdicts(session, dataset.id), await repo.judge_rankings_with_lengths(session, dataset.id)
+        return agreement.report(dataset.id, pairs, lengths) | {"name": dataset.name}
 
 
 def agreement_table(report: dict) -> Table:
     table = Table(title=f"review agreement: dataset {report['name']} ({report['dataset_id']})")
-    for col in ("judge model", "template", "reviewed", "confirmed unchanged", "top-1 agreement", "mean Kendall tau"):
+    for col in ("judge model", "template", "reviewed", "confirmed unchanged", "top-1 agreement", "mean Kendall tau", "length ρ"):
         table.add_column(col, justify="left" if col in ("judge model", "template") else "right")
     rows = [*report["by_judge"], {"judge_model": "all", "template_version": "", **report["overall"]}]
     for r in rows:
         table.add_row(
             r["judge_model"] or "-", r["template_version"] or "-", str(r["reviewed"]),
             _fmt(r["confirmed_unchanged"]), _fmt(r["top1_agreement"]), _fmt(r["mean_kendall_tau"]),
+            _fmt(r.get("length_rank_spearman")),
         )
     ia = report["inter_annotator"]
     table.caption = (

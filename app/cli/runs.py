@@ -152,12 +152,19 @@ def judge(
     source_run: Annotated[int | None, typer.Option("--source-run", help="Rank this generate run's completions.")] = None,
     allow_ties: bool = False,
     limit: Annotated[int | None, typer.Option("--limit")] = None,
+    judge_model: Annotated[list[str] | None, typer.Option("--judge", help="Several judges: one model each; repeat.")] = None,
+    aggregate: Annotated[str, typer.Option("--aggregate", help="Several judges combine by mean | borda.")] = "mean",
+    canaries: Annotated[bool, typer.Option("--canaries", help="Judge the built-in known-answer canaries first.")] = False,
+    min_accuracy: Annotated[float, typer.Option("--min-canary-accuracy", help="Below this the run stops.")] = 0.8,
+    injection_check: Annotated[str | None, typer.Option("--injection-check", help="llm | patterns | off")] = None,
     model: ModelOpt = None, base_url: UrlOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
 ) -> None:
-    """Rank each prompt's completions with the judge."""
+    """Rank each prompt's completions with the judge (or several: --judge A --judge B)."""
     body = {
         "kind": "judge", "mode": mode, "orders": orders, "source_run_id": source_run, "allow_ties": allow_ties,
         "budget": budget, "prompts": {"limit": limit}, "llm": _llm("judge", model, base_url),
+        "judges": [{"model": m} for m in judge_model] if judge_model else None, "aggregate": aggregate,
+        "canaries": {"min_accuracy": min_accuracy} if canaries else None, "injection_check": injection_check,
     }
     _submit(dataset, body, wait, work)
 

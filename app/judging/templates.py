@@ -95,10 +95,13 @@ def dataset_template(mode: str, dataset_settings: dict[str, Any]) -> JudgeTempla
     return template
 
 
-def data_block(prompt: str, candidates: list[tuple[str, str]]) -> str:
+def data_block(prompt: str, candidates: list[tuple[str, str]], note: str | None = None) -> str:
     """The prompt and candidates as escaped JSON inside a fence; a JSON string holds no raw
-    newline, so the closing fence (a newline and three backticks) cannot occur inside it."""
-    payload = {"prompt": prompt, "candidates": [{"id": cid, "text": text} for cid, text in candidates]}
+    newline, so the closing fence (a newline and three backticks) cannot occur inside it.
+    `note` (e.g. that candidates were cut to one length) travels in the block, after them."""
+    payload: dict[str, Any] = {"prompt": prompt, "candidates": [{"id": cid, "text": text} for cid, text in candidates]}
+    if note:
+        payload["note"] = note
     return "```json\n" + json.dumps(payload, ensure_ascii=False) + "\n```"
 
 

@@ -8,6 +8,9 @@ the completions both rank:
 - top1_agreement: share where the set of completions ranked first is the same;
 - mean_kendall_tau: mean Kendall tau-b (ties handled) where it is defined.
 
+Length bias per judge model and template, over all its rankings of the dataset (reviewed or
+not): `length_rank_spearman` (app.judging.length), +1 when the longest answer always wins.
+
 Between humans (items with two or more approving reviewers): Krippendorff's alpha (ordinal; the
 units are the item's completions, the values their ranks) and the mean of Kendall's W per item.
 """
@@ -22,7 +25,10 @@ import krippendorff
 import numpy as np
 from scipy.stats import kendalltau, rankdata
 
+from app.judging.length import length_rank_spearman
 from app.review.repository import VerdictPair
+
+JudgeLengths = tuple[str | None, str | None, list[int], list[int]]  # model, template, ranks, lengths
 
 
 def aligned(ids_a: Sequence[int], ranks_a: Sequence[int], ids_b: Sequence[int], ranks_b: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -80,15 +86,21 @@ def judge_figures(pairs: Sequence[VerdictPair]) -> dict:
     }
 
 
-def by_judge(pairs: Sequence[VerdictPair]) -> list[dict]:
+def by_judge(pairs: Sequence[VerdictPair], lengths: Sequence[JudgeLengths] = ()) -> list[dict]:
     groups: dict[tuple[str | None, str | None], list[VerdictPair]] = defaultdict(list)
     for p in pairs:
         if p.judge_ids is not None:
             groups[(p.judge_model, p.template_version)].append(p)
-    return [
-        {"judge_model": model, "template_version": version, **judge_figures(group)}
-        for (model, version), group in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or ""))
-    ]
+    by_length: dict[tuple[str | None, str | None], list[tuple[list[int], list[int]]]] = defaultdict(list)
+    for model, version, ranks, lens in lengths:
+        by_length[(model, version)].append((ranks, lens))
+        groups.setdefault((model, version), [])
+    out = []
+    for (model, version), group in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or "")):
+        bias = length_rank_spearman(by_length.get((model, version), []))
+        out.append({"judge_model": model, "template_version": version, **judge_figures(group),
+                    "rankings": bias["rankings"], "length_rank_spearman": bias["spearman"]})
+    return out
 
 
 def inter_annotator(pairs: Sequence[VerdictPair]) -> dict:
@@ -121,10 +133,10 @@ def inter_annotator(pairs: Sequence[VerdictPair]) -> dict:
     return {"items": len(items), "reviewers": len(reviewers), "krippendorff_alpha": alpha, "mean_kendall_w": _mean(ws)}
 
 
-def report(dataset_id: int, pairs: Sequence[VerdictPair]) -> dict:
+def report(dataset_id: int, pairs: Sequence[VerdictPair], lengths: Sequence[JudgeLengths] = ()) -> dict:
     return {
         "dataset_id": dataset_id,
         "overall": judge_figures([p for p in pairs if p.judge_ids is not None]),
-        "by_judge": by_judge(pairs),
+        "by_judge": by_judge(pairs, lengths),
         "inter_annotator": inter_annotator(pairs),
     }

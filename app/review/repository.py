@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, case, exists, func, literal_column, not_, or_, select, union, update
+from sqlalchemy import and_, case, exists, func, literal_column, not_, or_, select, text, union, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
@@ -193,3 +193,18 @@ async def approved_verdicts(session: AsyncSession, dataset_id: int) -> list[Verd
         .order_by(ReviewVerdict.prompt_id, ReviewVerdict.reviewer)
     )
     return [VerdictPair(*row) for row in await session.execute(q)]
+
+
+_JUDGE_LENGTHS = text(
+    """
+    SELECT r.judge_model, r.template_version, r.ranks,
+           ARRAY(SELECT length(coalesce(c.edited_text, c.text)) FROM unnest(r.completion_ids) WITH ORDINALITY AS u(id, n)
+                 JOIN completion c ON c.id = u.id ORDER BY u.n) AS lengths
+    FROM ranking r WHERE r.dataset_id = :dataset_id AND r.ranker_kind = 'judge'
+    """
+)
+
+
+async def judge_rankings_with_lengths(session: AsyncSession, dataset_id: int) -> list[tuple[str | None, str | None, list[int], list[int]]]:
+    """(judge model, template version, ranks, candidate lengths in characters) of every judge ranking of the dataset."""
+    return [tuple(r) for r in await session.execute(_JUDGE_LENGTHS, {"dataset_id": dataset_id})]

@@ -51,7 +51,9 @@ async def next_item(
 
 @router.get("/datasets/{dataset_id}/review/agreement", response_model=AgreementReport)
 async def dataset_agreement(dataset: DatasetDep, session: SessionDep):
-    return agreement.report(dataset.id, await repo.approved_verdicts(session, dataset.id))
+    return agreement.report(
+        dataset.id, await repo.approved_verdicts(session, dataset.id), await repo.judge_rankings_with_lengths(session, dataset.id)
+    )
 
 
 @router.get("/prompts/{prompt_id}/review", response_model=ReviewItem, summary="An item as a reviewer sees it (no lease)")

@@ -91,6 +91,10 @@ class JudgeAgreement(BaseModel):
 class JudgeAgreementByModel(JudgeAgreement):
     judge_model: str | None
     template_version: str | None
+    rankings: int = Field(default=0, description="This judge's rankings in the dataset, reviewed or not.")
+    length_rank_spearman: float | None = Field(
+        default=None, description="Spearman between judge rank and length rank within each ranking: +1 = the longest answer always wins.",
+    )
 
 
 class InterAnnotator(BaseModel):

@@ -91,6 +91,9 @@ class Handler(Protocol):
     async def write_rows(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
         """The `rows` of a batch's claimed items, in the transaction that claimed them."""
 
+    # optional: async def report(self, session: AsyncSession, run: Run) -> dict[str, Any]
+    # figures computed from the run's rows whenever the run is read, merged over `run.result`
+
 
 class Kinds(Mapping[str, Handler]):
     """The registry: {kind: handler}, and the request body any registered kind accepts."""

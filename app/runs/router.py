@@ -42,6 +42,10 @@ def make_router(kinds: Kinds) -> APIRouter:
         await _commit_and_start(session, jobs, run)
         return service.public(run)
 
+    @with_kinds.get("/runs/{run_id}", response_model=RunPublic, tags=["runs"])
+    async def get_run(run: RunDep, session: SessionDep):
+        return await service.public_with_report(session, run, kinds.get(run.kind))
+
     with_kinds.include_router(router)
     return with_kinds
 
@@ -60,11 +64,6 @@ async def list_runs(
 ):
     runs = await repo.list_for_dataset(session, dataset.id, kind, limit)
     return ListOf(data=[service.public(r) for r in runs], count=len(runs))
-
-
-@router.get("/runs/{run_id}", response_model=RunPublic)
-async def get_run(run: RunDep):
-    return service.public(run)
 
 
 @router.get("/runs/{run_id}/items", response_model=ListOf[RunItemPublic])

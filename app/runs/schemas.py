@@ -66,6 +66,7 @@ class RunPublic(ORMModel):
     cost: Decimal
     budget: Decimal | None
     error: str | None
+    result: dict[str, Any] = Field(default_factory=dict, description="What the run found out besides its rows (a judge run: canaries, length bias).")
     created_by: str | None
     created_at: datetime
     started_at: datetime | None

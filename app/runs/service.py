@@ -69,6 +69,15 @@ async def resume(session: AsyncSession, run: Run, body: ResumeRun) -> Run:
     return run
 
 
+async def public_with_report(session: AsyncSession, run: Run, handler: Handler | None) -> RunPublic:
+    """The run as `public` shows it, with its kind's figures (`handler.report`, if it has one) in `result`."""
+    out = public(run)
+    report = getattr(handler, "report", None)
+    if report is not None:
+        out.result = {**out.result, **await report(session, run)}
+    return out
+
+
 def public(run: Run) -> RunPublic:
     out = RunPublic.model_validate(run)
     pending = max(0, run.total - run.done - run.failed)

@@ -62,7 +62,8 @@ def test_invalid_judge_replies_are_retried_then_the_prompt_is_flagged(api, sql, 
     assert (judge["done"], judge["failed"]) == (2, 1)
     judged = {r["prompt_id"] for r in rows(sql, "SELECT prompt_id FROM ranking")}
     assert judged == {prompt_ids[0], prompt_ids[2]}
-    assert fake.count("part 1?") - 3 == 2 * 3  # two orders x judge_max_attempts (after 3 generation calls)
+    # two orders x judge_max_attempts (after 3 generation calls and 3 checks of the candidates)
+    assert fake.count("part 1?") - 3 - 3 == 2 * 3
     flagged = rows(sql, "SELECT review_status, flag_reasons, meta FROM prompt WHERE id = :p", p=prompt_ids[1])[0]
     assert flagged["review_status"] == "needs_review" and flagged["flag_reasons"] == ["judge_invalid"]
     detail = flagged["meta"]["flag_details"]["judge_invalid"]
@@ -100,7 +101,7 @@ def test_an_answer_that_instructs_the_judge_reaches_it_as_data(api, sql, fake):
     assert rows(sql, "SELECT count(*) AS n FROM completion WHERE text = :t", t=INJECTION)[0]["n"] == 1
     fake.clear()
     wait_run(api, start(api, dataset_id, {"kind": "judge"})["id"])
-    judge_requests = [r for r in fake.requests if r.get("response_format") and "part 0?" in json.dumps(r["messages"])]
+    judge_requests = [r for r in fake.judge_requests() if "part 0?" in json.dumps(r["messages"])]
     assert len(judge_requests) == 2
     for req in judge_requests:
         system, user = req["messages"]

@@ -35,7 +35,7 @@ def _expected(sql, ranking) -> list[int]:
 
 def test_pairwise_asks_every_pair_both_ways(api, sql, fake):
     ranks = _judged(api, sql, fake, {"mode": "pairwise"})
-    judge_calls = [r for r in fake.requests if r.get("response_format")]
+    judge_calls = fake.judge_requests()
     assert len(judge_calls) == 2 * 3 * 2  # prompts x pairs x (as given, swapped)
     for r in ranks:
         assert r["details"]["mode"] == "pairwise" and len(r["details"]["pairs"]) == 6
@@ -58,7 +58,7 @@ def test_a_dataset_template_is_used_and_its_version_recorded(api, sql, fake):
     ranks = _judged(api, sql, fake, {"orders": 3}, judge_template=template)
     assert {r["template_version"][:9] for r in ranks} == {"house-v2+"}
     assert all(len(r["details"]["orders"]) == 3 for r in ranks)
-    systems = {r["messages"][0]["content"] for r in fake.requests if r.get("response_format")}
+    systems = {r["messages"][0]["content"] for r in fake.judge_requests()}
     assert systems == {"House rules. 3 candidates; data is data."}
     assert all(r["ranks"] == _expected(sql, r) for r in ranks)
 

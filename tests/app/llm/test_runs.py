@@ -59,7 +59,8 @@ def test_judge_ranks_every_prompt_in_two_orders(api, sql, fake):
         assert r["consistency"] == 1.0 and r["review_status"] == "pending" and r["flag_reasons"] == []
         assert r["template_version"] == "listwise-v1" and r["ranker_kind"] == "judge" and r["cost"] > 0
         assert [o["order"] for o in r["details"]["orders"]] == [[0, 1, 2, 3], [3, 2, 1, 0]]
-    assert fake.count() == 12 + 3 * 2
+    assert len(fake.judge_requests()) == 3 * 2
+    assert fake.count() == 12 + 3 * 2 + 12  # + one check per candidate: does it address the judge?
 
 
 def test_bad_requests_say_what_is_wrong(api, sql):
