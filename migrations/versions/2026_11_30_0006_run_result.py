@@ -1,7 +1,7 @@
 """run.result: what a run found out besides its rows (a judge run's canary report)
 
-Revision ID: 0011
-Revises: 0009
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-30
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0011"
-down_revision = "0009"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
