@@ -19,7 +19,7 @@ async def for_prompt(session: AsyncSession, prompt_id: int) -> list[Completion]:
 
 async def list_page(
     session: AsyncSession,
-    table: type[Completion | Ranking],
+    table: type[Completion] | type[Ranking],
     dataset_id: int,
     *,
     after_id: int | None,

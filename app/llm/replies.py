@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 
 
 class InvalidReply(ValueError):
