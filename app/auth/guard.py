@@ -2,11 +2,12 @@
 
 A browser sends a cross-site request without asking the server first (no CORS preflight) only
 with a "simple" content type (text/plain, application/x-www-form-urlencoded,
-multipart/form-data) or none. So every POST / PUT / PATCH must declare JSON, or one of the
-import's types (NDJSON, CSV, multipart), else 415: that ends cross-site text/plain form posts.
-Multipart is the one simple type left, so a write a browser marks as coming from elsewhere
-(`Sec-Fetch-Site` cross-site or same-site, or an `Origin` that is not this host) is 403 as well;
-the signed-in review page's writes also carry a CSRF token (app.auth.dependencies).
+multipart/form-data) or none. So every write with a body (or a declared type) must declare JSON,
+or one of the import's types (NDJSON, CSV, multipart), else 415: that ends cross-site form
+posts, which always declare a type. Left are multipart and body-less writes (`curl -X POST
+.../approve`, or a no-cors fetch from another site), so a write a browser marks as coming from
+elsewhere (`Sec-Fetch-Site` cross-site or same-site, or an `Origin` that is not this host) is 403
+as well; the signed-in review page's writes also carry a CSRF token (app.auth.dependencies).
 
 Each route then narrows the types to its own (JSON everywhere but the import).
 """
@@ -63,7 +64,8 @@ class WriteGuard:
                 await JSONResponse(error_body("forbidden", refused), status_code=403)(scope, receive, send)
                 return
             ctype = media_type(headers)
-            if (scope["method"] != "DELETE" or ctype is not None) and ctype not in IMPORT_BODIES:
+            bodyless = headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers
+            if not (ctype is None and bodyless) and ctype not in IMPORT_BODIES:
                 message = (
                     f"Content-Type {ctype or 'missing'}: writes take application/json "
                     "(an import also NDJSON, CSV or a multipart upload)"

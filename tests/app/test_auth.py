@@ -265,3 +265,12 @@ async def test_a_foreign_host_header_is_refused(base_settings, clean_db, monkeyp
     async with serving(base_settings.model_copy(update={"allowed_hosts": hosts}), base_url="http://a.example.org") as c:
         assert (await c.get("/healthz")).status_code == 200
         assert (await c.get("/healthz", headers={"host": "localhost"})).status_code == 400
+
+
+async def test_a_bodyless_write_needs_no_type_but_must_come_from_here(open_, factory):
+    ds = factory.dataset("d")
+    pid, _, _ = factory.judged_item(ds, "q", ["a", "b"])
+    url = f"{API}/prompts/{pid}/review/claim"
+    assert (await open_.post(url, headers={"origin": "http://evil.example"})).status_code == 403
+    assert (await open_.post(url, headers={"content-type": "text/plain"})).status_code == 415
+    assert (await open_.post(url)).status_code == 200

@@ -129,5 +129,5 @@ def test_serve_without_keys_refuses_any_address_but_loopback(clean_db, factory, 
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"host": "rebound.example"}, timeout=5).status_code == 400
     finally:
         proc.terminate()
-        out, errout = proc.communicate(timeout=30)
+        _, errout = proc.communicate(timeout=30)
     assert "FORGE_ALLOWED_HOSTS" in errout
