@@ -223,11 +223,12 @@ def test_production_refuses_placeholder_keys():
 
 async def test_a_cross_site_text_plain_form_cannot_import(open_, factory):
     """A page on any site can post a text/plain form to 127.0.0.1 without asking first; the body
-    is whatever the form says, here a JSON array of prompts."""
+    is whatever the form says, here a JSON array of prompts, and ?format=json in its action URL
+    told the import how to read it."""
     ds = factory.dataset("d")
     body = b'["planted prompt", "another"]'
     for ctype in ("text/plain", "application/x-www-form-urlencoded", "text/plain; charset=utf-8"):
-        r = await open_.post(f"{API}/datasets/{ds}/prompts/import", content=body, headers={"content-type": ctype})
+        r = await open_.post(f"{API}/datasets/{ds}/prompts/import?format=json", content=body, headers={"content-type": ctype})
         assert r.status_code == 415, (ctype, r.text)
         assert r.json()["error"]["code"] == "unsupported_media_type"
     r = await open_.post(f"{API}/datasets/{ds}/prompts", content=b'{"text": "x"}', headers={"content-type": "text/plain"})
