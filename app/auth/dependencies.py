@@ -16,8 +16,9 @@ import hmac
 import ipaddress
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth import repository as repo
 from app.auth import service
@@ -42,16 +43,20 @@ def _loopback(request: Request) -> bool:
         return host == "localhost"
 
 
-async def authenticate(request: Request, session: SessionDep) -> Principal:
+# declared for the OpenAPI document (the docs page's "Authorize" button); the header is read below
+_bearer = HTTPBearer(auto_error=False, description="An API key (`rlhf-forge keys create`), or one of FORGE_API_KEYS.")
+
+
+async def authenticate(
+    request: Request, session: SessionDep, bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+) -> Principal:
     """The caller: a bearer key, else the signed-in session of the review page, else (only when
     no key is configured at all, and only from this machine) the X-Actor header's name."""
     settings = request.app.state.settings
-    authorization = request.headers.get("authorization")
-    if authorization is not None:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("send the key as 'Authorization: Bearer <key>'")
-        return await service.principal(session, settings, service.hash_key(token.strip()))
+    if bearer is not None and bearer.credentials.strip():
+        return await service.principal(session, settings, service.hash_key(bearer.credentials.strip()))
+    if request.headers.get("authorization") is not None:
+        raise Unauthorized("send the key as 'Authorization: Bearer <key>'")
     cookie = request.session if "session" in request.scope else {}
     if cookie.get(SESSION_KEY):
         try:
