@@ -5,11 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class LLMRole(BaseModel):
@@ -54,9 +54,25 @@ class Settings(BaseSettings):
     page_size_max: int = 1000
     api_keys: dict[str, str] = Field(
         default_factory=dict,
-        description="API key -> actor name. Empty: no auth, the actor comes from X-Actor.",
+        description=(
+            "Admin API keys: key -> actor name, besides the keys made with `rlhf-forge keys create`. With no key at all "
+            "the service serves only its own machine (loopback) and the actor comes from X-Actor."
+        ),
     )
-    environment: str = Field(default="local", description="local | production")
+    environment: str = Field(default="local", description="local | production (production never runs without keys)")
+    # --- API: the review page's session and the Host check (issue 10) -----------------------
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"],
+        description="Host header values served, comma-separated (*.example.com allowed); others get 400, "
+        "which stops DNS rebinding. `serve` adds the address it binds to.",
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the review page's session cookie. Unset: a random one per process (sign-ins end with "
+        "the process); set it when several API processes serve one site.",
+    )
+    session_max_age_s: int = Field(default=12 * 3600, ge=60, description="How long a review page sign-in lasts.")
+    session_https_only: bool = Field(default=False, description="Mark the session cookie Secure (serve behind HTTPS).")
 
     # --- review (issue 4) ------------------------------------------------------------------
     review_lease_seconds: int = Field(
@@ -123,19 +139,19 @@ class Settings(BaseSettings):
         # FORGE_DATA_DIR= (empty) must not mean the current directory
         return default_data_dir() if v is None or (isinstance(v, str) and not v.strip()) else v
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, v):
+        return [h.strip() for h in v.split(",") if h.strip()] if isinstance(v, str) else v
+
     @field_validator("database_url")
     @classmethod
     def _psycopg_driver(cls, v: str | None) -> str | None:
         return normalize_db_url(v) if v else v
 
     @model_validator(mode="after")
-    def _safe_outside_local(self) -> "Settings":
+    def _safe_outside_local(self) -> Settings:
         if self.environment != "local":
-            if not self.api_keys:
-                raise ValueError(
-                    f"FORGE_API_KEYS must be set when FORGE_ENVIRONMENT={self.environment}: "
-                    'a JSON object of key -> actor name, e.g. {"<long random key>": "alice"}'
-                )
             weak = [k for k in self.api_keys if len(k) < 16 or k.lower() in PLACEHOLDER_KEYS]
             if weak:
                 raise ValueError("FORGE_API_KEYS holds a placeholder or short key (under 16 characters)")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
+# who is acting: the caller's key name, or X-Actor only while no key exists (app.auth.dependencies)
+from app.auth.dependencies import ActorDep
 from app.config import Settings
-from app.errors import Unauthorized
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -16,23 +17,4 @@ def get_settings_dep(request: Request) -> Settings:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
-
-def get_actor(
-    request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_actor: Annotated[str | None, Header()] = None,
-) -> str:
-    """Who is acting. With api_keys configured a bearer key is required and names the actor;
-    without, the X-Actor header does (default 'local'), for a single-user local service."""
-    settings: Settings = request.app.state.settings
-    if settings.api_keys:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
-        actor = settings.api_keys.get(authorization[7:].strip())
-        if actor is None:
-            raise Unauthorized("unknown API key")
-        return actor
-    return (x_actor or "local").strip()[:200] or "local"
-
-
-ActorDep = Annotated[str, Depends(get_actor)]
+__all__ = ["ActorDep", "SettingsDep", "get_settings_dep"]

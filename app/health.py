@@ -2,17 +2,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app import db
+from app.auth.dependencies import PUBLIC
 from app.errors import error_body
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is up")
+@router.get("/healthz", dependencies=[PUBLIC], summary="The process is up")
 async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database answers")
+@router.get("/readyz", dependencies=[PUBLIC], summary="The database answers")
 async def readyz(request: Request):
     try:
         await db.ping(request.app.state.engine)

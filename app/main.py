@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import db
+from app.auth.dependencies import check_routes
+from app.auth.guard import WriteGuard
 from app.config import Settings, get_settings
-from app.deps import get_actor
 from app.errors import install_error_handlers
 
 log = logging.getLogger(__name__)
@@ -20,6 +24,8 @@ API_PREFIX = "/api/v1"
 
 def _routers():
     # imported here so `app.main` stays cheap to import for the CLI
+    from app.auth.router import keys
+    from app.auth.router import router as auth
     from app.completions.router import router as completions
     from app.datasets.router import router as datasets
     from app.exports.router import router as exports
@@ -35,7 +41,7 @@ def _routers():
     runs = make_router(KINDS)
     return [
         (health, ""), (datasets, API_PREFIX), (prompts, API_PREFIX), (completions, API_PREFIX), (rankings, API_PREFIX),
-        (exports, API_PREFIX), (runs, API_PREFIX), (review, API_PREFIX), (ui, ""),
+        (exports, API_PREFIX), (runs, API_PREFIX), (review, API_PREFIX), (auth, API_PREFIX), (keys, API_PREFIX), (ui, ""),
         (imports, API_PREFIX),
     ]
 
@@ -70,7 +76,14 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.settings = settings
     install_error_handlers(app)
     for router, prefix in _routers():
-        # every API route needs a key when keys are configured (get_actor checks it)
-        deps = [Depends(get_actor)] if prefix == API_PREFIX else []
-        app.include_router(router, prefix=prefix, dependencies=deps)
+        app.include_router(router, prefix=prefix)
+    check_routes(app)  # every route carries exactly one access rule (app.auth.dependencies)
+    # outermost last: the Host check, then cross-site and content-type refusals, then the session cookie
+    secret = settings.session_secret.get_secret_value() if settings.session_secret else secrets.token_urlsafe(32)
+    app.add_middleware(
+        SessionMiddleware, secret_key=secret, session_cookie="forge_session", max_age=settings.session_max_age_s,
+        same_site="strict", https_only=settings.session_https_only,
+    )
+    app.add_middleware(WriteGuard)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     return app

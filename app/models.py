@@ -442,3 +442,40 @@ class LLMRateLimit(Base):
 
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     tat: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- keys and roles (issue 10, migration 0006) ----------------------------------------------
+
+
+class Role(enum.StrEnum):
+    admin = "admin"  # everything: keys, settings, endpoints, deletion, imports, runs, exports
+    annotator = "annotator"  # read and review the granted datasets
+    viewer = "viewer"  # read and export the granted datasets
+
+
+class ApiKey(Base):
+    """An API key. Only its sha256 is stored (app.auth.service says why that suffices); the key is
+    shown once, at creation. Revoked and expired keys stay, for the record."""
+
+    __tablename__ = "api_key"
+    __table_args__ = (CheckConstraint(_in("role", Role), name="role"),)
+
+    id: Mapped[int] = _id()
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class ApiKeyDataset(Base):
+    """A dataset granted to an annotator or viewer key (admin keys see every dataset)."""
+
+    __tablename__ = "api_key_dataset"
+
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_key.id", ondelete="CASCADE"), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True, index=True)

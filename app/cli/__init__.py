@@ -5,6 +5,7 @@
 - `import`, `datasets`, `export`: data in and out;
 - `synth`, `generate`, `judge`: LLM runs;
 - `review`: review figures;
+- `keys`: API keys and their roles;
 - `train`: the trainer's own command line (`rlhf-forge-train`), run in this one's place.
 
 Commands that touch the database use DATABASE_URL when set, else the embedded Postgres in the
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import data, db, review, runs, serve, train
+from app.cli import data, db, keys, review, runs, serve, train
 
 cli = typer.Typer(help="rlhf-forge: build RLHF datasets with an LLM's help.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 cli.add_typer(db.cli, name="db")
 for group in (serve, data, runs):  # no name: their commands sit at the top level
     cli.add_typer(group.cli)
 cli.add_typer(review.cli, name="review", help="Human review: agreement figures.")
+cli.add_typer(keys.cli, name="keys", help="API keys and their roles: admin, annotator, viewer.")
 cli.add_typer(train.cli)
 
 

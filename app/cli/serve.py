@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Annotated
 import typer
 
 from app import db
-from app.cli.common import console, database_url, err, fail
+from app.cli.common import console, database_url, err, fail, open_database
 from app.cli.data import import_prompts
 from app.config import Settings, get_settings
 
@@ -33,10 +34,42 @@ def serve(
         _serve(settings.model_copy(update={"worker_in_process": worker, "database_url": url}), host, port, log_level)
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def _keys_configured(settings: Settings) -> bool:
+    from app.auth import service
+
+    async with open_database(settings, check=False) as database, database.sessions() as session:
+        return await service.keys_configured(session, settings)
+
+
+def _bind(settings: Settings, host: str) -> Settings:
+    """Without any key the service is a single user's: refuse any address but loopback. The
+    address bound to joins the Host header allow list (wildcards cannot: name the hosts)."""
+    if not _loopback(host) and not asyncio.run(_keys_configured(settings)):
+        fail(
+            f"no API key is configured, so the service listens only on this machine (127.0.0.1, ::1, localhost), not on {host}. "
+            "Make a key first: `rlhf-forge keys create --role admin --name <you>` (or set FORGE_API_KEYS)."
+        )
+    if host in ("0.0.0.0", "::", ""):
+        err.print(f"serving on every interface: only requests for the hosts {', '.join(settings.allowed_hosts)} are answered "
+                  "(set FORGE_ALLOWED_HOSTS to the names clients use)", highlight=False)
+        return settings
+    name = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, name]})
+
+
 def _serve(settings: Settings, host: str, port: int, log_level: str = "info") -> None:
     import uvicorn
 
     from app.main import create_app
+
+    settings = _bind(settings, host)
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("pgserver", "alembic", "httpx", "httpx2"):

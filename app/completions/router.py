@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from app.audit import set_review_status
+from app.auth.dependencies import READ, REVIEW
 from app.completions import repository as repo
 from app.completions import service
 from app.completions.dependencies import CompletionDep, KeysetDep, next_cursor
@@ -23,20 +24,20 @@ router = APIRouter(tags=["completions"])
 PromptId = IdPath
 
 
-@router.post("/prompts/{prompt_id}/completions", status_code=status.HTTP_201_CREATED, response_model=CompletionPublic)
+@router.post("/prompts/{prompt_id}/completions", dependencies=[REVIEW], status_code=status.HTTP_201_CREATED, response_model=CompletionPublic)
 async def add_completion(prompt_id: PromptId, body: CompletionCreate, session: SessionDep, settings: SettingsDep, actor: ActorDep):
     prompt = await prompts_service.get_or_404(session, prompt_id)
     return await service.add_human(session, prompt, body, actor=actor, max_chars=settings.max_text_chars)
 
 
-@router.get("/prompts/{prompt_id}/completions", response_model=ListOf[CompletionPublic])
+@router.get("/prompts/{prompt_id}/completions", dependencies=[READ], response_model=ListOf[CompletionPublic])
 async def list_prompt_completions(prompt_id: PromptId, session: SessionDep):
     await prompts_service.get_or_404(session, prompt_id)
     rows = await repo.for_prompt(session, prompt_id)
     return ListOf(data=rows, count=len(rows))
 
 
-@router.get("/datasets/{dataset_id}/completions", response_model=Page[CompletionPublic])
+@router.get("/datasets/{dataset_id}/completions", dependencies=[READ], response_model=Page[CompletionPublic])
 async def list_dataset_completions(
     dataset: DatasetDep,
     session: SessionDep,
@@ -55,16 +56,16 @@ async def list_dataset_completions(
     return Page[CompletionPublic](data=rows, next_cursor=next_cursor(rows, page))
 
 
-@router.get("/completions/{completion_id}", response_model=CompletionPublic)
+@router.get("/completions/{completion_id}", dependencies=[READ], response_model=CompletionPublic)
 async def get_completion(completion: CompletionDep):
     return completion
 
 
-@router.patch("/completions/{completion_id}", response_model=CompletionPublic, summary="Edit, keeping the original text")
+@router.patch("/completions/{completion_id}", dependencies=[REVIEW], response_model=CompletionPublic, summary="Edit, keeping the original text")
 async def edit_completion(completion: CompletionDep, body: CompletionEdit, session: SessionDep, settings: SettingsDep, actor: ActorDep):
     return await service.edit(session, completion, body.edited_text, actor=actor, max_chars=settings.max_text_chars)
 
 
-@router.put("/completions/{completion_id}/review", response_model=CompletionPublic, summary="Set review status and flags")
+@router.put("/completions/{completion_id}/review", dependencies=[REVIEW], response_model=CompletionPublic, summary="Set review status and flags")
 async def set_completion_review(completion: CompletionDep, body: ReviewStatusUpdate, session: SessionDep, actor: ActorDep):
     return await set_review_status(session, completion, body, actor=actor)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import FileResponse, StreamingResponse
 
+from app.auth.dependencies import EXPORT
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
@@ -17,7 +18,7 @@ from app.exports.schemas import ExportCreate, ExportFormat, ExportPublic, Stream
 from app.jobs import JobsDep
 from app.schemas import ListOf
 
-router = APIRouter(prefix="/datasets/{dataset_id}/exports", tags=["exports"])
+router = APIRouter(prefix="/datasets/{dataset_id}/exports", tags=["exports"], dependencies=[EXPORT])
 
 VersionPath = Annotated[int, Path(ge=1, description="The dataset version (export) number.")]
 

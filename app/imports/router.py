@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from app.auth.dependencies import ADMIN_IMPORT
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
@@ -37,7 +38,7 @@ _IMPORT_BODY = {
 
 
 @router.post(
-    "/datasets/{dataset_id}/import",
+    "/datasets/{dataset_id}/import", dependencies=[ADMIN_IMPORT],
     response_model=RecordImportReport,
     summary="Import prompts with completions and rankings (SFT, RM, pairs, chat) in one transaction",
     openapi_extra=_IMPORT_BODY,

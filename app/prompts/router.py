@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
+from app.auth.dependencies import ADMIN, ADMIN_IMPORT, READ
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
@@ -40,7 +41,7 @@ _IMPORT_BODY = {
 
 
 @router.post(
-    "/datasets/{dataset_id}/prompts/import",
+    "/datasets/{dataset_id}/prompts/import", dependencies=[ADMIN_IMPORT],
     response_model=ImportReport,
     summary="Bulk-import prompts (JSON array, JSONL, CSV) in one transaction",
     openapi_extra=_IMPORT_BODY,
@@ -68,12 +69,12 @@ async def import_prompts(
         fh.close()
 
 
-@router.post("/datasets/{dataset_id}/prompts", status_code=status.HTTP_201_CREATED, response_model=PromptPublic)
+@router.post("/datasets/{dataset_id}/prompts", dependencies=[ADMIN], status_code=status.HTTP_201_CREATED, response_model=PromptPublic)
 async def create_prompt(body: PromptCreate, dataset: DatasetDep, session: SessionDep, settings: SettingsDep, actor: ActorDep):
     return await service.create(session, dataset, body, actor=actor, max_chars=settings.max_text_chars)
 
 
-@router.get("/datasets/{dataset_id}/prompts", response_model=Page[PromptPublic])
+@router.get("/datasets/{dataset_id}/prompts", dependencies=[READ], response_model=Page[PromptPublic])
 async def list_prompts(
     dataset: DatasetDep,
     session: SessionDep,
@@ -104,12 +105,12 @@ async def list_prompts(
     return Page[PromptPublic](data=[PromptPublic.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/prompts/{prompt_id}", response_model=PromptPublic)
+@router.get("/prompts/{prompt_id}", dependencies=[READ], response_model=PromptPublic)
 async def get_prompt(prompt_id: IdPath, session: SessionDep):
     return await service.get_or_404(session, prompt_id)
 
 
-@router.patch("/prompts/{prompt_id}", response_model=PromptPublic)
+@router.patch("/prompts/{prompt_id}", dependencies=[ADMIN], response_model=PromptPublic)
 async def update_prompt(
     prompt_id: IdPath, body: PromptUpdate, session: SessionDep, settings: SettingsDep, actor: ActorDep
 ):

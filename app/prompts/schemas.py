@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.models import PromptSource, ReviewStatus
+from app.models import FlagReason, PromptSource, ReviewStatus
 from app.schemas import ORMModel
 
 SPLITS = ("train", "validation", "test")
@@ -43,7 +43,7 @@ class PromptUpdate(BaseModel):
     tags: list[str] | None = Field(default=None, max_length=64)
     meta: dict[str, Any] | None = None
     review_status: ReviewStatus | None = None
-    flag_reasons: list[str] | None = None
+    flag_reasons: list[FlagReason] | None = Field(default=None, max_length=len(FlagReason))
 
 
 class PromptPublic(ORMModel):

@@ -9,7 +9,7 @@ from typing import IO
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit import Change
+from app.audit import Change, refuse_if_leased_to_other
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Dataset, Prompt
 from app.prompts import repository as repo
@@ -132,6 +132,7 @@ async def update(session: AsyncSession, prompt: Prompt, data: PromptUpdate, *, a
     changes = data.model_dump(exclude_unset=True)
     if not changes:
         return prompt
+    refuse_if_leased_to_other(prompt, actor)  # a reviewer holding the item decides its state
     change = Change(session, prompt)
     if "text" in changes:
         if changes["text"] is None:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 
 from app.audit import set_review_status
+from app.auth.dependencies import READ, REVIEW
 from app.completions import repository as completions_repo
 from app.completions.dependencies import KeysetDep, next_cursor
 from app.datasets.dependencies import DatasetDep
@@ -30,7 +31,7 @@ RankingDep = Annotated[Ranking, Depends(ranking_or_404)]
 
 
 @router.post(
-    "/prompts/{prompt_id}/rankings", status_code=status.HTTP_201_CREATED, response_model=RankingPublic,
+    "/prompts/{prompt_id}/rankings", dependencies=[REVIEW], status_code=status.HTTP_201_CREATED, response_model=RankingPublic,
     summary="Record a human ranking of all of a prompt's completions",
 )
 async def create_ranking(prompt_id: IdPath, body: RankingCreate, session: SessionDep, actor: ActorDep):
@@ -38,14 +39,14 @@ async def create_ranking(prompt_id: IdPath, body: RankingCreate, session: Sessio
     return await service.create_human(session, prompt, body, actor=actor)
 
 
-@router.get("/prompts/{prompt_id}/rankings", response_model=ListOf[RankingPublic])
+@router.get("/prompts/{prompt_id}/rankings", dependencies=[READ], response_model=ListOf[RankingPublic])
 async def list_prompt_rankings(prompt_id: IdPath, session: SessionDep):
     await prompts_service.get_or_404(session, prompt_id)
     rows = await repo.for_prompt(session, prompt_id)
     return ListOf(data=rows, count=len(rows))
 
 
-@router.get("/datasets/{dataset_id}/rankings", response_model=Page[RankingPublic])
+@router.get("/datasets/{dataset_id}/rankings", dependencies=[READ], response_model=Page[RankingPublic])
 async def list_dataset_rankings(
     dataset: DatasetDep,
     session: SessionDep,
@@ -66,11 +67,11 @@ async def list_dataset_rankings(
     return Page[RankingPublic](data=rows, next_cursor=next_cursor(rows, page))
 
 
-@router.get("/rankings/{ranking_id}", response_model=RankingPublic)
+@router.get("/rankings/{ranking_id}", dependencies=[READ], response_model=RankingPublic)
 async def get_ranking(ranking: RankingDep):
     return ranking
 
 
-@router.put("/rankings/{ranking_id}/review", response_model=RankingPublic, summary="Set review status and flags")
+@router.put("/rankings/{ranking_id}/review", dependencies=[REVIEW], response_model=RankingPublic, summary="Set review status and flags")
 async def set_ranking_review(ranking: RankingDep, body: ReviewStatusUpdate, session: SessionDep, actor: ActorDep):
     return await set_review_status(session, ranking, body, actor=actor)

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from app.auth.dependencies import READ, REVIEW
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
@@ -25,12 +26,7 @@ router = APIRouter(tags=["review"])
 PromptId = IdPath
 
 
-@router.get("/me", summary="Who the service takes you for (the review page shows it)")
-async def whoami(actor: ActorDep) -> dict:
-    return {"actor": actor}
-
-
-@router.get("/datasets/{dataset_id}/review/next", response_model=NextItem, summary="Lease the next item to review")
+@router.get("/datasets/{dataset_id}/review/next", dependencies=[REVIEW], response_model=NextItem, summary="Lease the next item to review")
 async def next_item(
     dataset: DatasetDep,
     session: SessionDep,
@@ -49,52 +45,52 @@ async def next_item(
     return NextItem(item=await service.item_view(session, prompt, actor, settings))
 
 
-@router.get("/datasets/{dataset_id}/review/agreement", response_model=AgreementReport)
+@router.get("/datasets/{dataset_id}/review/agreement", dependencies=[READ], response_model=AgreementReport)
 async def dataset_agreement(dataset: DatasetDep, session: SessionDep):
     return agreement.report(
         dataset.id, await repo.approved_verdicts(session, dataset.id), await repo.judge_rankings_with_lengths(session, dataset.id)
     )
 
 
-@router.get("/prompts/{prompt_id}/review", response_model=ReviewItem, summary="An item as a reviewer sees it (no lease)")
+@router.get("/prompts/{prompt_id}/review", dependencies=[READ], response_model=ReviewItem, summary="An item as a reviewer sees it (no lease)")
 async def get_item(prompt_id: PromptId, session: SessionDep, settings: SettingsDep, actor: ActorDep):
     prompt = await service.load_item(session, prompt_id)
     return await service.item_view(session, prompt, actor, settings)
 
 
-@router.post("/prompts/{prompt_id}/review/claim", response_model=ReviewItem, summary="Lease this item (e.g. going back)")
+@router.post("/prompts/{prompt_id}/review/claim", dependencies=[REVIEW], response_model=ReviewItem, summary="Lease this item (e.g. going back)")
 async def claim_item(prompt_id: PromptId, session: SessionDep, settings: SettingsDep, actor: ActorDep):
     prompt = await service.claim(session, prompt_id, actor, settings)
     return await service.item_view(session, prompt, actor, settings)
 
 
-@router.post("/prompts/{prompt_id}/review/release", response_model=ReviewItem, summary="Give the lease back")
+@router.post("/prompts/{prompt_id}/review/release", dependencies=[REVIEW], response_model=ReviewItem, summary="Give the lease back")
 async def release_item(prompt_id: PromptId, session: SessionDep, settings: SettingsDep, actor: ActorDep):
     prompt = await service.release(session, prompt_id, actor)
     return await service.item_view(session, prompt, actor, settings)
 
 
-@router.post("/prompts/{prompt_id}/review/approve", response_model=EventPublic)
+@router.post("/prompts/{prompt_id}/review/approve", dependencies=[REVIEW], response_model=EventPublic)
 async def approve_item(prompt_id: PromptId, session: SessionDep, actor: ActorDep, body: ApproveBody | None = None):
     return await service.approve(session, prompt_id, actor, body.comment if body else None)
 
 
-@router.post("/prompts/{prompt_id}/review/reject", response_model=EventPublic)
+@router.post("/prompts/{prompt_id}/review/reject", dependencies=[REVIEW], response_model=EventPublic)
 async def reject_item(prompt_id: PromptId, body: RejectBody, session: SessionDep, actor: ActorDep):
     return await service.reject(session, prompt_id, actor, body.reason)
 
 
-@router.post("/prompts/{prompt_id}/review/comments", response_model=EventPublic, status_code=201)
+@router.post("/prompts/{prompt_id}/review/comments", dependencies=[REVIEW], response_model=EventPublic, status_code=201)
 async def comment_item(prompt_id: PromptId, body: CommentBody, session: SessionDep, actor: ActorDep):
     return await service.comment(session, prompt_id, actor, body.text, body.completion_id)
 
 
-@router.post("/prompts/{prompt_id}/review/undo", response_model=EventPublic, summary="Undo your latest action on this item")
+@router.post("/prompts/{prompt_id}/review/undo", dependencies=[REVIEW], response_model=EventPublic, summary="Undo your latest action on this item")
 async def undo_item(prompt_id: PromptId, session: SessionDep, actor: ActorDep):
     return await service.undo(session, prompt_id, actor)
 
 
-@router.get("/prompts/{prompt_id}/history", response_model=ListOf[EventPublic], summary="Every human change to this item")
+@router.get("/prompts/{prompt_id}/history", dependencies=[READ], response_model=ListOf[EventPublic], summary="Every human change to this item")
 async def item_history(prompt_id: PromptId, session: SessionDep):
     events = await service.history(session, prompt_id)
     return ListOf(data=events, count=len(events))

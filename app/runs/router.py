@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Query, Request, status
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
+from app.auth.dependencies import ADMIN
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
@@ -24,7 +25,7 @@ from app.runs.protocol import Kinds
 from app.runs.schemas import ResumeRun, RunItemPublic, RunPublic
 from app.schemas import ListOf
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], dependencies=[ADMIN])  # runs spend money: admins only
 """The routes that hold for every kind; `make_router` puts the creating one in front."""
 
 
@@ -33,7 +34,7 @@ def make_router(kinds: Kinds) -> APIRouter:
     run_create = kinds.run_create()
     with_kinds = APIRouter()
 
-    @with_kinds.post("/datasets/{dataset_id}/runs", status_code=status.HTTP_201_CREATED, response_model=RunPublic, tags=["runs"])
+    @with_kinds.post("/datasets/{dataset_id}/runs", dependencies=[ADMIN], status_code=status.HTTP_201_CREATED, response_model=RunPublic, tags=["runs"])
     async def create_run(
         body: Annotated[run_create, Body()], dataset: DatasetDep, session: SessionDep,
         settings: SettingsDep, actor: ActorDep, jobs: JobsDep,

@@ -13,6 +13,9 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+from app.auth import service as auth
+from app.auth.dependencies import PUBLIC
+from app.db import SessionDep
 from app.errors import NotFound
 from app.schemas import IdPath
 
@@ -27,11 +30,13 @@ CSP = (
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = APIRouter(prefix="/ui", include_in_schema=False, dependencies=[PUBLIC])  # shells: the data comes from the API
 
 
-def _page(request: Request, name: str, **context):
-    auth_mode = "key" if request.app.state.settings.api_keys else "name"
+async def _page(request: Request, session, name: str, **context):
+    # without any key (the local single-user mode) the page asks for a name instead of a key
+    keyed = await auth.keys_configured(session, request.app.state.settings) or request.app.state.settings.environment != "local"
+    auth_mode = "key" if keyed else "name"
     return templates.TemplateResponse(request, name, {"auth_mode": auth_mode, **context}, headers=HEADERS)
 
 
@@ -41,15 +46,15 @@ async def ui_root():
 
 
 @router.get("/")
-async def index(request: Request):
+async def index(request: Request, session: SessionDep):
     """Sign in, then the datasets with their review progress."""
-    return _page(request, "index.html")
+    return await _page(request, session, "index.html")
 
 
 @router.get("/datasets/{dataset_id}")
-async def review_page(request: Request, dataset_id: IdPath):
+async def review_page(request: Request, dataset_id: IdPath, session: SessionDep):
     """The review screen for one dataset; the script leases items from the queue."""
-    return _page(request, "review.html", dataset_id=dataset_id)
+    return await _page(request, session, "review.html", dataset_id=dataset_id)
 
 
 @router.get("/static/{name}")

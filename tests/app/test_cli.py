@@ -70,3 +70,64 @@ def test_one_command_line(pg_server_url, tmp_path):
     assert out.stdout.strip() == "['trainer', 'trainer.formats']", out.stderr
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts") if ep.name.startswith("rlhf-forge")}
     assert scripts == {"rlhf-forge": "app.cli:main", "rlhf-forge-train": "trainer.cli:main"}
+
+
+def test_keys_create_list_revoke(clean_db, factory, tmp_path):
+    import hashlib
+
+    factory.dataset("reviewed")
+    r = run_cli("keys", "create", "--role", "annotator", "--name", "ann", "--dataset", "reviewed", "--expires-in", "30",
+                database_url=clean_db, tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    key = r.stdout.splitlines()[-1]
+    assert key.startswith("rf_") and " " not in key and "not shown again" in r.stdout
+    stored = factory.rows("SELECT id, name, role, key_hash, created_by, expires_at > now() + interval '29 days' FROM api_key")
+    assert len(stored) == 1 and stored[0][1:4] == ("ann", "annotator", hashlib.sha256(key.encode()).hexdigest())
+    assert stored[0][4].startswith("cli") and stored[0][5] is True
+    r = run_cli("keys", "list", database_url=clean_db, tmp_path=tmp_path)
+    assert r.returncode == 0 and "ann" in r.stdout and key[:10] in r.stdout and key not in r.stdout and "reviewed" in r.stdout
+    r = run_cli("keys", "revoke", str(stored[0][0]), database_url=clean_db, tmp_path=tmp_path)
+    assert r.returncode == 0 and "revoked" in r.stdout
+    assert factory.scalar("SELECT revoked_at IS NOT NULL FROM api_key") is True
+    for args, fragment in (
+        (["--role", "viewer", "--name", "v", "--dataset", "nope"], "dataset 'nope' does not exist"),
+        (["--role", "admin", "--name", "a", "--dataset", "reviewed"], "admin keys see every dataset"),
+        (["--role", "owner", "--name", "a"], "owner"),
+    ):
+        r = run_cli("keys", "create", *args, database_url=clean_db, tmp_path=tmp_path)
+        assert r.returncode != 0 and fragment in r.stderr, (args, r.stderr)
+    assert run_cli("keys", "revoke", "999", database_url=clean_db, tmp_path=tmp_path).returncode == 1
+
+
+def test_serve_without_keys_refuses_any_address_but_loopback(clean_db, factory, tmp_path):
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    r = run_cli("serve", "--host", "0.0.0.0", "--port", port, "--no-worker", database_url=clean_db, tmp_path=tmp_path)
+    assert r.returncode == 1 and "no API key is configured" in r.stderr and "keys create" in r.stderr
+    # with a key it starts, and answers only the Host names it knows
+    run_cli("keys", "create", "--role", "admin", "--name", "root", database_url=clean_db, tmp_path=tmp_path)
+    env = {**os.environ, "DATABASE_URL": clean_db, "FORGE_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "0.0.0.0", "--port", port, "--no-worker"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+                time.sleep(0.2)
+        assert r.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/datasets", timeout=5).status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"host": "rebound.example"}, timeout=5).status_code == 400
+    finally:
+        proc.terminate()
+        _, errout = proc.communicate(timeout=30)
+    assert "FORGE_ALLOWED_HOSTS" in errout

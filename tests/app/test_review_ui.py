@@ -171,7 +171,7 @@ def test_sign_in_mode_and_security_headers(settings: Settings):
     from app.main import create_app
 
     for keys, mode in (({}, "name"), ({"k-123": "ann"}, "key")):
-        with TestClient(create_app(settings.model_copy(update={"api_keys": keys}))) as c:
+        with TestClient(create_app(settings.model_copy(update={"api_keys": keys})), base_url="http://localhost") as c:
             r = c.get("/ui/")
             assert r.status_code == 200 and f'data-auth-mode="{mode}"' in r.text
             assert "script-src 'self'" in r.headers["content-security-policy"]
@@ -180,7 +180,7 @@ def test_sign_in_mode_and_security_headers(settings: Settings):
             assert c.get("/ui/static/..%2Fapp.py").status_code in (404, 422)
             if keys:
                 assert c.get("/api/v1/me").status_code == 401
-                assert c.get("/api/v1/me", headers={"Authorization": "Bearer k-123"}).json() == {"actor": "ann"}
+                assert c.get("/api/v1/me", headers={"Authorization": "Bearer k-123"}).json()["actor"] == "ann"
 
 
 @pytest.mark.browser
@@ -228,10 +228,20 @@ def test_sign_in_with_an_api_key(browser, live_server, with_api_keys, factory):
         page.fill("#credential", "key-of-ann")
         page.click("#sign-in-form button[type=submit]")
         page.locator("#who", has_text="signed in as ann").wait_for()
+        # the key went to the server once: the page keeps an HttpOnly, SameSite=Strict session cookie
+        assert "key-of-ann" not in page.evaluate("() => JSON.stringify(sessionStorage) + document.cookie")
+        cookie = next(c for c in context.cookies() if c["name"] == "forge_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         page.click(f"a[href='/ui/datasets/{ds}']")
         page.wait_for_selector(f"#item[data-prompt-id='{pid}']:not([hidden])")
-        page.keyboard.press("a")
+        page.keyboard.press("a")  # a write: it carries the session's CSRF token
         page.wait_for_selector("#empty:not([hidden])")
+        other = context.new_page()  # a new tab is still signed in, and signs out
+        other.goto("/ui/")
+        other.locator("#who", has_text="signed in as ann").wait_for()
+        other.click("#sign-out")
+        other.wait_for_selector("#sign-in:not([hidden])")
+        assert not [c for c in context.cookies() if c["name"] == "forge_session" and c["value"] != "null"]
     finally:
         context.close()
     assert factory.rows("SELECT actor, action FROM review_event") == [("ann", "approve")]

@@ -4,27 +4,48 @@
 
 const Forge = (() => {
   const KEY = "forge.auth";
+  let csrf = null; // the session's CSRF token, sent as X-CSRF-Token on writes (from sign-in or /me)
 
+  // {kind: "name", value} without keys (X-Actor); {kind: "session"} once a key signed in: the key
+  // itself goes to the server once and lives on only as an HttpOnly session cookie.
   function auth() {
     try { return JSON.parse(sessionStorage.getItem(KEY)); } catch { return null; }
   }
-  function signIn(kind, value) { sessionStorage.setItem(KEY, JSON.stringify({ kind, value })); }
-  function signOut() { sessionStorage.removeItem(KEY); }
+  async function signIn(kind, value) {
+    if (kind === "key") {
+      const me = await api("POST", "/session", { key: value });
+      csrf = me.csrf_token;
+      sessionStorage.setItem(KEY, JSON.stringify({ kind: "session" }));
+    } else {
+      sessionStorage.setItem(KEY, JSON.stringify({ kind, value }));
+    }
+  }
+  function signOut() {
+    const a = auth();
+    sessionStorage.removeItem(KEY);
+    csrf = null;
+    if (a && a.kind === "session") return api("DELETE", "/session").catch(() => null);
+    return Promise.resolve(null);
+  }
+  // a page opened in a new tab finds no session storage but may still hold the session cookie
+  function resumeSession() { sessionStorage.setItem(KEY, JSON.stringify({ kind: "session" })); }
 
   function headers() {
     const a = auth();
     const h = { Accept: "application/json" };
-    if (a && a.kind === "key") h.Authorization = "Bearer " + a.value;
     if (a && a.kind === "name") h["X-Actor"] = a.value;
+    if (csrf) h["X-CSRF-Token"] = csrf;
     return h;
   }
 
   async function api(method, path, body) {
-    const init = { method, headers: headers() };
-    if (body !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
+    const write = method !== "GET";
+    const a = auth();
+    if (write && !csrf && a && a.kind === "session") csrf = (await api("GET", "/me")).csrf_token;
+    const init = { method, headers: headers(), credentials: "same-origin" };
+    // every write says JSON, body or not: the server refuses other types (no cross-site form posts)
+    if (write) init.headers["Content-Type"] = "application/json";
+    if (body !== undefined) init.body = JSON.stringify(body);
     const r = await fetch("/api/v1" + path, init);
     const data = r.status === 204 ? null : await r.json().catch(() => null);
     if (!r.ok) {
@@ -55,11 +76,12 @@ const Forge = (() => {
     const out = document.getElementById("sign-out");
     if (!auth()) return null;
     const me = await api("GET", "/me");
+    if (me.csrf_token) csrf = me.csrf_token;
     who.textContent = "signed in as " + me.actor;
     out.hidden = false;
-    out.onclick = () => { signOut(); location.href = "/ui/"; };
+    out.onclick = async () => { await signOut(); location.href = "/ui/"; };
     return me.actor;
   }
 
-  return { auth, signIn, signOut, api, el, showWho };
+  return { auth, signIn, signOut, resumeSession, api, el, showWho };
 })();

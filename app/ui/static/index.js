@@ -1,7 +1,7 @@
 "use strict";
 
 (() => {
-  const { api, el, auth, signIn, signOut, showWho } = Forge;
+  const { api, el, auth, signIn, signOut, resumeSession, showWho } = Forge;
   const mode = document.body.dataset.authMode;
   const signInBox = document.getElementById("sign-in");
   const datasetsBox = document.getElementById("datasets");
@@ -31,13 +31,24 @@
   }
 
   async function start() {
+    if (!auth() && mode === "key") {
+      // a new tab: the HttpOnly session cookie may still be signed in
+      resumeSession();
+      try {
+        await showWho();
+        await showDatasets();
+        return;
+      } catch {
+        await signOut();
+      }
+    }
     if (auth()) {
       try {
         await showWho();
         await showDatasets();
         return;
       } catch (e) {
-        signOut();
+        await signOut();
         errorLine.textContent = e.message;
       }
     }
@@ -49,13 +60,13 @@
     ev.preventDefault();
     const value = document.getElementById("credential").value.trim();
     if (!value) return;
-    signIn(mode, value);
     errorLine.textContent = "";
     try {
+      await signIn(mode, value);
       await showWho();
       await showDatasets();
     } catch (e) {
-      signOut();
+      await signOut();
       errorLine.textContent = e.status === 401 ? "That key is not valid." : e.message;
     }
   });

@@ -222,7 +222,7 @@ def test_format_and_split_from_an_export_file_name_and_clear_4xx(http, ds, facto
     assert r.json()["invalid"] == 1
     r = post(http, ds, b"[1, 2", "sft")
     assert r.status_code == 422 and "invalid JSON" in r.json()["error"]["message"]
-    assert http.post("/api/v1/datasets/999999/import?format=sft", content=body).status_code == 404
+    assert http.post("/api/v1/datasets/999999/import?format=sft", content=body, headers={"content-type": "application/x-ndjson"}).status_code == 404
 
 
 async def test_imported_rows_count_like_human_ones_in_exports_unless_rejected(http, ds, factory):

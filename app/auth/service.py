@@ -1,0 +1,109 @@
+"""API keys: made at random, stored as a sha256, shown once, expiring and revocable; and the
+caller a key (or a signed-in session) stands for.
+
+Why sha256 and not bcrypt / argon2: those are slow on purpose to protect low-entropy passwords
+from guessing. A key here is 32 random bytes (256 bits), which no guessing reaches, so a fast
+hash loses nothing, and it lets a request find its key by an indexed equality lookup instead of
+trying a slow hash against every row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import repository as repo
+from app.auth.access import Principal
+from app.config import Settings
+from app.errors import InvalidInput, NotFound, Unauthorized
+from app.models import ApiKey, Role
+
+KEY_PREFIX = "rf_"
+SHOWN_CHARS = 10  # of the key, kept in clear to tell keys apart in lists ("rf_AbC1234")
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _env_key(settings: Settings, key_hash: str) -> str | None:
+    """The actor of a FORGE_API_KEYS key with this hash (those are admin keys)."""
+    for key, actor in settings.api_keys.items():
+        if hmac.compare_digest(hash_key(key), key_hash):
+            return actor
+    return None
+
+
+async def keys_configured(session: AsyncSession, settings: Settings) -> bool:
+    """False only in the local single-user mode: no FORGE_API_KEYS and no key ever made."""
+    return bool(settings.api_keys) or await repo.any_key(session)
+
+
+async def principal(session: AsyncSession, settings: Settings, key_hash: str, *, via: str = "key") -> Principal:
+    """The caller a key hash stands for; Unauthorized when unknown, revoked or expired."""
+    actor = _env_key(settings, key_hash)
+    if actor is not None:
+        return Principal(actor=actor, role=Role.admin, datasets=None, via=via)
+    found = await repo.by_hash(session, key_hash)
+    if found is None:
+        raise Unauthorized("unknown API key")
+    key, grants = found
+    if key.revoked_at is not None:
+        raise Unauthorized(f"API key {key.prefix}… was revoked")
+    if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+        raise Unauthorized(f"API key {key.prefix}… expired at {key.expires_at.isoformat()}")
+    role = Role(key.role)
+    return Principal(
+        actor=key.name, role=role, datasets=None if role == Role.admin else frozenset(grants), key_id=key.id, via=via
+    )
+
+
+async def create(
+    session: AsyncSession, *, name: str, role: Role, dataset_ids: list[int], expires_in_days: float | None, created_by: str
+) -> tuple[ApiKey, list[int], str]:
+    """A new key; the key itself is returned here and never again."""
+    dataset_ids = sorted(set(dataset_ids))
+    if role == Role.admin and dataset_ids:
+        raise InvalidInput(
+            "datasets: admin keys see every dataset; grants are for annotator and viewer keys", details={"field": "datasets"}
+        )
+    if role != Role.admin and not dataset_ids:
+        raise InvalidInput(f"datasets: a {role} key needs at least one dataset", details={"field": "datasets"})
+    missing = sorted(set(dataset_ids) - await repo.existing_datasets(session, dataset_ids)) if dataset_ids else []
+    if missing:
+        raise NotFound(f"dataset {missing[0]} does not exist", details={"field": "datasets", "missing": missing})
+    key = new_key()
+    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
+    row = ApiKey(
+        name=name, role=role.value, key_hash=hash_key(key), prefix=key[:SHOWN_CHARS], created_by=created_by, expires_at=expires_at
+    )
+    await repo.add(session, row, dataset_ids)
+    await session.refresh(row)
+    return row, dataset_ids, key
+
+
+async def dataset_ids(session: AsyncSession, names: list[str]) -> list[int]:
+    """Dataset names (the command line's --dataset) to ids; NotFound names the first unknown one."""
+    found = await repo.dataset_ids_by_name(session, names)
+    for name in names:
+        if name not in found:
+            raise NotFound(f"dataset {name!r} does not exist")
+    return [found[n] for n in names]
+
+
+async def revoke(session: AsyncSession, key_id: int, actor: str) -> ApiKey:
+    """Revoke a key (at once: every request checks). The row stays, for the record."""
+    key = await repo.get(session, key_id)
+    if key is None:
+        raise NotFound(f"API key {key_id} does not exist")
+    await repo.revoke(session, key_id, actor, datetime.now(UTC))
+    await session.refresh(key)
+    return key
