@@ -43,7 +43,7 @@ def make_router(kinds: Kinds) -> APIRouter:
         await _commit_and_start(session, jobs, run)
         return service.public(run)
 
-    @with_kinds.get("/runs/{run_id}", response_model=RunPublic, tags=["runs"])
+    @with_kinds.get("/runs/{run_id}", dependencies=[ADMIN], response_model=RunPublic, tags=["runs"])
     async def get_run(run: RunDep, session: SessionDep):
         return await service.public_with_report(session, run, kinds.get(run.kind))
 
