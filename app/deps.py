@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from app.config import Settings
-from app.errors import Unauthorized
+from app.errors import Forbidden, Unauthorized
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -36,3 +36,23 @@ def get_actor(
 
 
 ActorDep = Annotated[str, Depends(get_actor)]
+
+
+def is_admin(request: Request) -> bool:
+    """Whether the caller may choose LLM endpoints, budgets and judge templates and read a
+    dataset's audit trail. Roles come with the API keys of issue 10 (deliverable 1); until the
+    role dependency is wired in here, every caller that passed `get_actor` counts as an admin."""
+    return True
+
+
+def require_admin(request: Request, what: str) -> None:
+    """The one call site for "admin only" on a part of a request (e.g. a dataset's settings)."""
+    if not is_admin(request):
+        raise Forbidden(f"only an admin may {what}")
+
+
+def admin_only(request: Request) -> None:
+    require_admin(request, f"{request.method} {request.url.path}")
+
+
+AdminDep = Depends(admin_only)

@@ -116,7 +116,7 @@ class JudgeHandler:
             completion_tokens=outcome.completion_tokens, cost=outcome.cost,
             review_status=ReviewStatus.needs_review.value if row["flags"] else ReviewStatus.pending.value,
         )
-        row["details"]["endpoint"] = {"base_url": ctx.endpoint.base_url, "params": ctx.endpoint.params}
+        row["details"]["endpoint"] = {"name": ctx.endpoint.name, "params": ctx.endpoint.params}
         flags = row.pop("flags")
         row["flag_reasons"], row["details"]["flag_details"] = list(flags), flags
         outcome.result = {"ranks": row["ranks"], "consistency": row["consistency"], "flags": row["flag_reasons"]}

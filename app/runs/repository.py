@@ -136,39 +136,64 @@ async def set_item_result(session: AsyncSession, run_id: int, item_index: int, r
 
 _REFRESH = text(
     """
+    WITH a AS (
+        SELECT count(*) FILTER (WHERE status = 'done') AS done,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               coalesce(sum(prompt_tokens), 0) AS pt, coalesce(sum(completion_tokens), 0) AS ct,
+               -- one item of unknown cost makes the run's cost unknown, never a smaller known sum
+               CASE WHEN bool_or(cost IS NULL) THEN NULL ELSE coalesce(sum(cost), 0) END AS cost
+        FROM run_item WHERE run_id = :run_id
+    ), cap AS (
+        -- the dataset's spend cap (settings.budget) less what its other runs have spent
+        SELECT CAST(d.settings ->> 'budget' AS numeric)
+               - coalesce((SELECT sum(o.cost) FROM run o WHERE o.dataset_id = d.id AND o.id <> :run_id), 0) AS left_
+        FROM run r JOIN dataset d ON d.id = r.dataset_id WHERE r.id = :run_id
+    ), b AS (
+        SELECT run.id, least(run.budget, cap.left_) AS budget, run.budget IS NOT NULL AND a.cost >= run.budget AS own,
+               cap.left_ IS NOT NULL AND coalesce(a.cost, 0) >= cap.left_ AS capped
+        FROM run, a, cap WHERE run.id = :run_id
+    )
     UPDATE run SET
         done = a.done, failed = a.failed, prompt_tokens = a.pt, completion_tokens = a.ct, cost = a.cost,
         status = CASE
             WHEN run.status <> 'running' THEN run.status
             WHEN a.done + a.failed >= run.total THEN
                 CASE WHEN a.done = 0 AND a.failed > 0 THEN 'failed' ELSE 'succeeded' END
-            WHEN run.budget IS NOT NULL AND a.cost >= run.budget THEN 'budget_exhausted'
+            WHEN b.own OR b.capped THEN 'budget_exhausted'
             ELSE run.status END,
+        error = CASE
+            WHEN run.status = 'running' AND a.done + a.failed < run.total AND b.capped AND NOT b.own
+                THEN 'the dataset''s spend cap (settings.budget) is reached'
+            ELSE run.error END,
         finished_at = CASE
-            WHEN run.status = 'running' AND (a.done + a.failed >= run.total
-                 OR (run.budget IS NOT NULL AND a.cost >= run.budget)) THEN now()
+            WHEN run.status = 'running' AND (a.done + a.failed >= run.total OR b.own OR b.capped) THEN now()
             ELSE run.finished_at END
-    FROM (
-        SELECT count(*) FILTER (WHERE status = 'done') AS done,
-               count(*) FILTER (WHERE status = 'failed') AS failed,
-               coalesce(sum(prompt_tokens), 0) AS pt, coalesce(sum(completion_tokens), 0) AS ct,
-               coalesce(sum(cost), 0) AS cost
-        FROM run_item WHERE run_id = :run_id
-    ) AS a
-    WHERE run.id = :run_id
-    RETURNING run.status, run.cost, run.budget
+    FROM a, b
+    WHERE run.id = :run_id AND b.id = run.id
+    RETURNING run.status, run.cost, b.budget
     """
 )
 
 
-async def refresh_counters(session: AsyncSession, run_id: int) -> tuple[str, Decimal, Decimal | None] | None:
+async def refresh_counters(session: AsyncSession, run_id: int) -> tuple[str, Decimal | None, Decimal | None] | None:
     """Recompute the run's counters from its items (the truth, so always exact) and finish it
-    when every item is done or the budget is spent. Returns (status, cost, budget) afterwards.
+    when every item is done, its budget is spent or its dataset's spend cap is reached. Returns
+    (status, cost, budget) afterwards, where budget is what the run may spend in all: the lower
+    of its own budget and what the dataset's cap leaves after its other runs.
 
     Items never touch the run row themselves: with a hot row shared by every item, each
     commit would wait for the one before it."""
     row = (await session.execute(_REFRESH, {"run_id": run_id})).first()
-    return tuple(row) if row else None
+    if not row:
+        return None
+    status, cost, left = row
+    return status, cost, left
+
+
+async def dataset_spend(session: AsyncSession, dataset_id: int) -> Decimal:
+    """What the dataset's runs have spent (known costs; a run of unknown cost adds nothing)."""
+    stmt = select(func.coalesce(func.sum(Run.cost), 0)).where(Run.dataset_id == dataset_id)
+    return (await session.execute(stmt)).scalar_one()
 
 
 async def set_started(session: AsyncSession, run: Run, total: int) -> None:

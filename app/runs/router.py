@@ -14,7 +14,7 @@ from sse_starlette import EventSourceResponse
 
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
-from app.deps import ActorDep, SettingsDep
+from app.deps import ActorDep, SettingsDep, require_admin
 from app.jobs import Jobs, JobsDep
 from app.models import Run
 from app.runs import repository as repo
@@ -35,9 +35,11 @@ def make_router(kinds: Kinds) -> APIRouter:
 
     @with_kinds.post("/datasets/{dataset_id}/runs", status_code=status.HTTP_201_CREATED, response_model=RunPublic, tags=["runs"])
     async def create_run(
-        body: Annotated[run_create, Body()], dataset: DatasetDep, session: SessionDep,
+        body: Annotated[run_create, Body()], request: Request, dataset: DatasetDep, session: SessionDep,
         settings: SettingsDep, actor: ActorDep, jobs: JobsDep,
     ):
+        if body.llm is not None:
+            require_admin(request, "choose a run's LLM endpoint, model or parameters")
         run = await service.create(session, settings, dataset, body, actor, handler=kinds[body.kind])
         await _commit_and_start(session, jobs, run)
         return service.public(run)

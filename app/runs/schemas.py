@@ -63,7 +63,7 @@ class RunPublic(ORMModel):
     failed: int
     prompt_tokens: int
     completion_tokens: int
-    cost: Decimal
+    cost: Decimal | None = Field(description="USD; null when a call's model has no price (unknown, not zero).")
     budget: Decimal | None
     error: str | None
     created_by: str | None
@@ -79,5 +79,5 @@ class RunItemPublic(ORMModel):
     status: str
     error: str | None
     attempts: int
-    cost: Decimal
+    cost: Decimal | None = Field(description="USD; null when unknown (a model without a price).")
     result: dict[str, Any]

@@ -115,6 +115,7 @@ def make_dataset(api: httpx.Client, sql, name: str = "ds", n_prompts: int = 5, *
 
 
 def start(api: httpx.Client, dataset_id: int, body: dict) -> dict:
+    body = {"budget": "1000", **body}  # the fake's model has a price (PRICES): a paid run needs a budget
     r = api.post(f"/datasets/{dataset_id}/runs", json=body)
     assert r.status_code == 201, r.text
     return r.json()
