@@ -83,7 +83,13 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(
         default=200_000, ge=1, description="Longest prompt or completion text accepted, in characters."
     )
-    max_import_bytes: int = Field(default=2 * 1024**3, description="Largest import upload, in bytes.")
+    max_body_bytes: int = Field(
+        default=1024**2, ge=1024, description="Largest request body, in bytes, checked while it streams in (imports: max_import_bytes)."
+    )
+    max_import_bytes: int = Field(default=2 * 1024**3, ge=1024, description="Largest import upload, in bytes, checked while it streams in.")
+    rate_limit: str | None = Field(
+        default="6000/minute", description="API requests per key (or per client address without one), `limits` notation; None: off."
+    )
     page_size_max: int = 1000
     api_keys: dict[str, str] = Field(
         default_factory=dict,
@@ -163,7 +169,7 @@ class Settings(BaseSettings):
         return normalize_db_url(v) if v else v
 
     @model_validator(mode="after")
-    def _safe_outside_local(self) -> "Settings":
+    def _safe_outside_local(self) -> Settings:
         if self.environment != "local":
             if not self.api_keys:
                 raise ValueError(
@@ -175,8 +181,17 @@ class Settings(BaseSettings):
                 raise ValueError("FORGE_API_KEYS holds a placeholder or short key (under 16 characters)")
         return self
 
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, v: str | None) -> str | None:
+        if v:
+            from limits import parse
+
+            parse(v)  # ValueError with the reason
+        return v or None
+
     @model_validator(mode="after")
-    def _endpoints_named(self) -> "Settings":
+    def _endpoints_named(self) -> Settings:
         for name, ep in self.llm_endpoints.items():
             if not ENDPOINT_NAME.fullmatch(name):
                 raise ValueError(f"FORGE_LLM_ENDPOINTS: {name!r} is not a name (letters, digits, . _ -; up to 64)")

@@ -12,6 +12,7 @@ from app import db
 from app.config import Settings, get_settings
 from app.deps import get_actor
 from app.errors import install_error_handlers
+from app.http_limits import BodyLimit, RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,10 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # added last = run first: the rate, then the body size, both before routing, auth and parsing
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, larger=settings.max_import_bytes)
+    if settings.rate_limit:
+        app.add_middleware(RateLimit, rate=settings.rate_limit)
     for router, prefix in _routers():
         # every API route needs a key when keys are configured (get_actor checks it)
         deps = [Depends(get_actor)] if prefix == API_PREFIX else []

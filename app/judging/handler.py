@@ -58,7 +58,7 @@ class JudgeHandler:
     request = JudgeRun
 
     async def check(self, session, settings, dataset: Dataset, body: JudgeRun) -> None:
-        tpl.dataset_template(body.mode, dataset.settings)  # a broken template fails now, not in the job
+        await tpl.dataset_template(body.mode, dataset.settings)  # a broken template fails now, not in the job
         if body.source_run_id is not None:
             source = await runs.get(session, body.source_run_id)
             if source is None or source.dataset_id != dataset.id or source.kind != RunKind.generate:
@@ -84,7 +84,7 @@ class JudgeHandler:
         return _Ctx(
             run=run, spec=spec,
             endpoint=resolve_endpoint(rt.settings, "judge", dataset.settings, run.params.get("llm")),
-            template=tpl.dataset_template(spec.mode, dataset.settings),
+            template=await tpl.dataset_template(spec.mode, dataset.settings),
             candidates=candidates,
             orders=spec.orders or rt.settings.judge_orders,
             max_attempts=rt.settings.judge_max_attempts,
@@ -132,7 +132,7 @@ class JudgeHandler:
         outcome: ItemOutcome,
     ) -> _Reply:
         """One judgement, asked again (new seed) while the reply does not validate."""
-        messages = ctx.template.render(**variables)
+        messages = await ctx.template.render(**variables)
         problem = ""
         for attempt in range(ctx.max_attempts):
             req = ChatRequest(messages=messages, params={"response_format": response_format, "seed": attempt})
