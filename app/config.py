@@ -84,11 +84,13 @@ class Settings(BaseSettings):
         default=200_000, ge=1, description="Longest prompt or completion text accepted, in characters."
     )
     max_body_bytes: int = Field(
-        default=1024**2, ge=1024, description="Largest request body, in bytes, checked while it streams in (imports: max_import_bytes)."
+        default=1024**2, ge=1024, description="Largest request body in bytes, checked while it streams in (imports: the next)."
     )
-    max_import_bytes: int = Field(default=2 * 1024**3, ge=1024, description="Largest import upload, in bytes, checked while it streams in.")
+    max_import_bytes: int = Field(
+        default=2 * 1024**3, ge=1024, description="Largest import upload in bytes, checked while it streams in."
+    )
     rate_limit: str | None = Field(
-        default="6000/minute", description="API requests per key (or per client address without one), `limits` notation; None: off."
+        default="6000/minute", description="API requests per key (or client address without one), `limits` notation; None: off."
     )
     page_size_max: int = 1000
     api_keys: dict[str, str] = Field(

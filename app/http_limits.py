@@ -56,8 +56,10 @@ class BodyLimit:
         if declared is not None:
             size = int(declared) if declared.isdigit() else -1
             if size < 0 or size > limit:
-                reason = f"the request body is {size} bytes; the limit is {limit}" if size >= 0 else "Content-Length is not a size"
-                code, status = ("payload_too_large", 413) if size >= 0 else ("bad_request", 400)
+                if size >= 0:
+                    reason, code, status = f"the request body is {size} bytes; the limit is {limit}", "payload_too_large", 413
+                else:
+                    reason, code, status = "Content-Length is not a size", "bad_request", 400
                 return await _send_json(send, status, error_body(code, reason, {"limit": limit}), [(b"connection", b"close")])
         received = 0
         started = False

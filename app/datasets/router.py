@@ -43,7 +43,9 @@ async def get_dataset(dataset: DatasetDep, session: SessionDep):
 
 
 @router.patch("/{dataset_id}", response_model=DatasetPublic)
-async def update_dataset(body: DatasetUpdate, request: Request, dataset: DatasetDep, session: SessionDep, settings: SettingsDep, actor: ActorDep):
+async def update_dataset(
+    body: DatasetUpdate, request: Request, dataset: DatasetDep, session: SessionDep, settings: SettingsDep, actor: ActorDep
+):
     if body.settings is not None:
         require_admin(request, "change a dataset's settings (LLM endpoints, budget, judge template)")
     dataset = await service.update(session, dataset, body, settings=settings, actor=actor)

@@ -4,10 +4,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.llm.endpoints import RoleOverride
-from app.schemas import ORMModel
+from app.schemas import MAX_JSON_DEPTH, ORMModel, too_deep
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -28,6 +28,13 @@ class DatasetSettings(BaseModel):
     llm: RoleChoices | None = None
     budget: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False, description="USD all runs of the dataset may spend.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shallow(cls, data: Any) -> Any:
+        if too_deep(data):
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        return data
+
     def stored(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_unset=True)
 
@@ -36,7 +43,8 @@ class DatasetCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN, examples=["helpful-v1"])
     description: str = Field(default="", max_length=10_000)
     settings: DatasetSettings = Field(
-        default_factory=DatasetSettings, description="Per-dataset overrides (LLM roles, budget, judge template, review overlap); admin only."
+        default_factory=DatasetSettings,
+        description="Per-dataset overrides (LLM roles, budget, judge template, review overlap); admin only.",
     )
 
 

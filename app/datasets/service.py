@@ -47,14 +47,18 @@ def check_settings(settings: Settings, data: DatasetSettings) -> dict:
     return data.stored()
 
 
-async def _audit(session: AsyncSession, dataset: Dataset, actor: str, action: str, before: dict | None, after: dict | None) -> None:
+async def _audit(
+    session: AsyncSession, dataset: Dataset, actor: str, action: str, before: dict | None, after: dict | None
+) -> None:
     await record_event(
         session, dataset_id=dataset.id, prompt_id=None, actor=actor, action=action, target_type="dataset",
         target_id=dataset.id, before=before, after=after,
     )
 
 
-async def create(session: AsyncSession, data: DatasetCreate, *, settings: Settings | None = None, actor: str = "local") -> Dataset:
+async def create(
+    session: AsyncSession, data: DatasetCreate, *, settings: Settings | None = None, actor: str = "local"
+) -> Dataset:
     stored = check_settings(settings, data.settings) if settings is not None else data.settings.stored()
     dataset = Dataset(name=data.name, description=data.description, settings=stored)
     session.add(dataset)

@@ -60,7 +60,9 @@ class JudgeTemplate:
         try:
             system, user = await render_template(self.system, self.user, variables, isolated=self.custom)
         except RenderError as exc:
-            raise InvalidInput(f"judge template {self.version!r} does not render: {exc}", details={"field": "settings.judge_template"}) from None
+            raise InvalidInput(
+                f"judge template {self.version!r} does not render: {exc}", details={"field": "settings.judge_template"}
+            ) from None
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 

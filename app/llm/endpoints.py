@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from app.config import ENDPOINT_NAME, EndpointConfig, ModelPrice, Settings
 from app.errors import InvalidInput
 from app.llm.prices import price_of
+from app.schemas import JSONObject
 
 Role = Literal["generator", "judge", "synthesizer"]
 ROLES: tuple[Role, ...] = ("generator", "judge", "synthesizer")
@@ -38,7 +39,7 @@ class RoleOverride(BaseModel):
 
     endpoint: str | None = Field(default=None, pattern=ENDPOINT_NAME.pattern, description="A configured endpoint's name.")
     model: str | None = Field(default=None, min_length=1, max_length=200)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: JSONObject = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -101,7 +102,8 @@ def check_overrides(raw: Any, source: str) -> dict[str, RoleOverride]:
             out[role] = RoleOverride.model_validate(value)
         except ValueError as exc:
             reason = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-            raise InvalidInput(f"{source}.llm.{role}: {reason.removeprefix('Value error, ')}", details={"field": f"llm.{role}"}) from None
+            reason = reason.removeprefix("Value error, ")
+            raise InvalidInput(f"{source}.llm.{role}: {reason}", details={"field": f"llm.{role}"}) from None
     return out
 
 

@@ -18,10 +18,10 @@ import ijson
 from app.models import PromptSource
 from app.prompts.hashing import content_hash
 from app.prompts.schemas import SPLITS, ImportFormat
+from app.schemas import MAX_JSON_DEPTH, too_deep
 
 TEXT_KEYS = ("prompt", "text")
-MAX_DEPTH = 64  # JSON nesting a row may have; deeper is that row's error, never a crash of the import
-TOO_DEEP = f"the row is nested deeper than {MAX_DEPTH} levels"
+TOO_DEEP = f"the row is nested deeper than {MAX_JSON_DEPTH} levels"  # that row's error, never a crash of the import
 MAX_TAGS = 64
 # plain strings: this runs once per imported row, and enum attribute access is not free
 IMPORTED, HUMAN = PromptSource.imported.value, PromptSource.human.value
@@ -39,21 +39,6 @@ class ParsedRow:
 
 class InputError(ValueError):
     """The input as a whole cannot be read (not a row-level problem)."""
-
-
-def too_deep(value: Any, limit: int) -> bool:
-    """Whether `value` nests lists/objects more than `limit` levels (iterative: no recursion)."""
-    stack = [(value, 0)]
-    while stack:
-        v, depth = stack.pop()
-        if isinstance(v, dict):
-            v = v.values()
-        elif not isinstance(v, list):
-            continue
-        if depth >= limit:
-            return True
-        stack.extend((x, depth + 1) for x in v if isinstance(x, (dict, list)))
-    return False
 
 
 def parse_obj(obj: Any, max_chars: int) -> ParsedRow | str:
@@ -109,7 +94,7 @@ def parse_obj(obj: Any, max_chars: int) -> ParsedRow | str:
             return TOO_DEEP
     if not isinstance(meta, dict):
         return "'meta' must be an object"
-    if too_deep(meta, MAX_DEPTH - 1):
+    if too_deep(meta, MAX_JSON_DEPTH - 1):
         return TOO_DEEP
     return ParsedRow(text=text, content_hash=content_hash(text), source=source, split=split, tags=tags, meta=meta)
 

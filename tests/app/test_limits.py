@@ -42,7 +42,8 @@ def rss_kib() -> int:
 def test_a_21_mb_body_without_a_key_is_refused_before_it_is_read(server, api):
     """On old main the server read all 21 MB (and grew by about 500 MB parsing it) before its 401."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-        s.sendall(b"POST /api/v1/datasets HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 22020096\r\n\r\n[")
+        s.sendall(b"POST /api/v1/datasets HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n")
+        s.sendall(b"Content-Length: 22020096\r\n\r\n[")
         answer = s.recv(65536).decode()  # no body sent: an answer now means nothing was waited for
     assert answer.startswith("HTTP/1.1 413"), answer
     assert json.loads(answer.split("\r\n\r\n", 1)[1])["error"]["code"] == "payload_too_large"
@@ -63,7 +64,8 @@ def test_a_21_mb_body_without_a_key_is_refused_before_it_is_read(server, api):
 
 def test_imports_have_a_larger_limit_enforced_while_streaming(api):
     ds = api.post("/datasets", json={"name": "d"}, headers=AUTH).json()["id"]
-    rows = [{"prompt": f"prompt number {i} " + "x" * 80} for i in range(1500)]  # ~150 KiB: over the body limit, under the import one
+    # ~150 KiB: over the body limit, under the import one
+    rows = [{"prompt": f"prompt number {i} " + "x" * 80} for i in range(1500)]
     body = json.dumps(rows).encode()
     assert BODY_LIMIT < len(body) < IMPORT_LIMIT
     assert api.post("/datasets", content=body, headers={**AUTH, "content-type": "application/json"}).status_code == 413
@@ -93,13 +95,21 @@ def test_a_row_nested_5000_deep_is_that_rows_error(api):
     lines = '{"prompt": "a"}\n{"prompt": "b", "meta": ' + deep + "}\n" + '{"prompt": "c", "meta": "' + "[" * 3000 + '"}\n'
     r = api.post(f"/datasets/{ds}/prompts/import", content=lines, headers={**AUTH, "content-type": "application/x-ndjson"})
     assert r.status_code == 200 and r.json()["invalid"] == 2 and r.json()["inserted"] == 1, r.text
-    r = api.post(f"/datasets/{ds}/prompts/import", content='[1, {"prompt": ', headers={**AUTH, "content-type": "application/json"})
+    as_json = {**AUTH, "content-type": "application/json"}
+    r = api.post(f"/datasets/{ds}/prompts/import", content='[1, {"prompt": ', headers=as_json)
     assert r.status_code == 422 and "invalid JSON" in r.json()["error"]["message"]
+    # one prompt or a dataset's settings nested too deep: 422, not a 500 when they are stored
+    nested = '{"a": ' + "[" * 900 + "]" * 900 + "}"
+    r = api.post(f"/datasets/{ds}/prompts", content='{"text": "q", "meta": ' + nested + "}", headers=as_json)
+    assert r.status_code == 422 and "nested deeper than 64" in r.json()["error"]["message"], r.text
+    r = api.patch(f"/datasets/{ds}", content='{"settings": ' + nested + "}", headers=as_json)
+    assert r.status_code == 422 and "nested deeper than 64" in r.json()["error"]["message"], r.text
 
 
 @pytest.fixture
 def limited(base_settings, clean_db) -> Iterator[LiveServer]:
-    with LiveServer(base_settings.model_copy(update={"api_keys": {KEY: "alice", "o" * 32: "bob"}, "rate_limit": "5/minute"})) as s:
+    keys = {KEY: "alice", "o" * 32: "bob"}
+    with LiveServer(base_settings.model_copy(update={"api_keys": keys, "rate_limit": "5/minute"})) as s:
         yield s
 
 

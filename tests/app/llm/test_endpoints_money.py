@@ -63,7 +63,8 @@ def test_a_run_on_a_named_endpoint_records_the_name_never_the_url(api, sql, fake
 
 def test_settings_changes_and_deletion_are_audited_and_the_trail_outlives_the_dataset(api, sql):
     ds, _ = make_dataset(api, sql, n_prompts=2)
-    r = api.patch(f"/datasets/{ds}", json={"settings": {"llm": {"judge": {"endpoint": "local"}}, "budget": 5}}, headers={"x-actor": "alice"})
+    changed = {"settings": {"llm": {"judge": {"endpoint": "local"}}, "budget": 5}}
+    r = api.patch(f"/datasets/{ds}", json=changed, headers={"x-actor": "alice"})
     assert r.status_code == 200 and r.json()["settings"]["budget"] == "5"
     assert api.delete(f"/datasets/{ds}", headers={"x-actor": "bob"}).status_code == 204
     assert api.get(f"/datasets/{ds}").status_code == 404 and api.get("/datasets").json()["count"] == 0
@@ -94,7 +95,8 @@ def test_an_unpriced_model_costs_unknown_and_cannot_carry_a_budget(api, sql):
 def test_a_paid_run_needs_a_budget_or_a_dataset_cap(api, sql):
     ds, _ = make_dataset(api, sql, n_prompts=1)
     r = api.post(f"/datasets/{ds}/runs", json={"kind": "generate", "k": 1})
-    assert r.status_code == 422 and "costs money" in r.json()["error"]["message"] and "settings.budget" in r.json()["error"]["message"]
+    message = r.json()["error"]["message"]
+    assert r.status_code == 422 and "costs money" in message and "settings.budget" in message
     capped, _ = make_dataset(api, sql, name="capped", n_prompts=1, budget="10")
     r = api.post(f"/datasets/{capped}/runs", json={"kind": "generate", "k": 1})
     assert r.status_code == 201, r.text
