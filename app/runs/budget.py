@@ -70,13 +70,13 @@ async def check_cap(session: AsyncSession, dataset: Dataset, cap: Decimal | None
 def bound_prompts(settings: Settings, params: dict[str, Any]) -> None:
     """Every run covers at most settings.run_max_prompts prompts: `prompts.limit` up to it, and
     the limit is written into the run when the request gives none."""
+    most = settings.run_max_prompts
+    if params.get("num_prompts", 0) > most:  # a run that makes prompts (synth)
+        raise InvalidInput(f"num_prompts: at most {most} prompts per run (FORGE_RUN_MAX_PROMPTS)", details={"field": "num_prompts"})
     flt = params.get("prompts")
     if flt is None:
         return
     limit = flt.get("limit")
-    if limit is not None and limit > settings.run_max_prompts:
-        raise InvalidInput(
-            f"prompts.limit: at most {settings.run_max_prompts} prompts per run (FORGE_RUN_MAX_PROMPTS)",
-            details={"field": "prompts.limit"},
-        )
-    flt["limit"] = limit or settings.run_max_prompts
+    if limit is not None and limit > most:
+        raise InvalidInput(f"prompts.limit: at most {most} prompts per run (FORGE_RUN_MAX_PROMPTS)", details={"field": "prompts.limit"})
+    flt["limit"] = limit or most

@@ -137,6 +137,8 @@ def test_every_run_bounds_its_prompt_count(api, sql):
     run = api.post(f"/datasets/{ds}/runs", json={"kind": "generate", "k": 1}).json()
     assert run["params"]["prompts"]["limit"] == 50
     assert wait_run(api, run["id"])["total"] == 50
+    r = api.post(f"/datasets/{ds}/runs", json={"kind": "synth", "num_prompts": 51, "llm": {"synthesizer": {"endpoint": "local"}}})
+    assert r.status_code == 422 and "num_prompts: at most 50" in r.json()["error"]["message"]
 
 
 def test_prices_come_from_the_endpoint_then_the_settings_then_the_table(forge_settings):
