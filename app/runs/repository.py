@@ -145,7 +145,7 @@ _REFRESH = text(
         FROM run_item WHERE run_id = :run_id
     ), cap AS (
         -- the dataset's spend cap (settings.budget) less what its other runs have spent
-        SELECT CAST(d.settings ->> 'budget' AS numeric)
+        SELECT CASE WHEN d.settings ->> 'budget' ~ '^[0-9]+([.][0-9]+)?$' THEN CAST(d.settings ->> 'budget' AS numeric) END
                - coalesce((SELECT sum(o.cost) FROM run o WHERE o.dataset_id = d.id AND o.id <> :run_id), 0) AS left_
         FROM run r JOIN dataset d ON d.id = r.dataset_id WHERE r.id = :run_id
     ), b AS (

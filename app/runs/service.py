@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
 from app.llm.endpoints import resolve_endpoint
 from app.models import Dataset, Run, RunStatus
 from app.runs import budget
@@ -57,6 +57,11 @@ async def resume(session: AsyncSession, run: Run, body: ResumeRun) -> Run:
     if run.status not in RESUMABLE:
         raise Conflict(f"run {run.id} is {run.status}; only a finished run can be resumed", details={"status": run.status})
     if body.budget is not None:
+        if run.cost is None:
+            raise InvalidInput(
+                f"run {run.id} calls a model without a price (its cost is unknown): a budget cannot be kept",
+                details={"field": "budget"},
+            )
         run.budget = body.budget
     await budget.check_cap(session, await session.get(Dataset, run.dataset_id))
     if run.budget is not None and run.cost is not None and run.cost >= run.budget:

@@ -86,6 +86,8 @@ def test_an_unpriced_model_costs_unknown_and_cannot_carry_a_budget(api, sql):
     assert run["status"] == "succeeded" and run["cost"] is None and run["prompt_tokens"] > 0
     items = api.get(f"/runs/{run['id']}/items").json()["data"]
     assert len(items) == 2 and all(i["cost"] is None for i in items)
+    r = api.post(f"/runs/{run['id']}/resume", json={"budget": "1"})
+    assert r.status_code == 422 and "without a price" in r.json()["error"]["message"]
     assert [c["cost"] for c in rows(sql, "SELECT cost FROM completion WHERE run_id = :r", r=run["id"])] == [None, None]
     # a plan entry naming an unpriced model on a priced endpoint is refused the same way
     r = api.post(f"/datasets/{ds}/runs", json={"kind": "generate", "budget": "1", "plan": [{"model": "nobody-prices-me"}]})
