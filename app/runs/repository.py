@@ -136,58 +136,74 @@ async def set_item_result(session: AsyncSession, run_id: int, item_index: int, r
 
 _REFRESH = text(
     """
-    WITH a AS (
-        SELECT count(*) FILTER (WHERE status = 'done') AS done,
-               count(*) FILTER (WHERE status = 'failed') AS failed,
-               coalesce(sum(prompt_tokens), 0) AS pt, coalesce(sum(completion_tokens), 0) AS ct,
-               -- one item of unknown cost makes the run's cost unknown, never a smaller known sum
-               CASE WHEN bool_or(cost IS NULL) THEN NULL ELSE coalesce(sum(cost), 0) END AS cost
-        FROM run_item WHERE run_id = :run_id
-    ), cap AS (
-        -- the dataset's spend cap (settings.budget) less what its other runs have spent
-        SELECT CASE WHEN d.settings ->> 'budget' ~ '^[0-9]+([.][0-9]+)?$' THEN CAST(d.settings ->> 'budget' AS numeric) END
-               - coalesce((SELECT sum(o.cost) FROM run o WHERE o.dataset_id = d.id AND o.id <> :run_id), 0) AS left_
-        FROM run r JOIN dataset d ON d.id = r.dataset_id WHERE r.id = :run_id
-    ), b AS (
-        SELECT run.id, least(run.budget, cap.left_) AS budget, run.budget IS NOT NULL AND a.cost >= run.budget AS own,
-               cap.left_ IS NOT NULL AND coalesce(a.cost, 0) >= cap.left_ AS capped
-        FROM run, a, cap WHERE run.id = :run_id
-    )
     UPDATE run SET
         done = a.done, failed = a.failed, prompt_tokens = a.pt, completion_tokens = a.ct, cost = a.cost,
         status = CASE
             WHEN run.status <> 'running' THEN run.status
             WHEN a.done + a.failed >= run.total THEN
                 CASE WHEN a.done = 0 AND a.failed > 0 THEN 'failed' ELSE 'succeeded' END
-            WHEN b.own OR b.capped THEN 'budget_exhausted'
+            WHEN run.budget IS NOT NULL AND a.cost >= run.budget THEN 'budget_exhausted'
             ELSE run.status END,
-        error = CASE
-            WHEN run.status = 'running' AND a.done + a.failed < run.total AND b.capped AND NOT b.own
-                THEN 'the dataset''s spend cap (settings.budget) is reached'
-            ELSE run.error END,
         finished_at = CASE
-            WHEN run.status = 'running' AND (a.done + a.failed >= run.total OR b.own OR b.capped) THEN now()
+            WHEN run.status = 'running' AND (a.done + a.failed >= run.total
+                 OR (run.budget IS NOT NULL AND a.cost >= run.budget)) THEN now()
             ELSE run.finished_at END
-    FROM a, b
-    WHERE run.id = :run_id AND b.id = run.id
-    RETURNING run.status, run.cost, b.budget
+    FROM (
+        SELECT count(*) FILTER (WHERE status = 'done') AS done,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               coalesce(sum(prompt_tokens), 0) AS pt, coalesce(sum(completion_tokens), 0) AS ct,
+               -- one item of unknown cost makes the run's cost unknown, never a smaller known sum
+               CASE WHEN bool_or(cost IS NULL) THEN NULL ELSE coalesce(sum(cost), 0) END AS cost
+        FROM run_item WHERE run_id = :run_id
+    ) AS a
+    WHERE run.id = :run_id
+    RETURNING run.status, run.cost, run.budget,
+        (SELECT d.settings ->> 'budget' FROM dataset d WHERE d.id = run.dataset_id) AS cap
     """
+)
+
+
+_CAP = text(
+    """
+    WITH others AS (
+        SELECT coalesce(sum(o.cost), 0) AS spent FROM run o
+        WHERE o.dataset_id = (SELECT dataset_id FROM run WHERE id = :run_id) AND o.id <> :run_id
+    )
+    UPDATE run SET status = 'budget_exhausted', finished_at = now(),
+        error = 'the dataset''s spend cap (settings.budget) is reached'
+    FROM others
+    WHERE run.id = :run_id AND run.status = 'running' AND coalesce(run.cost, 0) + others.spent >= :cap
+    RETURNING run.status
+    """
+)
+_OTHERS = text(
+    "SELECT coalesce(sum(o.cost), 0) FROM run o "
+    "WHERE o.dataset_id = (SELECT dataset_id FROM run WHERE id = :run_id) AND o.id <> :run_id"
 )
 
 
 async def refresh_counters(session: AsyncSession, run_id: int) -> tuple[str, Decimal | None, Decimal | None] | None:
     """Recompute the run's counters from its items (the truth, so always exact) and finish it
-    when every item is done, its budget is spent or its dataset's spend cap is reached. Returns
-    (status, cost, budget) afterwards, where budget is what the run may spend in all: the lower
-    of its own budget and what the dataset's cap leaves after its other runs.
+    when every item is done, its budget is spent or its dataset's spend cap (settings.budget) is
+    reached. Returns (status, cost, budget) afterwards, where budget is what the run may spend in
+    all: the lower of its own budget and what the dataset's cap leaves after its other runs.
 
     Items never touch the run row themselves: with a hot row shared by every item, each
     commit would wait for the one before it."""
     row = (await session.execute(_REFRESH, {"run_id": run_id})).first()
     if not row:
         return None
-    status, cost, left = row
-    return status, cost, left
+    status, cost, budget, raw_cap = row
+    try:
+        cap = Decimal(raw_cap) if raw_cap is not None else None
+    except ArithmeticError:  # not an amount (written before settings were checked): no cap
+        cap = None
+    if cap is None or not cap.is_finite():
+        return status, cost, budget
+    stopped = (await session.execute(_CAP, {"run_id": run_id, "cap": cap})).scalar_one_or_none()
+    spent = (await session.execute(_OTHERS, {"run_id": run_id})).scalar_one()
+    left = cap - spent
+    return stopped or status, cost, left if budget is None else min(budget, left)
 
 
 async def dataset_spend(session: AsyncSession, dataset_id: int) -> Decimal:
