@@ -90,7 +90,8 @@ class Settings(BaseSettings):
         default=2 * 1024**3, ge=1024, description="Largest import upload in bytes, checked while it streams in."
     )
     rate_limit: str | None = Field(
-        default="6000/minute", description="API requests per key (or client address without one), `limits` notation; None: off."
+        default="6000/minute",
+        description="API requests per key (or client address without one), COUNT/second|minute|hour|day; None: off.",
     )
     page_size_max: int = 1000
     api_keys: dict[str, str] = Field(
@@ -190,9 +191,9 @@ class Settings(BaseSettings):
     @classmethod
     def _rate(cls, v: str | None) -> str | None:
         if v:
-            from limits import parse
+            from app.http_limits import parse_rate
 
-            parse(v)  # ValueError with the reason
+            parse_rate(v)  # ValueError with the reason
         return v or None
 
     @model_validator(mode="after")

@@ -11,9 +11,6 @@ import re
 import time
 from collections.abc import Iterable
 
-from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -87,18 +84,54 @@ class BodyLimit:
             await _send_json(send, 413, error_body("payload_too_large", message, {"limit": limit}), [(b"connection", b"close")])
 
 
-class RateLimit:
-    """At most `rate` (e.g. "600/minute", the `limits` notation) API requests per key, counted in
-    this process with a moving window; over it, 429 with Retry-After. The key is the bearer token
-    (hashed, so a wrong key is limited too), or the client address when there is none.
+RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
+PERIOD_S = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
-    In memory by design: it answers before any database round trip (a flood of requests must not
-    become a flood of queries) and holds one window per key. Several API processes each allow
-    the rate; put a proxy's limit in front for one shared limit."""
+
+def parse_rate(rate: str) -> tuple[int, float]:
+    """A rate such as "600/minute" as (600, 60.0)."""
+    m = RATE.match(rate)
+    if not m or int(m[1]) < 1:
+        raise ValueError(f"{rate!r} is not a rate: write COUNT/second|minute|hour|day, e.g. 600/minute")
+    return int(m[1]), PERIOD_S[m[2]]
+
+
+class Gcra:
+    """GCRA in memory, the algorithm of app/llm/ratelimit.py: each key holds a theoretical arrival
+    time (TAT); a request pushes it forward by period / count and is allowed while the TAT stays
+    within one period of now (a burst of `count`). O(1) a request, one float a key, no timer."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self, count: int, period: float):
+        self.interval, self.tolerance = period / count, period - period / count
+        self.tat: dict[str, float] = {}
+
+    def hit(self, key: str, now: float) -> float:
+        """0 when allowed (and counted), else the seconds until the next request would be."""
+        tat = max(self.tat.get(key, now), now)
+        wait = tat - now - self.tolerance
+        if wait > 0:
+            return wait
+        self.tat[key] = tat + self.interval
+        if len(self.tat) > self.MAX_KEYS:  # forget keys whose TAT has passed: they start afresh anyway
+            self.tat = {k: t for k, t in self.tat.items() if t > now}
+        return 0.0
+
+
+class RateLimit:
+    """At most `rate` (e.g. "600/minute") API requests per key, in this process; over it, 429 with
+    Retry-After. The key is the bearer token (hashed, so a wrong key is limited too), or the
+    client address when there is none.
+
+    In memory by design, our own GCRA (the `limits` library's memory storage runs a timer thread
+    every 10 ms, which slowed the whole process): it answers before any database round trip (a
+    flood of requests must not become a flood of queries). Several API processes each allow the
+    rate; put a proxy's limit in front for one shared limit."""
 
     def __init__(self, app: ASGIApp, rate: str, prefix: str = "/api/"):
-        self.app, self.item, self.prefix = app, parse(rate), prefix
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.app, self.rate, self.prefix = app, rate, prefix
+        self.gcra = Gcra(*parse_rate(rate))
 
     @staticmethod
     def identity(scope: Scope) -> str:
@@ -111,12 +144,10 @@ class RateLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             return await self.app(scope, receive, send)
-        who = self.identity(scope)
-        if not self.limiter.hit(self.item, who):
-            reset = self.limiter.get_window_stats(self.item, who).reset_time
-            wait = max(1, math.ceil(reset - time.time()))
-            message = f"too many requests: at most {self.item} per key; retry in {wait} s"
-            return await _send_json(
-                send, 429, error_body("rate_limited", message, {"retry_after_s": wait}), [(b"retry-after", str(wait).encode())]
-            )
+        wait = self.gcra.hit(self.identity(scope), time.monotonic())
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            message = f"too many requests: at most {self.rate} per key; retry in {seconds} s"
+            body = error_body("rate_limited", message, {"retry_after_s": seconds})
+            return await _send_json(send, 429, body, [(b"retry-after", str(seconds).encode())])
         await self.app(scope, receive, send)
