@@ -2,31 +2,64 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-
-class LLMRole(BaseModel):
-    """One LLM role's endpoint, key, model, default parameters and limits."""
-
-    base_url: str | None = Field(default=None, description="None: llm_base_url.")
-    api_key: SecretStr | None = Field(default=None, description="None: llm_api_key.")
-    model: str = "default"
-    params: dict[str, Any] = Field(default_factory=dict, description="Default sampling parameters.")
-    concurrency: int = Field(default=64, ge=1, description="Requests in flight per process to this endpoint.")
-    rpm: int | None = Field(default=None, ge=1, description="Requests per minute, across all workers.")
-    tpm: int | None = Field(default=None, ge=1, description="Tokens per minute, across all workers.")
 
 
 class ModelPrice(BaseModel):
     prompt: Decimal = Field(default=Decimal(0), ge=0, description="USD per million prompt tokens.")
     completion: Decimal = Field(default=Decimal(0), ge=0, description="USD per million completion tokens.")
+
+
+class EndpointConfig(BaseModel):
+    """One named OpenAI-compatible endpoint (FORGE_LLM_ENDPOINTS): where it is, its key, its default
+    model and parameters, what its models cost and its limits. Only the server's configuration
+    names URLs and keys; datasets and runs choose an endpoint by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(default=None, pattern=r"^https?://", description="None (the 'default' one only): llm_base_url.")
+    api_key: SecretStr | None = Field(default=None, description="None (the 'default' one only): llm_api_key.")
+    model: str = Field(default="default", min_length=1, max_length=200)
+    params: dict[str, Any] = Field(default_factory=dict, description="Default sampling parameters.")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="model -> USD per million tokens; '*' for every model of this endpoint (a local server: zero).",
+    )
+    concurrency: int = Field(default=64, ge=1, description="Requests in flight per process to this endpoint.")
+    rpm: int | None = Field(default=None, ge=1, description="Requests per minute, across all workers.")
+    tpm: int | None = Field(default=None, ge=1, description="Tokens per minute, across all workers.")
+
+
+class LLMRole(BaseModel):
+    """One LLM role's endpoint (by name), model, default parameters and limits over the endpoint's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str = Field(default="default", description="A name in FORGE_LLM_ENDPOINTS ('default': FORGE_LLM_BASE_URL).")
+    model: str | None = Field(default=None, description="None: the endpoint's model.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Default sampling parameters.")
+    concurrency: int | None = Field(default=None, ge=1, description="None: the endpoint's.")
+    rpm: int | None = Field(default=None, ge=1, description="None: the endpoint's.")
+    tpm: int | None = Field(default=None, ge=1, description="None: the endpoint's.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_url_here(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ({"base_url", "api_key"} & data.keys()):
+            raise ValueError(
+                "a role names its endpoint: put base_url and api_key in FORGE_LLM_ENDPOINTS "
+                '(e.g. {"judge-api": {"base_url": ..., "api_key": ...}}) and set "endpoint": "judge-api"'
+            )
+        return data
 
 
 def default_data_dir() -> Path:
@@ -50,7 +83,16 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(
         default=200_000, ge=1, description="Longest prompt or completion text accepted, in characters."
     )
-    max_import_bytes: int = Field(default=2 * 1024**3, description="Largest import upload, in bytes.")
+    max_body_bytes: int = Field(
+        default=1024**2, ge=1024, description="Largest request body in bytes, checked while it streams in (imports: the next)."
+    )
+    max_import_bytes: int = Field(
+        default=2 * 1024**3, ge=1024, description="Largest import upload in bytes, checked while it streams in."
+    )
+    rate_limit: str | None = Field(
+        default="6000/minute",
+        description="API requests per key (or client address without one), COUNT/second|minute|hour|day; None: off.",
+    )
     page_size_max: int = 1000
     api_keys: dict[str, str] = Field(
         default_factory=dict,
@@ -98,11 +140,15 @@ class Settings(BaseSettings):
     run_status_poll_s: float = Field(default=1.0, gt=0, description="How often a job checks for cancel.")
 
     # --- LLM pipeline (issue 3) ------------------------------------------------------------
-    # Every role (generator, judge, synthesizer) talks to an OpenAI-compatible endpoint; a role
-    # without its own base_url / api_key uses llm_base_url / llm_api_key. A role's fields can be
-    # set with JSON, e.g. FORGE_LLM_JUDGE='{"model": "gpt-4o", "rpm": 500}'.
-    llm_base_url: str = Field(default="http://127.0.0.1:8080/v1", description="Default OpenAI-compatible endpoint.")
+    # LLM endpoints are named entries of the server's configuration (FORGE_LLM_ENDPOINTS, JSON);
+    # llm_base_url / llm_api_key define the one named "default". Every role (generator, judge,
+    # synthesizer) uses an endpoint by name, e.g. FORGE_LLM_JUDGE='{"endpoint": "openai", "model": "gpt-4o"}';
+    # datasets and runs choose among these names, never a URL or a key.
+    llm_base_url: str = Field(default="http://127.0.0.1:8080/v1", description="The 'default' endpoint's URL.")
     llm_api_key: SecretStr | None = None
+    llm_endpoints: dict[str, EndpointConfig] = Field(
+        default_factory=dict, description="name -> endpoint; 'default' may omit base_url / api_key (llm_base_url / llm_api_key)."
+    )
     # each role's params go over its defaults (app.llm.endpoints.ROLE_DEFAULT_PARAMS)
     llm_generator: LLMRole = Field(default_factory=LLMRole)
     llm_judge: LLMRole = Field(default_factory=LLMRole)
@@ -116,8 +162,11 @@ class Settings(BaseSettings):
     )
     llm_cache: bool = Field(default=True, description="Reuse stored responses for identical calls.")
     llm_prices: dict[str, ModelPrice] = Field(
-        default_factory=dict, description="model -> USD per million prompt / completion tokens; unknown models cost 0."
+        default_factory=dict,
+        description="model -> USD per million prompt / completion tokens, over the built-in table (app/llm/prices.py); "
+        "a model priced nowhere costs unknown (null).",
     )
+    run_max_prompts: int = Field(default=100_000, ge=1, description="Most prompts one run may cover (prompts.limit up to this).")
     judge_orders: int = Field(default=2, ge=1, le=8, description="Orders each ranking is asked in (position bias).")
     judge_max_attempts: int = Field(default=3, ge=1, le=10, description="Tries for a valid judge reply.")
     judge_min_consistency: float = Field(default=0.5, ge=-1, le=1, description="Kendall tau below this flags a ranking.")
@@ -157,6 +206,29 @@ class Settings(BaseSettings):
                 raise ValueError("FORGE_API_KEYS holds a placeholder or short key (under 16 characters)")
         return self
 
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, v: str | None) -> str | None:
+        if v:
+            from app.http_limits import parse_rate
+
+            parse_rate(v)  # ValueError with the reason
+        return v or None
+
+    @model_validator(mode="after")
+    def _endpoints_named(self) -> Settings:
+        for name, ep in self.llm_endpoints.items():
+            if not ENDPOINT_NAME.fullmatch(name):
+                raise ValueError(f"FORGE_LLM_ENDPOINTS: {name!r} is not a name (letters, digits, . _ -; up to 64)")
+            if name != "default" and not ep.base_url:
+                raise ValueError(f"FORGE_LLM_ENDPOINTS: endpoint {name!r} needs a base_url")
+        known = {"default", *self.llm_endpoints}
+        for role in ("generator", "judge", "synthesizer"):
+            wanted = getattr(self, f"llm_{role}").endpoint
+            if wanted not in known:
+                raise ValueError(f"FORGE_LLM_{role.upper()}: no endpoint named {wanted!r}; known: {', '.join(sorted(known))}")
+        return self
+
     @property
     def pg_dir(self) -> Path:
         return self.data_dir / "pg"
@@ -167,9 +239,21 @@ class Settings(BaseSettings):
         for key, value in list(data.items()):
             if isinstance(getattr(self, key, None), SecretStr):
                 data[key] = "**********" if value else None
+        # a URL may carry credentials (https://user:secret@host)
+        data["llm_base_url"] = strip_userinfo(self.llm_base_url)
+        for ep in data["llm_endpoints"].values():
+            ep["base_url"] = strip_userinfo(ep["base_url"]) if ep["base_url"] else None
         return data
 
 
+def strip_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PLACEHOLDER_KEYS = {"changeme", "changethis", "secret", "password", "test", "dev", "key"}
 
 

@@ -49,6 +49,11 @@ class PayloadTooLarge(AppError):
     code = "payload_too_large"
 
 
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+
+
 class Unauthorized(AppError):
     status_code = 401
     code = "unauthorized"
@@ -96,7 +101,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route for {request.method} {request.url.path}"

@@ -16,6 +16,7 @@ from app.auth.dependencies import check_routes
 from app.auth.guard import WriteGuard
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
+from app.http_limits import BodyLimit, RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,10 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # added last = run first: the rate, then the body size, both before routing, auth and parsing
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, larger=settings.max_import_bytes)
+    if settings.rate_limit:
+        app.add_middleware(RateLimit, rate=settings.rate_limit)
     for router, prefix in _routers():
         app.include_router(router, prefix=prefix)
     check_routes(app)  # every route carries exactly one access rule (app.auth.dependencies)

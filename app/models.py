@@ -233,7 +233,8 @@ class ReviewEvent(Base):
     )
 
     id: Mapped[int] = _id()
-    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    # no foreign key: a dataset's audit trail outlives it (migration 0006)
+    dataset_id: Mapped[int] = mapped_column(BigInteger)
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(64))
     target_type: Mapped[str] = mapped_column(String(32))
@@ -268,7 +269,7 @@ class Run(Base):
     failed: Mapped[int] = mapped_column(Integer, server_default="0")
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
     completion_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
-    cost: Mapped[Decimal] = mapped_column(Numeric(14, 6), server_default="0")
+    cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6), server_default="0")  # NULL: unknown (migration 0006)
     budget: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
     error: Mapped[str | None] = mapped_column(Text)
     # what a run found out besides its rows (a judge run: its canary report)
@@ -419,7 +420,7 @@ class RunItem(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     prompt_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
     completion_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
-    cost: Mapped[Decimal] = mapped_column(Numeric(14, 6), server_default="0")
+    cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6), server_default="0")  # NULL: unknown (migration 0006)
     result: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     updated_at: Mapped[datetime] = _updated()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -22,6 +22,33 @@ def _to_utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
+
+MAX_JSON_DEPTH = 64  # how deep free-form JSON (meta, settings, params) may nest
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `value` nests lists/objects more than `limit` levels (iterative: no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            v = v.values()
+        elif not isinstance(v, list):
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((x, depth + 1) for x in v if isinstance(x, (dict, list)))
+    return False
+
+
+def _shallow(value: Any) -> Any:
+    if too_deep(value):
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+JSONObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
+"""Free-form JSON from a request, bounded in depth (deeper would fail to serialize: a 500)."""
 
 
 class Page(BaseModel, Generic[T]):

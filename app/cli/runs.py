@@ -26,11 +26,11 @@ WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the run 
 WorkOpt = Annotated[bool, typer.Option("--work/--no-work", help="With --wait, also work on jobs in this process.")]
 BudgetOpt = Annotated[float | None, typer.Option("--budget", help="USD; the run stops when it is spent.")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Model for this run's role.")]
-UrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint for this run.")]
+EndpointOpt = Annotated[str | None, typer.Option("--endpoint", help="A configured LLM endpoint's name (FORGE_LLM_ENDPOINTS).")]
 
 
-def _llm(role: str, model: str | None, base_url: str | None) -> dict | None:
-    override = {k: v for k, v in (("model", model), ("base_url", base_url)) if v}
+def _llm(role: str, model: str | None, endpoint: str | None) -> dict | None:
+    override = {k: v for k, v in (("model", model), ("endpoint", endpoint)) if v}
     return {role: override} if override else None
 
 
@@ -106,7 +106,7 @@ async def _follow(sessions, run_id: int, repo, runs) -> str:
             p = view.progress
             info = (
                 f"{run.status} · failed {run.failed} · tokens {run.prompt_tokens + run.completion_tokens} · "
-                f"${Decimal(run.cost):.4f}"
+                + (f"${Decimal(run.cost):.4f}" if run.cost is not None else "cost unknown")
                 + (f" · {p.rate_per_s:.1f}/s" if p.rate_per_s else "")
                 + (f" · ETA {p.eta_s:.0f}s" if p.eta_s is not None else "")
             )
@@ -128,7 +128,7 @@ def generate(
     status: Annotated[list[str] | None, typer.Option("--status", help="Only prompts with this review status.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many prompts.")] = None,
     seed: int = 0,
-    model: ModelOpt = None, base_url: UrlOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
+    model: ModelOpt = None, endpoint: EndpointOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
 ) -> None:
     """K completions for each prompt of a dataset."""
     plan = None
@@ -139,7 +139,7 @@ def generate(
         ]
     body = {
         "kind": "generate", "k": k, "plan": plan, "seed": seed, "budget": budget,
-        "prompts": {"review_status": status, "limit": limit}, "llm": _llm("generator", model, base_url),
+        "prompts": {"review_status": status, "limit": limit}, "llm": _llm("generator", model, endpoint),
     }
     _submit(dataset, body, wait, work)
 
@@ -157,12 +157,12 @@ def judge(
     canaries: Annotated[bool, typer.Option("--canaries", help="Judge the built-in known-answer canaries first.")] = False,
     min_accuracy: Annotated[float, typer.Option("--min-canary-accuracy", help="Below this the run stops.")] = 0.8,
     injection_check: Annotated[str | None, typer.Option("--injection-check", help="llm | patterns | off")] = None,
-    model: ModelOpt = None, base_url: UrlOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
+    model: ModelOpt = None, endpoint: EndpointOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
 ) -> None:
     """Rank each prompt's completions with the judge (or several: --judge A --judge B)."""
     body = {
         "kind": "judge", "mode": mode, "orders": orders, "source_run_id": source_run, "allow_ties": allow_ties,
-        "budget": budget, "prompts": {"limit": limit}, "llm": _llm("judge", model, base_url),
+        "budget": budget, "prompts": {"limit": limit}, "llm": _llm("judge", model, endpoint),
         "judges": [{"model": m} for m in judge_model] if judge_model else None, "aggregate": aggregate,
         "canaries": {"min_accuracy": min_accuracy} if canaries else None, "injection_check": injection_check,
     }
@@ -178,13 +178,13 @@ def synth(
     document: Annotated[list[Path] | None, typer.Option("--document", help="A text file to draw prompts from; repeat.")] = None,
     evol: Annotated[bool, typer.Option("--evol", help="Rewrite existing prompts (evol-instruct) instead.")] = False,
     seed: int = 0,
-    model: ModelOpt = None, base_url: UrlOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
+    model: ModelOpt = None, endpoint: EndpointOpt = None, budget: BudgetOpt = None, wait: WaitOpt = False, work: WorkOpt = True,
 ) -> None:
     """New prompts: self-instruct from the dataset's prompts, topics or documents (or --evol)."""
     body = {
         "kind": "synth", "mode": "evol" if evol else "self_instruct", "num_prompts": num, "per_call": per_call,
         "topics": topic or [], "documents": [p.read_text(encoding="utf-8") for p in document or []],
-        "seed": seed, "budget": budget, "llm": _llm("synthesizer", model, base_url),
+        "seed": seed, "budget": budget, "llm": _llm("synthesizer", model, endpoint),
     }
     if evol:
         body["prompts"] = {"limit": num}

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import ORMModel
+from app.schemas import JSONObject, ORMModel
 
 
 class CompletionCreate(BaseModel):
@@ -14,7 +14,7 @@ class CompletionCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     text: str = Field(min_length=1, description="The answer (at most `max_text_chars` characters).")
-    meta: dict[str, Any] = Field(default_factory=dict)
+    meta: JSONObject = Field(default_factory=dict)
 
 
 class CompletionEdit(BaseModel):

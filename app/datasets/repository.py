@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Completion, Dataset, Prompt, Ranking
+from app.models import Completion, Dataset, Prompt, Ranking, ReviewEvent
 
 
 async def get(session: AsyncSession, dataset_id: int) -> Dataset | None:
@@ -39,3 +39,11 @@ async def counts(session: AsyncSession, dataset_ids: list[int]) -> dict[int, dic
         for ds, n in rows:
             out[ds][key] = n
     return out
+
+
+async def audit_events(session: AsyncSession, dataset_id: int, after_id: int, limit: int) -> list[ReviewEvent]:
+    stmt = (
+        select(ReviewEvent).where(ReviewEvent.dataset_id == dataset_id, ReviewEvent.id > after_id)
+        .order_by(ReviewEvent.id).limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())

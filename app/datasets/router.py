@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 
 from app.auth.dependencies import ADMIN, READ, PrincipalDep
 from app.datasets import repository as repo
 from app.datasets import service
 from app.datasets.dependencies import DatasetDep
-from app.datasets.schemas import DatasetCounts, DatasetCreate, DatasetPublic, DatasetUpdate
+from app.datasets.schemas import AuditEvent, DatasetCounts, DatasetCreate, DatasetPublic, DatasetUpdate
 from app.db import SessionDep
-from app.schemas import ListOf
+from app.deps import ActorDep, SettingsDep
+from app.errors import NotFound
+from app.schemas import ID_MAX, IdPath, ListOf
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -21,8 +25,8 @@ async def _public(session, datasets) -> list[DatasetPublic]:
 
 
 @router.post("", dependencies=[ADMIN], status_code=status.HTTP_201_CREATED, response_model=DatasetPublic)
-async def create_dataset(body: DatasetCreate, session: SessionDep):
-    dataset = await service.create(session, body)
+async def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsDep, actor: ActorDep):
+    dataset = await service.create(session, body, settings=settings, actor=actor)
     return (await _public(session, [dataset]))[0]
 
 
@@ -38,11 +42,26 @@ async def get_dataset(dataset: DatasetDep, session: SessionDep):
 
 
 @router.patch("/{dataset_id}", dependencies=[ADMIN], response_model=DatasetPublic)
-async def update_dataset(body: DatasetUpdate, dataset: DatasetDep, session: SessionDep):
-    dataset = await service.update(session, dataset, body)
+async def update_dataset(body: DatasetUpdate, dataset: DatasetDep, session: SessionDep, settings: SettingsDep, actor: ActorDep):
+    dataset = await service.update(session, dataset, body, settings=settings, actor=actor)
     return (await _public(session, [dataset]))[0]
 
 
 @router.delete("/{dataset_id}", dependencies=[ADMIN], status_code=status.HTTP_204_NO_CONTENT)
-async def delete_dataset(dataset: DatasetDep, session: SessionDep) -> None:
-    await service.delete(session, dataset)
+async def delete_dataset(dataset: DatasetDep, session: SessionDep, actor: ActorDep) -> None:
+    await service.delete(session, dataset, actor=actor)
+
+
+@router.get(
+    "/{dataset_id}/audit", response_model=ListOf[AuditEvent], dependencies=[ADMIN],
+    summary="The dataset's audit trail (settings changes, deletion, every human change); kept after the dataset is deleted",
+)
+async def dataset_audit(
+    dataset_id: IdPath, session: SessionDep,
+    after_id: Annotated[int, Query(ge=0, le=ID_MAX, description="Events after this id (paging).")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+):
+    events = await repo.audit_events(session, dataset_id, after_id, limit)
+    if not events and after_id == 0 and await repo.get(session, dataset_id) is None:
+        raise NotFound(f"dataset {dataset_id} does not exist and left no audit trail")
+    return ListOf(data=[AuditEvent.model_validate(e) for e in events], count=len(events))

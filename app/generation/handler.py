@@ -51,6 +51,10 @@ class GenerateHandler:
     async def check(self, session, settings, dataset: Dataset, body: GenerateRun) -> None:
         pass  # the endpoint is checked by the engine; nothing else can fail late
 
+    def models(self, body: GenerateRun) -> set[str]:
+        """The models the sampling plan names besides the endpoint's (each needs a price for a budget)."""
+        return {e.model for e in body.sampling_plan() if e.model}
+
     async def create_items(self, session, run: Run) -> None:
         await runs.create_prompt_items(session, run, run.params.get("prompts") or {})
 
@@ -106,7 +110,7 @@ class GenerateHandler:
         return {
             "dataset_id": ctx.run.dataset_id, "prompt_id": item.prompt_id, "text": res.text,
             "source": CompletionSource.model.value, "model": res.model,
-            "params": {**res.params, "system_prompt": system, "base_url": ctx.endpoint.base_url},
+            "params": {**res.params, "system_prompt": system, "endpoint": ctx.endpoint.name},
             "template_version": TEMPLATE_VERSION, "prompt_tokens": res.prompt_tokens,
             "completion_tokens": res.completion_tokens, "cost": res.cost, "latency_ms": res.latency_ms,
             "finish_reason": res.finish_reason, "run_id": ctx.run.id, "sample_index": k,

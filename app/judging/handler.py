@@ -89,7 +89,7 @@ class JudgeHandler:
     request = JudgeRun
 
     async def check(self, session, settings, dataset: Dataset, body: JudgeRun) -> None:
-        tpl.dataset_template(body.mode, dataset.settings)  # a broken template fails now, not in the job
+        await tpl.dataset_template(body.mode, dataset.settings)  # a broken template fails now, not in the job
         _policy(dataset.settings)
         _judge_endpoints(settings, dataset.settings, body)  # unknown overrides fail now
         if body.source_run_id is not None:
@@ -132,7 +132,7 @@ class JudgeHandler:
             check_endpoint = resolve_endpoint(rt.settings, "judge", dataset.settings, {"judge": spec.injection_llm.model_dump(exclude_none=True)})
         ctx = _Ctx(
             run=run, spec=spec, judges=judges,
-            template=tpl.dataset_template(spec.mode, dataset.settings),
+            template=await tpl.dataset_template(spec.mode, dataset.settings),
             candidates=candidates,
             orders=spec.orders or rt.settings.judge_orders,
             max_attempts=rt.settings.judge_max_attempts,
@@ -280,7 +280,7 @@ class JudgeHandler:
         row = rows[0] if len(rows) == 1 else self._combine(ctx, rows)
         if len(rows) == 1:
             row["judge_model"] = ctx.judges[0].model
-            row["details"]["endpoint"] = {"base_url": ctx.judges[0].base_url, "params": ctx.judges[0].params}
+            row["details"]["endpoint"] = {"name": ctx.judges[0].name, "params": ctx.judges[0].params}
         if note:
             row["details"]["matched_length"] = shortest
         return row
@@ -306,7 +306,7 @@ class JudgeHandler:
             "details": {
                 "mode": ctx.spec.mode, "aggregate": ctx.spec.aggregate, "scores": scores, "judge_agreement": agreement,
                 "judges": [
-                    {"model": ep.model, "endpoint": {"base_url": ep.base_url, "params": ep.params}, "ranks": r["ranks"],
+                    {"model": ep.model, "endpoint": {"name": ep.name, "params": ep.params}, "ranks": r["ranks"],
                      "consistency": r["consistency"], "flags": r["flags"], "rationale": r["rationale"], "details": r["details"]}
                     for ep, r in zip(ctx.judges, rows, strict=True)
                 ],
@@ -344,7 +344,7 @@ class JudgeHandler:
             shown = [(n, cands[i][1]) for n, i in enumerate(order, 1)]
             variables = {**self._common(ctx), "k": k, "data": tpl.data_block(item.prompt_text, shown, note)}
             return await self._ask(
-                rt, ctx, ep, ctx.template.render(**variables), tpl.listwise_format(k),
+                rt, ctx, ep, await ctx.template.render(**variables), tpl.listwise_format(k),
                 lambda text: parse_listwise(text, k, allow_ties=ctx.spec.allow_ties), outcome,
             )
 
@@ -373,7 +373,7 @@ class JudgeHandler:
         async def one(order: list[int]) -> _Reply:
             shown = [(n, cands[i][1]) for n, i in enumerate(order, 1)]
             variables = {**self._common(ctx), "k": k, "data": tpl.data_block(item.prompt_text, shown, note)}
-            return await self._ask(rt, ctx, ep, ctx.template.render(**variables), tpl.rubric_format(k, aspects), parse, outcome)
+            return await self._ask(rt, ctx, ep, await ctx.template.render(**variables), tpl.rubric_format(k, aspects), parse, outcome)
 
         replies = await asyncio.gather(*(one(o) for o in orders))
         per_order, aspect_means = [], [dict.fromkeys(aspects, 0.0) for _ in range(k)]
@@ -401,7 +401,7 @@ class JudgeHandler:
         async def one(a: int, b: int) -> _Reply:
             variables = {**self._common(ctx), "k": 2,
                          "data": tpl.data_block(item.prompt_text, [("A", cands[a][1]), ("B", cands[b][1])], note)}
-            return await self._ask(rt, ctx, ep, ctx.template.render(**variables), tpl.pairwise_format(), parse, outcome)
+            return await self._ask(rt, ctx, ep, await ctx.template.render(**variables), tpl.pairwise_format(), parse, outcome)
 
         asked = [(i, j) for i, j in pairs] + [(j, i) for i, j in pairs]  # every pair, then swapped
         replies = await asyncio.gather(*(one(a, b) for a, b in asked))

@@ -23,7 +23,7 @@ from tenacity.wait import wait_base
 from app.config import Settings
 from app.llm import cache
 from app.llm.cost import call_cost
-from app.llm.endpoints import Endpoint
+from app.llm.endpoints import Endpoint, price
 from app.llm.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class ChatResult:
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
-    cost: Decimal
+    cost: Decimal | None  # None: the model has no price
     latency_ms: int
     cached: bool
     attempts: int
@@ -177,7 +177,7 @@ class LLMClient:
         return chars // 4 + int(params.get("max_tokens") or params.get("max_completion_tokens") or 256)
 
     async def _once(self, endpoint: Endpoint, model: str, req: ChatRequest, params: dict[str, Any]) -> tuple[Any, int]:
-        scope = f"{endpoint.base_url}|{model}"
+        scope = f"{endpoint.name}|{model}"  # stored in the limiter table: the name, never the URL
         reserved = self._estimate_tokens(req, params)
         limiter = self._limiter if (endpoint.rpm or endpoint.tpm) else None
         if limiter:
@@ -235,9 +235,10 @@ class LLMClient:
                     attempts += 1
                     response, latency_ms = await self._once(endpoint, model, req, params)
         except (openai.OpenAIError, OSError) as exc:
-            reason = _describe(exc, endpoint.api_key)
+            # the reason is stored on the item: the endpoint's name, never its URL (credentials)
+            reason = _describe(exc, endpoint.api_key).replace(endpoint.base_url, f"<endpoint {endpoint.name}>")
             suffix = f" after {attempts} attempts" if attempts > 1 else ""
-            log.warning("LLM call to %s (%s) failed%s: %s", endpoint.base_url, model, suffix, reason)
+            log.warning("LLM call to endpoint %s (%s) failed%s: %s", endpoint.name, model, suffix, reason)
             raise LLMCallFailed(reason + suffix, attempts) from None
         choice = response.choices[0] if response.choices else None
         usage = response.usage
@@ -249,7 +250,7 @@ class LLMClient:
             finish_reason=choice.finish_reason if choice else None,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            cost=call_cost(s.llm_prices, model, prompt_tokens, completion_tokens),
+            cost=call_cost(price(s, endpoint, model), prompt_tokens, completion_tokens),
             latency_ms=latency_ms,
             cached=False,
             attempts=attempts,

@@ -1,4 +1,4 @@
-"""Cost of a call from the configured price table (USD per million tokens)."""
+"""Cost of a call from its model's price (USD per million tokens); unknown when the price is."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ _MILLION = Decimal(1_000_000)
 _MICRO = Decimal("0.000001")
 
 
-def call_cost(prices: dict[str, ModelPrice], model: str, prompt_tokens: int, completion_tokens: int) -> Decimal:
-    price = prices.get(model)
+def call_cost(price: ModelPrice | None, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
     if price is None:
-        return Decimal(0)
+        return None
     total = (price.prompt * prompt_tokens + price.completion * completion_tokens) / _MILLION
     return total.quantize(_MICRO)
+
+
+def add_costs(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    """A sum with an unknown part is unknown."""
+    return None if a is None or b is None else a + b

@@ -13,11 +13,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import ijson
+
 from app.models import PromptSource
 from app.prompts.hashing import content_hash
 from app.prompts.schemas import SPLITS, ImportFormat
+from app.schemas import MAX_JSON_DEPTH, too_deep
 
 TEXT_KEYS = ("prompt", "text")
+TOO_DEEP = f"the row is nested deeper than {MAX_JSON_DEPTH} levels"  # that row's error, never a crash of the import
 MAX_TAGS = 64
 # plain strings: this runs once per imported row, and enum attribute access is not free
 IMPORTED, HUMAN = PromptSource.imported.value, PromptSource.human.value
@@ -86,8 +90,12 @@ def parse_obj(obj: Any, max_chars: int) -> ParsedRow | str:
             meta = json.loads(meta) if meta.strip() else {}
         except json.JSONDecodeError:
             return "'meta' is not valid JSON"
+        except RecursionError:
+            return TOO_DEEP
     if not isinstance(meta, dict):
         return "'meta' must be an object"
+    if too_deep(meta, MAX_JSON_DEPTH - 1):
+        return TOO_DEEP
     return ParsedRow(text=text, content_hash=content_hash(text), source=source, split=split, tags=tags, meta=meta)
 
 
@@ -105,6 +113,9 @@ def iter_jsonl(fh: IO[bytes], max_chars: int) -> Iterator[tuple[int, ParsedRow |
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 yield lineno, f"invalid JSON: {exc.msg} at column {exc.colno}"
+                continue
+            except RecursionError:
+                yield lineno, TOO_DEEP
                 continue
             yield lineno, parse_obj(obj, max_chars)
     except UnicodeDecodeError:
@@ -135,19 +146,35 @@ def iter_csv(fh: IO[bytes], max_chars: int) -> Iterator[tuple[int, ParsedRow | s
         raise InputError(f"the CSV cannot be read: {exc}") from None
 
 
+def _first_byte(fh: IO[bytes]) -> bytes:
+    """The first byte that is not white space, with the file left at the start of the JSON (after a BOM)."""
+    head = fh.read(3)
+    start = 3 if head == b"\xef\xbb\xbf" else 0
+    fh.seek(start)
+    while True:
+        chunk = fh.read(4096)
+        stripped = chunk.lstrip()
+        if stripped or not chunk:
+            fh.seek(start)
+            return stripped[:1]
+
+
 def iter_json_array(fh: IO[bytes], max_chars: int) -> Iterator[tuple[int, ParsedRow | str]]:
-    try:
-        data = json.load(_text(fh))
-    except UnicodeDecodeError:
-        raise InputError("the input is not valid UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if isinstance(data, dict) and isinstance(data.get("prompts"), list):
-        data = data["prompts"]
-    if not isinstance(data, list):
+    """Elements of a JSON array (or of {"prompts": [...]}) one at a time, as ijson reads them: the
+    array is never held whole, and nesting is built without recursion (a too-deep row is that
+    row's error, from `parse_obj`)."""
+    first = _first_byte(fh)
+    if first not in (b"[", b"{"):
         raise InputError("expected a JSON array of prompts (strings or objects), or {\"prompts\": [...]}")
-    for i, obj in enumerate(data, start=1):
-        yield i, parse_obj(obj, max_chars)
+    i = 0
+    try:
+        for i, obj in enumerate(ijson.items(fh, "item" if first == b"[" else "prompts.item", use_float=True), start=1):
+            yield i, parse_obj(obj, max_chars)
+    except ijson.JSONError as exc:
+        reason = str(exc).splitlines()[0].strip() if str(exc) else type(exc).__name__
+        raise InputError(f"invalid JSON after element {i}: {reason}") from None
+    if first == b"{" and i == 0:
+        raise InputError("expected a JSON array of prompts (strings or objects), or {\"prompts\": [...]}")
 
 
 READERS = {ImportFormat.jsonl: iter_jsonl, ImportFormat.csv: iter_csv, ImportFormat.json: iter_json_array}

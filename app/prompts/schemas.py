@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.models import FlagReason, PromptSource, ReviewStatus
-from app.schemas import ORMModel
+from app.schemas import JSONObject, ORMModel
 
 SPLITS = ("train", "validation", "test")
 
@@ -34,14 +34,14 @@ class PromptCreate(BaseModel):
     source: PromptSource = PromptSource.human
     split: Split | None = None
     tags: list[str] = Field(default_factory=list, max_length=64)
-    meta: dict[str, Any] = Field(default_factory=dict)
+    meta: JSONObject = Field(default_factory=dict)
 
 
 class PromptUpdate(BaseModel):
     text: str | None = Field(default=None, min_length=1)
     split: Split | None = None
     tags: list[str] | None = Field(default=None, max_length=64)
-    meta: dict[str, Any] | None = None
+    meta: JSONObject | None = None
     review_status: ReviewStatus | None = None
     flag_reasons: list[FlagReason] | None = Field(default=None, max_length=len(FlagReason))
 

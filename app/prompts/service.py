@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
-from typing import IO
+from collections.abc import AsyncIterator, Callable, Iterable
+from itertools import islice
+from typing import IO, TypeVar
 
+import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import Change, refuse_if_leased_to_other
@@ -27,8 +29,19 @@ from app.text import check_text
 
 REPORT_LIMIT = 1000
 PROGRESS_EVERY = 5000
+PARSE_BATCH = 2000  # rows parsed per trip to a worker thread
+
+
+async def parsed_off_loop(rows: Iterable[T], batch: int = PARSE_BATCH) -> AsyncIterator[T]:
+    """Advance a blocking reader (file reads, JSON / CSV parsing, validation) in a worker thread,
+    a batch at a time, so the event loop only ever writes rows and other requests keep flowing."""
+    it = iter(rows)
+    while chunk := await anyio.to_thread.run_sync(lambda: list(islice(it, batch))):
+        for row in chunk:
+            yield row
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 
 class ImportRejected(InvalidInput):
@@ -54,7 +67,7 @@ async def import_rows(
     last_yield = time.monotonic()
     async with repo.copy_stage(pg) as copy:
         copy.set_types(list(repo.STAGE_TYPES))
-        for line, row in rows:
+        async for line, row in parsed_off_loop(rows):
             total += 1
             if isinstance(row, str):
                 invalid += 1

@@ -30,11 +30,12 @@ class RunMonitor:
 
     def _over_budget(self, run_id: int) -> bool:
         _, status, cost, budget = self._seen.get(run_id, (0.0, None, Decimal(0), None))
-        return budget is not None and cost + self._spent.get(run_id, Decimal(0)) >= budget
+        return budget is not None and (cost or Decimal(0)) + self._spent.get(run_id, Decimal(0)) >= budget
 
     def saw(self, run: Run) -> None:
         """The run row as just read (a resumed run is running again, maybe with a new budget)."""
         at = self._seen.get(run.id, (0.0,))[0]
+        # the dataset's cap shows at the first refresh, which comes at once for a new run (at = 0)
         self._seen[run.id] = (at, run.status, run.cost, run.budget)
 
     async def status(self, run_id: int, *, fresh: bool = False) -> str | None:

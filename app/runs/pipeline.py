@@ -89,7 +89,7 @@ async def process_chunk(rt: Runtime, kinds: Mapping[str, Handler], run_id: int, 
                 batch = finished.copy()
                 finished.clear()
                 await finish_items(rt, handler, run_id, batch)
-                rt.monitor.spent(run_id, sum((o.cost for _, o in batch), Decimal(0)))
+                rt.monitor.spent(run_id, sum((o.cost or Decimal(0) for _, o in batch), Decimal(0)))
         if await rt.monitor.status(run_id) != RunStatus.running:
             for t in tasks:  # out of budget or cancelled: stop asking the LLM
                 if t is not asyncio.current_task():

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.llm import ChatResult, LLMPool
+from app.llm.cost import add_costs
 from app.models import Dataset, Run
 from app.runs.monitor import RunMonitor
 from app.runs.schemas import RunRequest
@@ -38,7 +39,7 @@ class ItemOutcome:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost: Decimal = Decimal(0)
+    cost: Decimal | None = Decimal(0)  # None: a call's model has no price, so the item's cost is unknown
     result: dict[str, Any] = field(default_factory=dict)
     cache_rows: list[tuple[bytes, str, dict[str, Any]]] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -47,7 +48,7 @@ class ItemOutcome:
     def add(self, r: ChatResult, *, cacheable: bool = True) -> None:
         self.prompt_tokens += r.prompt_tokens
         self.completion_tokens += r.completion_tokens
-        self.cost += r.cost
+        self.cost = add_costs(self.cost, r.cost)
         if cacheable and not r.cached:
             self.cache_rows.append(r.cache_row())
 
@@ -78,6 +79,9 @@ class Handler(Protocol):
 
     async def check(self, session: AsyncSession, settings: Settings, dataset: Dataset, body: RunRequest) -> None:
         """Refuse at creation what the job would trip on later (raise an AppError)."""
+
+    # optional: `models(body) -> set[str]`, the models a request names besides its endpoint's
+    # (the engine checks each one's price against the run's budget)
 
     async def create_items(self, session: AsyncSession, run: Run) -> None:
         """The run's items, once (the engine calls this only while the run has none)."""

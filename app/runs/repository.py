@@ -152,23 +152,64 @@ _REFRESH = text(
         SELECT count(*) FILTER (WHERE status = 'done') AS done,
                count(*) FILTER (WHERE status = 'failed') AS failed,
                coalesce(sum(prompt_tokens), 0) AS pt, coalesce(sum(completion_tokens), 0) AS ct,
-               coalesce(sum(cost), 0) AS cost
+               -- one item of unknown cost makes the run's cost unknown, never a smaller known sum
+               CASE WHEN bool_or(cost IS NULL) THEN NULL ELSE coalesce(sum(cost), 0) END AS cost
         FROM run_item WHERE run_id = :run_id
     ) AS a
     WHERE run.id = :run_id
-    RETURNING run.status, run.cost, run.budget
+    RETURNING run.status, run.cost, run.budget,
+        (SELECT d.settings ->> 'budget' FROM dataset d WHERE d.id = run.dataset_id) AS cap
     """
 )
 
 
-async def refresh_counters(session: AsyncSession, run_id: int) -> tuple[str, Decimal, Decimal | None] | None:
+_CAP = text(
+    """
+    WITH others AS (
+        SELECT coalesce(sum(o.cost), 0) AS spent FROM run o
+        WHERE o.dataset_id = (SELECT dataset_id FROM run WHERE id = :run_id) AND o.id <> :run_id
+    )
+    UPDATE run SET status = 'budget_exhausted', finished_at = now(),
+        error = 'the dataset''s spend cap (settings.budget) is reached'
+    FROM others
+    WHERE run.id = :run_id AND run.status = 'running' AND coalesce(run.cost, 0) + others.spent >= :cap
+    RETURNING run.status
+    """
+)
+_OTHERS = text(
+    "SELECT coalesce(sum(o.cost), 0) FROM run o "
+    "WHERE o.dataset_id = (SELECT dataset_id FROM run WHERE id = :run_id) AND o.id <> :run_id"
+)
+
+
+async def refresh_counters(session: AsyncSession, run_id: int) -> tuple[str, Decimal | None, Decimal | None] | None:
     """Recompute the run's counters from its items (the truth, so always exact) and finish it
-    when every item is done or the budget is spent. Returns (status, cost, budget) afterwards.
+    when every item is done, its budget is spent or its dataset's spend cap (settings.budget) is
+    reached. Returns (status, cost, budget) afterwards, where budget is what the run may spend in
+    all: the lower of its own budget and what the dataset's cap leaves after its other runs.
 
     Items never touch the run row themselves: with a hot row shared by every item, each
     commit would wait for the one before it."""
     row = (await session.execute(_REFRESH, {"run_id": run_id})).first()
-    return tuple(row) if row else None
+    if not row:
+        return None
+    status, cost, budget, raw_cap = row
+    try:
+        cap = Decimal(raw_cap) if raw_cap is not None else None
+    except ArithmeticError:  # not an amount (written before settings were checked): no cap
+        cap = None
+    if cap is None or not cap.is_finite():
+        return status, cost, budget
+    stopped = (await session.execute(_CAP, {"run_id": run_id, "cap": cap})).scalar_one_or_none()
+    spent = (await session.execute(_OTHERS, {"run_id": run_id})).scalar_one()
+    left = cap - spent
+    return stopped or status, cost, left if budget is None else min(budget, left)
+
+
+async def dataset_spend(session: AsyncSession, dataset_id: int) -> Decimal:
+    """What the dataset's runs have spent (known costs; a run of unknown cost adds nothing)."""
+    stmt = select(func.coalesce(func.sum(Run.cost), 0)).where(Run.dataset_id == dataset_id)
+    return (await session.execute(stmt)).scalar_one()
 
 
 async def set_started(session: AsyncSession, run: Run, total: int) -> None:

@@ -63,7 +63,7 @@ class RunPublic(ORMModel):
     failed: int
     prompt_tokens: int
     completion_tokens: int
-    cost: Decimal
+    cost: Decimal | None = Field(description="USD; null when a call's model has no price (unknown, not zero).")
     budget: Decimal | None
     error: str | None
     result: dict[str, Any] = Field(default_factory=dict, description="What the run found out besides its rows (a judge run: canaries, length bias).")
@@ -80,5 +80,5 @@ class RunItemPublic(ORMModel):
     status: str
     error: str | None
     attempts: int
-    cost: Decimal
+    cost: Decimal | None = Field(description="USD; null when unknown (a model without a price).")
     result: dict[str, Any]

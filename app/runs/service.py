@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
 from app.llm.endpoints import resolve_endpoint
 from app.models import Dataset, Run, RunStatus
+from app.runs import budget
 from app.runs import repository as repo
 from app.runs.protocol import Handler
 from app.runs.schemas import Progress, ResumeRun, RunPublic, RunRequest
@@ -30,9 +31,12 @@ async def create(
 ) -> Run:
     """A queued run of `handler`'s kind (the registry's handler for `body.kind`)."""
     params = body.model_dump(mode="json", exclude_none=True, exclude={"budget"})
-    # refuse now what the job would trip on later: unknown overrides, and whatever the kind checks
-    resolve_endpoint(settings, handler.role, dataset.settings, params.get("llm"))
+    budget.bound_prompts(settings, params)
+    # refuse now what the job would trip on later: unknown endpoints, and whatever the kind checks
+    endpoint = resolve_endpoint(settings, handler.role, dataset.settings, params.get("llm"))
     await handler.check(session, settings, dataset, body)
+    extra = getattr(handler, "models", None)  # models the request names besides the endpoint's
+    await budget.check(session, settings, dataset, endpoint, {endpoint.model, *(extra(body) if extra else ())}, body.budget)
     run = Run(dataset_id=dataset.id, kind=body.kind, params=params, budget=body.budget, created_by=actor)
     session.add(run)
     await session.flush()
@@ -53,8 +57,14 @@ async def resume(session: AsyncSession, run: Run, body: ResumeRun) -> Run:
     if run.status not in RESUMABLE:
         raise Conflict(f"run {run.id} is {run.status}; only a finished run can be resumed", details={"status": run.status})
     if body.budget is not None:
+        if run.cost is None:
+            raise InvalidInput(
+                f"run {run.id} calls a model without a price (its cost is unknown): a budget cannot be kept",
+                details={"field": "budget"},
+            )
         run.budget = body.budget
-    if run.budget is not None and run.cost >= run.budget:
+    await budget.check_cap(session, await session.get(Dataset, run.dataset_id))
+    if run.budget is not None and run.cost is not None and run.cost >= run.budget:
         raise Conflict(
             f"run {run.id} has spent {run.cost} of its budget {run.budget}: resume with a higher budget",
             details={"cost": str(run.cost), "budget": str(run.budget)},

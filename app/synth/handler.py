@@ -117,8 +117,8 @@ class SynthHandler:
             return outcome
         outcome.add(res)
         provenance = {
-            "run_id": ctx.run.id, "model": res.model, "params": res.params, "base_url": ctx.endpoint.base_url,
-            "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens, "cost": str(res.cost),
+            "run_id": ctx.run.id, "model": res.model, "params": res.params, "endpoint": ctx.endpoint.name,
+            "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens, "cost": None if res.cost is None else str(res.cost),
             "latency_ms": res.latency_ms, "cached": res.cached, "call_prompts": len(texts), **meta,
         }
         if not texts:

@@ -34,6 +34,7 @@ TABLE: dict[tuple[str, str], str] = {
     ("POST", f"{API}/datasets"): "admin", ("GET", f"{API}/datasets"): "read",
     ("GET", f"{API}/datasets/{{dataset_id}}"): "read", ("PATCH", f"{API}/datasets/{{dataset_id}}"): "admin",
     ("DELETE", f"{API}/datasets/{{dataset_id}}"): "admin",
+    ("GET", f"{API}/datasets/{{dataset_id}}/audit"): "admin",  # settings changes and deletions, kept after deletion
     # prompts: imports and edits are the admin's; review state moves through the review actions
     ("POST", f"{API}/datasets/{{dataset_id}}/prompts/import"): "admin", ("POST", f"{API}/datasets/{{dataset_id}}/prompts"): "admin",
     ("GET", f"{API}/datasets/{{dataset_id}}/prompts"): "read", ("GET", f"{API}/prompts/{{prompt_id}}"): "read",

@@ -16,7 +16,12 @@ from app.prompts.hashing import content_hash
 from tests.conftest import LiveServer, truncate_all
 from tests.fake_llm import FakeLLM
 
-PRICES = {"default": {"prompt": Decimal(1000), "completion": Decimal(2000)}}  # USD per million tokens
+# USD per million tokens, for every model name the tests ask the fake for (judge panels included)
+PRICES = {
+    model: {"prompt": Decimal(1000), "completion": Decimal(2000)}
+    for model in ("default", "biased", "unbiased", "judge-a", "judge-b", "judge-c", "same-a", "same-b",
+                  "good-1", "good-2", "good-3", "bad")
+}
 TERMINAL = {"succeeded", "failed", "cancelled", "budget_exhausted"}
 
 
@@ -115,6 +120,7 @@ def make_dataset(api: httpx.Client, sql, name: str = "ds", n_prompts: int = 5, *
 
 
 def start(api: httpx.Client, dataset_id: int, body: dict) -> dict:
+    body = {"budget": "1000", **body}  # the fake's model has a price (PRICES): a paid run needs a budget
     r = api.post(f"/datasets/{dataset_id}/runs", json=body)
     assert r.status_code == 201, r.text
     return r.json()

@@ -30,9 +30,9 @@ def test_synth_generate_judge_from_the_command_line(env, sql):
     add_prompts(sql, dataset_id, ["Explain tides to a child.", "Write a haiku about rain.", "What is a prime number?"])
     runner = CliRunner()
     for args in (
-        ["synth", "--dataset", "cli", "--num", "4", "--per-call", "4", "--topic", "weather", "--wait"],
-        ["generate", "--dataset", "cli", "--k", "4", "--wait"],
-        ["judge", "--dataset", "cli", "--wait"],
+        ["synth", "--dataset", "cli", "--num", "4", "--per-call", "4", "--topic", "weather", "--wait", "--budget", "100"],
+        ["generate", "--dataset", "cli", "--k", "4", "--wait", "--budget", "100"],
+        ["judge", "--dataset", "cli", "--wait", "--budget", "100"],
     ):
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, (args, result.output)

@@ -22,7 +22,8 @@ def test_generate_writes_k_completions_with_provenance(api, sql, fake):
     for c in comps:
         assert c["source"] == "model" and c["model"] == "default" and c["template_version"] == "generate-v1"
         assert c["params"]["temperature"] == [0.3, 0.7, 1.0, 1.2][c["sample_index"]]
-        assert c["params"]["seed"] == c["sample_index"] and c["params"]["base_url"] == fake.url
+        assert c["params"]["seed"] == c["sample_index"] and c["params"]["endpoint"] == "default"
+        assert "base_url" not in c["params"]  # provenance names the endpoint, never its URL
         assert c["prompt_tokens"] > 0 and c["completion_tokens"] > 0 and c["cost"] > 0 and c["latency_ms"] is not None
     assert len({c["text"] for c in comps}) == 20  # the K answers differ
     assert run["prompt_tokens"] == sum(c["prompt_tokens"] for c in comps)
