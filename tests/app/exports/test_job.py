@@ -58,7 +58,7 @@ async def test_the_export_waits_in_the_queue_until_a_worker_takes_it(lone_databa
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client,
         db.session_factory(engine)() as session,
     ):
         await _waits_then_renders(client, session, settings, engine, database_url)
