@@ -5,6 +5,7 @@ rank, with the orders' Kendall-tau consistency stored and doubtful rankings flag
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 from app.errors import InvalidInput
 from app.judging import repository as repo
+from app.judging import reward_model as rm
 from app.judging import templates as tpl
 from app.judging.parsing import parse_listwise, parse_object
 from app.judging.ranking import (
@@ -58,7 +60,12 @@ class JudgeHandler:
     request = JudgeRun
 
     async def check(self, session, settings, dataset: Dataset, body: JudgeRun) -> None:
-        tpl.dataset_template(body.mode, dataset.settings)  # a broken template fails now, not in the job
+        if body.mode == "reward_model":
+            overrides = body.llm.model_dump(mode="json", exclude_none=True) if body.llm else None
+            endpoint = resolve_endpoint(settings, "judge", dataset.settings, overrides)
+            await rm.check_model(endpoint, body.model, settings.llm_timeout_s)
+        else:
+            tpl.dataset_template(body.mode, dataset.settings)  # a broken template fails now, not in the job
         if body.source_run_id is not None:
             source = await runs.get(session, body.source_run_id)
             if source is None or source.dataset_id != dataset.id or source.kind != RunKind.generate:
@@ -81,10 +88,13 @@ class JudgeHandler:
             candidates = await repo.completions_for_prompts(
                 session, [i.prompt_id for i in items], spec.source_run_id, spec.max_candidates
             )
+        endpoint = resolve_endpoint(rt.settings, "judge", dataset.settings, run.params.get("llm"))
+        if spec.mode == "reward_model":  # rankings record the checkpoint as their judge model
+            endpoint = dataclasses.replace(endpoint, model=spec.model)
         return _Ctx(
             run=run, spec=spec,
-            endpoint=resolve_endpoint(rt.settings, "judge", dataset.settings, run.params.get("llm")),
-            template=tpl.dataset_template(spec.mode, dataset.settings),
+            endpoint=endpoint,
+            template=rm.TEMPLATE if spec.mode == "reward_model" else tpl.dataset_template(spec.mode, dataset.settings),
             candidates=candidates,
             orders=spec.orders or rt.settings.judge_orders,
             max_attempts=rt.settings.judge_max_attempts,
@@ -98,7 +108,8 @@ class JudgeHandler:
         try:
             if len(cands) < 2:
                 raise InvalidJudgeReply(f"{len(cands)} completion(s) to rank; at least 2 are needed")
-            mode = {"listwise": self._listwise, "pairwise": self._pairwise, "rubric": self._rubric}[ctx.spec.mode]
+            mode = {"listwise": self._listwise, "pairwise": self._pairwise, "rubric": self._rubric,
+                    "reward_model": self._reward_model}[ctx.spec.mode]
             row = await mode(rt, ctx, item, cands, outcome)
         except (InvalidJudgeReply, LLMCallFailed) as exc:
             reason = f"judge: {getattr(exc, 'reason', None) or exc}"
@@ -148,6 +159,12 @@ class JudgeHandler:
             return _Reply(value, rationale, res)
         raise InvalidJudgeReply(f"no valid reply in {ctx.max_attempts} attempts; last: {problem}")
 
+    async def _reward_model(self, rt, ctx: _Ctx, item: Item, cands, outcome: ItemOutcome) -> dict[str, Any]:
+        return await rm.rank(
+            ctx.endpoint, ctx.spec.model, item.prompt_text, [text for _, text in cands],
+            epsilon=ctx.spec.epsilon, min_margin=ctx.spec.min_margin, timeout=rt.settings.llm_timeout_s,
+        )
+
     def _common(self, ctx: _Ctx) -> dict[str, Any]:
         return {"allow_ties": ctx.spec.allow_ties, "aspects": ctx.aspects}
 
@@ -159,7 +176,7 @@ class JudgeHandler:
             shown = [(n, cands[i][1]) for n, i in enumerate(order, 1)]
             variables = {**self._common(ctx), "k": k, "data": tpl.data_block(item.prompt_text, shown)}
             return await self._ask(
-                rt, ctx, variables, tpl.listwise_format(k),
+                rt, ctx, variables, tpl.listwise_format(k, ctx.spec.allow_ties),
                 lambda text: parse_listwise(text, k, allow_ties=ctx.spec.allow_ties), outcome,
             )
 
