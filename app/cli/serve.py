@@ -148,7 +148,10 @@ def _background_server(settings: Settings, host: str, port: int, access_log: boo
 
     from app.main import create_app
 
-    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from rich.logging import RichHandler
+
+    # warnings print above the progress display instead of through it
+    logging.basicConfig(level="WARNING", format="%(name)s: %(message)s", handlers=[RichHandler(console=console, show_path=False)])
     config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info" if access_log else "warning",
                             access_log=access_log)
     server = uvicorn.Server(config)
