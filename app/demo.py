@@ -271,7 +271,7 @@ class Chain:
         if (out / "checkpoints").exists():
             cmd.append("--resume")
         with log.open("ab") as fh:
-            done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         if done.returncode != 0:
             raise StepFailed(f"train {method} exited {done.returncode}; see {log}")
         self.state[f"{method}_dir"] = str(out)

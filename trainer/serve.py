@@ -29,10 +29,10 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class ChatModel:
             finish = "stop"
         if constraint is not None:
             finish = "stop" if constraint.complete() else "length"
-        return Generation(completion if constraint is not None else completion.strip(), int(ids.shape[1]), int(len(new)), finish)
+        return Generation(completion if constraint is not None else completion.strip(), int(ids.shape[1]), len(new), finish)
 
     def chat_completion(self, body: Any, wanted: Callable[[], bool] = lambda: True) -> dict:
         if not isinstance(body, dict):

@@ -71,7 +71,7 @@ def demo(
     host: str = "127.0.0.1",
     port: int = 8000,
     quick: Annotated[bool, typer.Option("--quick", help="The tiny in-code model and short training: the chain in minutes; exit when done.")] = False,
-    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving the review page after the chain (default: not with --quick).")] = None,
+    serve_after: Annotated[bool | None, typer.Option("--serve/--no-serve", help="Keep serving the review page after the chain (default: not with --quick).")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Print the API's access log lines.")] = False,
 ) -> None:
     """The whole chain on a fresh machine: examples -> synth -> generate -> judge -> approve -> export -> sft -> rm -> ppo -> RM judge.
@@ -79,7 +79,7 @@ def demo(
     Migrates the (embedded) database, imports the example prompts, finds the LLM at
     FORGE_LLM_BASE_URL or starts the local one, serves the API, and drives every step through it
     with one progress display. Re-running resumes where the last run stopped."""
-    from app.demo import FULL, QUICK, StepFailed, local_llm_available, llm_answers, run_chain, start_local_llm
+    from app.demo import FULL, QUICK, StepFailed, llm_answers, local_llm_available, run_chain, start_local_llm
     from app.prompts.schemas import ImportFormat, ImportMode
 
     plan = QUICK if quick else FULL
@@ -145,10 +145,9 @@ def _background_server(settings: Settings, host: str, port: int, access_log: boo
     import threading
 
     import uvicorn
+    from rich.logging import RichHandler
 
     from app.main import create_app
-
-    from rich.logging import RichHandler
 
     # warnings print above the progress display instead of through it
     logging.basicConfig(level="WARNING", format="%(name)s: %(message)s", handlers=[RichHandler(console=console, show_path=False)])
