@@ -44,26 +44,26 @@ class Plan:
     """How big each step is: the full demo (Gemma 3 270M, LoRA) or --quick (the tiny model)."""
 
     model: str
-    prompts: int = 8
-    synth: int = 3
+    prompts: int = 4
+    synth: int = 2
     k: int = 4
-    max_tokens: int = 48
-    judge_max_tokens: int = 400
-    fresh_prompts: int = 2
+    max_tokens: int = 32
+    judge_max_tokens: int = 300
+    fresh_prompts: int = 1
     train: dict[str, list[str]] = field(default_factory=dict)
 
 
 FULL = Plan(
     model=LOCAL_MODEL,
     train={
-        "sft": ["--max-steps", "8", "--batch-size", "4", "--lora", "--lr", "2e-4", "--max-length", "256"],
-        "rm": ["--max-steps", "8", "--batch-size", "4", "--lora", "--lr", "2e-4", "--max-length", "256"],
-        "ppo": ["--max-steps", "3", "--batch-size", "4", "--mini-batch-size", "2", "--lora", "--max-new-tokens", "16",
-                "--max-length", "256", "--samples-every", "1"],
+        "sft": ["--max-steps", "4", "--batch-size", "2", "--lora", "--lr", "2e-4", "--max-length", "192"],
+        "rm": ["--max-steps", "4", "--batch-size", "2", "--lora", "--lr", "2e-4", "--max-length", "192"],
+        "ppo": ["--max-steps", "2", "--batch-size", "2", "--mini-batch-size", "2", "--ppo-epochs", "1", "--lora",
+                "--max-new-tokens", "12", "--max-length", "192", "--samples-every", "1"],
     },
 )
 QUICK = Plan(
-    model="tiny", prompts=8, synth=2, max_tokens=24, judge_max_tokens=1200,
+    model="tiny", prompts=8, synth=2, max_tokens=24, judge_max_tokens=1200, fresh_prompts=2,
     train={
         "sft": ["--max-steps", "20", "--batch-size", "8", "--lr", "3e-3"],
         "rm": ["--max-steps", "20", "--batch-size", "8", "--lr", "3e-3"],
@@ -115,6 +115,8 @@ def start_local_llm(base_url: str, model: str, reward_root: Path, log_path: Path
         [sys.executable, "-m", "trainer", "serve", "--model", model, "--host", host, "--port", str(port), "--name", model,
          "--reward-root", str(reward_root)],
         stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
+        # one thread: on a small, busy machine two spin-waiting OpenMP threads made Gemma 4x slower
+        env={"OMP_NUM_THREADS": "1", **os.environ},
     )
     deadline = time.monotonic() + wait_s
     while not llm_answers(base_url, timeout=1.0):
