@@ -123,13 +123,16 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8080, help="Port to listen on."),
     name: str = typer.Option("", help="Model name to report (default: --model)."),
+    reward_root: list[str] = typer.Option(
+        [], "--reward-root", help="Serve POST /v1/rewards with reward-model folders under this folder (repeat)."
+    ),
 ) -> None:
     """Serve a local model behind an OpenAI-compatible /v1/chat/completions API."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from trainer.serve import serve as run_server
 
     try:
-        run_server(model, host=host, port=port, name=name or None)
+        run_server(model, host=host, port=port, name=name or None, reward_roots=reward_root or None)
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -47,9 +47,11 @@ def build_tiny_tokenizer():
     )
 
 
-def tiny_config(tokenizer, hidden_size: int = 64, layers: int = 2, heads: int = 4, max_positions: int = 512):
+def tiny_config(tokenizer, hidden_size: int = 64, layers: int = 2, heads: int = 4, max_positions: int = 4096):
     from transformers import LlamaConfig
 
+    # RoPE positions add no weights: a long context costs nothing, and the byte-level tokenizer
+    # makes a judge prompt with four answers a couple of thousand tokens
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,

@@ -8,23 +8,31 @@ package (Gemma 3 270M as GGUF), or a checkpoint this trainer wrote, is served be
     rlhf-forge train serve --model out/ppo/final --port 8080
 
 It is meant for one machine and modest traffic: requests are answered one at a time (a lock
-around the model), non-streaming. Structured output (`response_format`) cannot be enforced on
-a small model; the reply is returned as generated and callers validate it.
+around the model), non-streaming. Structured output is enforced: a request whose
+`response_format` carries a JSON schema gets a reply valid against it (constrained decoding with
+llguidance, `trainer/constrained.py`), so even a small model always answers the judge.
+
+Besides OpenAI's API it scores texts with a reward model (`rlhf-forge train rm` output), which
+OpenAI has no route for: `POST /v1/rewards {"model": DIR, "input": [{"prompt", "completion"}]}`
+gives one score per input and the checkpoint's provenance (the export manifest's sha256). A
+folder is loaded on first use, only from under the `--reward-root` folders given at start.
 
 Only the standard library's HTTP server is used, so the trainer stays free of web frameworks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -78,7 +86,16 @@ class ChatModel:
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
         self._lock = threading.Lock()
         self._torch = torch
+        self._grammars = None
         log.info("loaded %s in %.1f s", model_path, time.perf_counter() - t0)
+
+    def grammars(self):
+        """The llguidance view of the tokenizer, built on the first constrained request."""
+        if self._grammars is None:
+            from trainer.constrained import Grammars
+
+            self._grammars = Grammars(self.tokenizer)
+        return self._grammars
 
     def render(self, messages: list[dict]) -> tuple[str, bool]:
         """The model's input text, and whether it came from the chat template (which then
@@ -93,11 +110,16 @@ class ChatModel:
         return "\n\n".join(lines) + "\n\nAssistant:", False
 
     def generate(self, messages: list[dict], *, max_tokens: int, temperature: float, top_p: float,
-                 seed: int | None, stop: list[str], wanted: Callable[[], bool] = lambda: True) -> Generation:
+                 seed: int | None, stop: list[str], schema: dict | None = None,
+                 wanted: Callable[[], bool] = lambda: True) -> Generation:
         torch = self._torch
         text, templated = self.render(messages)
         ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=not templated)["input_ids"]
-        if not templated:
+        constraint = None
+        if schema is not None:
+            # the grammar decides where the reply ends: stop strings could cut a valid reply short
+            constraint, stop = self.grammars().constraint(schema, int(ids.shape[1])), []
+        elif not templated:
             stop = [*stop, *PLAIN_STOPS]
         room = self.max_context - ids.shape[1]
         if room <= 0:
@@ -107,7 +129,9 @@ class ChatModel:
             if not wanted():  # the client gave up while it waited for the model
                 raise ClientGone()
             if seed is not None:
-                torch.manual_seed(seed)
+                # the same seed and request give the same reply; another request with the same seed
+                # draws its own stream (a judge sends seed 0 with every order of the candidates)
+                torch.manual_seed(int.from_bytes(hashlib.sha256(f"{seed}\x00{text}".encode()).digest()[:8], "big"))
             sample = temperature > 0
             out = self.model.generate(
                 ids,
@@ -118,6 +142,7 @@ class ChatModel:
                 top_p=top_p if sample else None,
                 top_k=None,
                 pad_token_id=self.tokenizer.pad_token_id,
+                logits_processor=[constraint] if constraint is not None else None,
             )
         new = out[0, ids.shape[1]:]
         eos = self.tokenizer.eos_token_id
@@ -129,7 +154,9 @@ class ChatModel:
                 completion, finish = completion[:cut], "stop"
         if finish == "length" and len(new) < max_new:
             finish = "stop"
-        return Generation(completion.strip(), int(ids.shape[1]), int(len(new)), finish)
+        if constraint is not None:
+            finish = "stop" if constraint.complete() else "length"
+        return Generation(completion if constraint is not None else completion.strip(), int(ids.shape[1]), len(new), finish)
 
     def chat_completion(self, body: Any, wanted: Callable[[], bool] = lambda: True) -> dict:
         if not isinstance(body, dict):
@@ -157,11 +184,19 @@ class ChatModel:
         stop = [stop] if isinstance(stop, str) else stop
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
             raise RequestError("'stop' must be a string or a list of strings", "stop")
+        from trainer.constrained import SchemaError, schema_of
+
+        try:
+            schema = schema_of(body.get("response_format"))
+            if schema is not None:
+                self.grammars().grammar(schema)  # a bad schema is a 400 now, not a 500 mid-generation
+        except SchemaError as exc:
+            raise RequestError(str(exc), "response_format") from None
 
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for i in range(n):
             g = self.generate(messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                              seed=None if seed is None else seed + i, stop=stop, wanted=wanted)
+                              seed=None if seed is None else seed + i, stop=stop, schema=schema, wanted=wanted)
             prompt_tokens = g.prompt_tokens
             completion_tokens += g.completion_tokens
             choices.append({"index": i, "message": {"role": "assistant", "content": g.text}, "finish_reason": g.finish_reason})
@@ -176,7 +211,71 @@ class ChatModel:
         }
 
 
-def make_handler(chat: ChatModel) -> type[BaseHTTPRequestHandler]:
+class RewardModels:
+    """Reward-model folders (`rlhf-forge train rm` output), loaded on first use and kept.
+
+    A request names a folder on this machine; only folders under `roots` are loaded, so a
+    client cannot make the server read arbitrary paths."""
+
+    MAX_INPUTS = 256
+
+    def __init__(self, roots: list[str | Path]):
+        self.roots = [Path(r).resolve() for r in roots]
+        self._loaded: dict[Path, tuple[float, Any, dict]] = {}
+        self._lock = threading.Lock()
+
+    def _folder(self, name: Any) -> Path:
+        from trainer.models import is_scalar_model_dir
+
+        if not isinstance(name, str) or not name:
+            raise RequestError("'model' must be the path of a reward-model folder", "model")
+        path = Path(name).resolve()
+        if not any(path == r or r in path.parents for r in self.roots):
+            raise RequestError(
+                f"reward model {name!r} is not under a --reward-root of this server ({[str(r) for r in self.roots]})", "model"
+            )
+        if not is_scalar_model_dir(path):
+            raise RequestError(f"{name!r} is not a reward-model folder (made by `rlhf-forge train rm`)", "model")
+        return path
+
+    def _load(self, path: Path) -> tuple[Any, dict]:
+        """The scorer and its provenance; loaded again when the folder was written anew."""
+        from trainer.config import RMConfig
+        from trainer.loop import CONFIG_FILE, STATE_FILE
+        from trainer.ppo import RewardModelScorer
+
+        stamp = (path / STATE_FILE).stat().st_mtime if (path / STATE_FILE).exists() else 0.0
+        cached = self._loaded.get(path)
+        if cached is None or cached[0] != stamp:
+            cfg = RMConfig.load(path / CONFIG_FILE) if (path / CONFIG_FILE).exists() else RMConfig()
+            state = json.loads((path / STATE_FILE).read_text(encoding="utf-8")) if stamp else {}
+            scorer = RewardModelScorer(str(path), cfg.max_length, cfg.prompt_format, "cpu")
+            provenance = {k: state.get(k) for k in ("manifest_sha256", "data_sha256", "step", "val_accuracy")}
+            self._loaded[path] = cached = (stamp, scorer, provenance)
+        return cached[1], cached[2]
+
+    def score(self, body: Any) -> dict:
+        if not isinstance(body, dict):
+            raise RequestError("the body must be a JSON object")
+        path = self._folder(body.get("model"))
+        inputs = body.get("input")
+        if not isinstance(inputs, list) or not 1 <= len(inputs) <= self.MAX_INPUTS:
+            raise RequestError(f"'input' must be a list of 1 to {self.MAX_INPUTS} items", "input")
+        for i, x in enumerate(inputs):
+            if not isinstance(x, dict) or not isinstance(x.get("prompt"), str) or not isinstance(x.get("completion"), str):
+                raise RequestError(f"input[{i}] needs string 'prompt' and 'completion'", "input")
+        with self._lock:
+            scorer, provenance = self._load(path)
+            scores = scorer([x["prompt"] for x in inputs], [x["completion"] for x in inputs])
+        return {
+            "object": "list",
+            "model": str(path),
+            "data": [{"object": "reward", "index": i, "score": float(s)} for i, s in enumerate(scores)],
+            "provenance": provenance,
+        }
+
+
+def make_handler(chat: ChatModel, rewards: RewardModels | None = None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -215,7 +314,8 @@ def make_handler(chat: ChatModel) -> type[BaseHTTPRequestHandler]:
                 self._error(404, f"no route for GET {self.path}", kind="not_found")
 
         def do_POST(self) -> None:
-            if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+            route = self.path.rstrip("/").removeprefix("/v1")
+            if route not in ("/chat/completions", "/rewards") or (route == "/rewards" and rewards is None):
                 self._error(404, f"no route for POST {self.path}", kind="not_found")
                 return
             length = int(self.headers.get("Content-Length") or 0)
@@ -228,6 +328,9 @@ def make_handler(chat: ChatModel) -> type[BaseHTTPRequestHandler]:
                 self._error(400, f"invalid JSON: {exc.msg}")
                 return
             try:
+                if route == "/rewards":
+                    self._send(200, rewards.score(body))
+                    return
                 self._send(200, chat.chat_completion(body, wanted=self._connected))
             except ClientGone:
                 log.info("skipped a request whose client had left")
@@ -241,15 +344,17 @@ def make_handler(chat: ChatModel) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(chat: ChatModel, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(chat))
+def make_server(chat: ChatModel, host: str = "127.0.0.1", port: int = 8080,
+                reward_roots: list[str | Path] | None = None) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(chat, RewardModels(reward_roots) if reward_roots else None))
     server.daemon_threads = True
     return server
 
 
-def serve(model: str, host: str = "127.0.0.1", port: int = 8080, name: str | None = None) -> None:
+def serve(model: str, host: str = "127.0.0.1", port: int = 8080, name: str | None = None,
+          reward_roots: list[str | Path] | None = None) -> None:
     chat = ChatModel(model, name=name)
-    server = make_server(chat, host, port)
+    server = make_server(chat, host, port, reward_roots)
     log.warning("serving %s on http://%s:%d/v1 (OpenAI-compatible chat completions)", chat.name, host, server.server_port)
     try:
         server.serve_forever()

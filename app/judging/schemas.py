@@ -30,12 +30,16 @@ class Canaries(Strict):
 class JudgeRun(RunRequest):
     kind: Literal["judge"]
     prompts: PromptFilter = Field(default_factory=PromptFilter)
-    mode: Literal["listwise", "pairwise", "rubric"] = "listwise"
+    mode: Literal["listwise", "pairwise", "rubric", "reward_model"] = "listwise"
     source_run_id: int | None = Field(default=None, ge=1, description="Rank this generate run's completions; default: all of a prompt's.")
     orders: int | None = Field(default=None, ge=1, le=8, description="Orders per ranking (default: settings.judge_orders).")
     allow_ties: bool = False
     max_candidates: int = Field(default=16, ge=2, le=32)
     aspects: list[str] | None = Field(default=None, min_length=1, max_length=10, description="Rubric aspects.")
+    # mode "reward_model": a checkpoint of `rlhf-forge train rm` ranks by score (app/judging/reward_model.py)
+    model: str | None = Field(default=None, max_length=1000, description="reward_model mode: the RM folder, as the reward server sees it.")
+    epsilon: float = Field(default=0.01, ge=0, description="reward_model mode: scores this close tie.")
+    min_margin: float = Field(default=0.5, ge=0, description="reward_model mode: flag low_margin when the best leads by less.")
     judges: list[RoleOverride] | None = Field(
         default=None, min_length=1, max_length=8,
         description="Several judges (each applied over llm.judge, like it); their rankings are aggregated.",

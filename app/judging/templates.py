@@ -7,6 +7,7 @@ admin), rendered in a bounded Jinja sandbox in a child process with a time and m
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -104,13 +105,30 @@ def data_block(prompt: str, candidates: list[tuple[str, str]], note: str | None 
     return "```json\n" + json.dumps(payload, ensure_ascii=False) + "\n```"
 
 
-def listwise_format(k: int) -> dict[str, Any]:
+# a rationale is "one or two sentences": bounded, so a constrained reply always fits max_tokens
+RATIONALE = {"type": "string", "maxLength": 300}
+# up to this K the schema lists every valid ranks array (JSON Schema cannot say "a permutation")
+ENUM_MAX_K = 5
+
+
+def valid_ranks(k: int, allow_ties: bool) -> list[list[int]]:
+    """Every ranks array the judge may answer for K candidates: the permutations of 1..K, or with
+    ties every standard competition ranking (1 + the number ranked better)."""
+    if not allow_ties:
+        return [list(p) for p in itertools.permutations(range(1, k + 1))]
+    return [
+        list(r) for r in itertools.product(range(1, k + 1), repeat=k)
+        if all(x == 1 + sum(1 for y in r if y < x) for x in r)
+    ]
+
+
+def listwise_format(k: int, allow_ties: bool = False) -> dict[str, Any]:
+    ranks: dict[str, Any] = {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": k}, "minItems": k, "maxItems": k}
+    if k <= ENUM_MAX_K:  # a constraining server (ours) then cannot produce duplicate or missing ranks
+        ranks["enum"] = valid_ranks(k, allow_ties)
     return json_schema("listwise_ranking", {
         "type": "object",
-        "properties": {
-            "rationale": {"type": "string"},
-            "ranks": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": k}, "minItems": k, "maxItems": k},
-        },
+        "properties": {"rationale": RATIONALE, "ranks": ranks},
         "required": ["rationale", "ranks"],
         "additionalProperties": False,
     })
@@ -119,7 +137,7 @@ def listwise_format(k: int) -> dict[str, Any]:
 def pairwise_format() -> dict[str, Any]:
     return json_schema("pairwise_preference", {
         "type": "object",
-        "properties": {"rationale": {"type": "string"}, "winner": {"type": "string", "enum": ["A", "B", "tie"]}},
+        "properties": {"rationale": RATIONALE, "winner": {"type": "string", "enum": ["A", "B", "tie"]}},
         "required": ["rationale", "winner"],
         "additionalProperties": False,
     })
@@ -135,7 +153,7 @@ def rubric_format(k: int, aspects: list[str]) -> dict[str, Any]:
     }
     return json_schema("rubric_scores", {
         "type": "object",
-        "properties": {"rationale": {"type": "string"}, "scores": {"type": "array", "items": item, "minItems": k, "maxItems": k}},
+        "properties": {"rationale": RATIONALE, "scores": {"type": "array", "items": item, "minItems": k, "maxItems": k}},
         "required": ["rationale", "scores"],
         "additionalProperties": False,
     })

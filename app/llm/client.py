@@ -245,7 +245,8 @@ class LLMClient:
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
         return ChatResult(
-            text=(choice.message.content or "") if choice else "",
+            # Postgres text cannot hold a NUL character, and a small model can write one
+            text=(choice.message.content or "").replace("\x00", "") if choice else "",
             model=response.model or model,
             finish_reason=choice.finish_reason if choice else None,
             prompt_tokens=prompt_tokens,

@@ -46,7 +46,7 @@ EVOL_SYSTEM = (
 def prompts_format(n: int) -> dict[str, Any]:
     return json_schema("synthesized_prompts", {
         "type": "object",
-        "properties": {"prompts": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": n}},
+        "properties": {"prompts": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 1000}, "minItems": 1, "maxItems": n}},
         "required": ["prompts"], "additionalProperties": False,
     })
 
