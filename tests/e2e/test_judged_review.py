@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.app.llm.conftest import make_dataset, rows, start, wait_run
-from tests.app.test_review_ui import Reviewer
+from tests.app.ui import Reviewer
 
 
 @pytest.mark.browser
