@@ -18,6 +18,7 @@ def shot(page, name: str) -> Path:
     """A screenshot of what the viewport shows now, as test-artifacts/screenshots/<name>.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    page.evaluate("() => window.scrollTo(0, 0)")  # the page as it opens, not where the last click scrolled it
     page.screenshot(path=str(path))
     return path
 

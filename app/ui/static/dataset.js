@@ -57,8 +57,12 @@
     try {
       showSettings(await api("PATCH", "/datasets/" + id, { description: $("description").value, settings }));
       say("Settings saved.");
+      $("settings-status").textContent = "Saved.";
       await showProgress();
-    } catch (e) { say(e.message, true); }
+    } catch (e) {
+      say(e.message, true);
+      $("settings-status").textContent = e.message;
+    }
   });
 
   // ---- import ----------------------------------------------------------------------------------

@@ -222,9 +222,10 @@ const Forge = (() => {
     return d;
   }
 
-  // A flag code with its detail, whatever the code (rows may carry details.flags[code] or details[code]).
+  // A flag code with its detail, whatever the code: the detail is looked up in the row's meta /
+  // details under flag_details[code] (the pipeline's convention), flags[code] or [code].
   function flagChip(code, details) {
-    const d = details && ((details.flags && details.flags[code]) ?? details[code]);
+    const d = details && ((details.flag_details && details.flag_details[code]) ?? (details.flags && details.flags[code]) ?? details[code]);
     const detail = d === undefined || d === null ? "" : typeof d === "object" ? JSON.stringify(d) : String(d);
     return el("span", { class: "chip flag", title: detail || code, "data-flag": code, text: detail ? code + ": " + detail : code });
   }

@@ -101,7 +101,7 @@
     $("detail-progress").value = r.done + r.failed;
     $("detail-status").textContent = r.error ? r.status + ": " + r.error : r.status;
     $("cancel-run").disabled = TERMINAL.has(r.status);
-    $("resume-run").disabled = !TERMINAL.has(r.status) || r.status === "succeeded";
+    $("resume-run").disabled = !TERMINAL.has(r.status) || (r.status === "succeeded" && r.failed === 0); // a resume retries failed items
     const i = runs.findIndex((x) => x.id === r.id);
     if (i >= 0) { runs[i] = r; showRuns(); }
   }
