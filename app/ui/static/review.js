@@ -5,7 +5,7 @@
 "use strict";
 
 (() => {
-  const { api, el, requireAuth, showWho, showText, wordDiff, flagChip, chip, say, when, applyRole } = Forge;
+  const { api, el, requireAuth, showWho, showText, wordDiff, flagChip, chip, say, when, applyRole, can } = Forge;
   if (!requireAuth()) return;
 
   const root = document.getElementById("review");
@@ -248,8 +248,8 @@
           edited ? el("button", { type: "button", class: "small diff-toggle", "aria-pressed": String(diffOpen.has(c.id)), text: diffOpen.has(c.id) ? "Text" : "Diff",
             "aria-label": (diffOpen.has(c.id) ? "show the edited text of answer " : "show the changes to answer ") + (i + 1),
             onclick: (ev) => { ev.stopPropagation(); diffOpen.has(c.id) ? diffOpen.delete(c.id) : diffOpen.add(c.id); renderCards(); } }) : null,
-          el("button", { type: "button", class: "small", text: "Edit", "aria-label": "edit answer " + (i + 1),
-            onclick: (ev) => { ev.stopPropagation(); focused = c.id; openEdit(); } }),
+          can("annotator") ? el("button", { type: "button", class: "small", text: "Edit", "aria-label": "edit answer " + (i + 1),
+            onclick: (ev) => { ev.stopPropagation(); focused = c.id; openEdit(); } }) : null,
         ),
         body,
       );
@@ -447,7 +447,7 @@
     try {
       show(await api("POST", "/prompts/" + pid + "/review/claim"));
     } catch (e) {
-      if (e.status !== 409) throw e;
+      if (e.status !== 409 && e.status !== 403) throw e;
       show(await api("GET", "/prompts/" + pid + "/review")); // someone else holds it: look, don't touch
       say(e.message, true);
     }
@@ -641,13 +641,11 @@
   document.addEventListener("keydown", (ev) => {
     if (ev.target.closest && ev.target.closest("input, textarea, select, dialog")) return;
     if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
+    const view = { m: () => setPref("raw", !prefs.raw), g: toggleSide, l: () => setPref("layout", LAYOUTS[(LAYOUTS.indexOf(prefs.layout) + 1) % LAYOUTS.length]) };
+    if (!can("annotator")) { if (view[ev.key]) { ev.preventDefault(); view[ev.key](); } return; } // a viewer reads only
     if (/^[1-9]$/.test(ev.key) && item) { ev.preventDefault(); rankKey(Number(ev.key)); return; }
     if (ev.key === "=" && item) { ev.preventDefault(); tieKey(); return; }
-    const actions = {
-      a: approve, r: openReject, e: openEdit, s: skip, k: back, u: undo, Escape: resetOrder, c: openComment,
-      m: () => setPref("raw", !prefs.raw), g: toggleSide,
-      l: () => setPref("layout", LAYOUTS[(LAYOUTS.indexOf(prefs.layout) + 1) % LAYOUTS.length]),
-    };
+    const actions = { a: approve, r: openReject, e: openEdit, s: skip, k: back, u: undo, Escape: resetOrder, c: openComment, ...view };
     const fn = actions[ev.key];
     if (fn) { ev.preventDefault(); fn(); }
   });
