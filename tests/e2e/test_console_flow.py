@@ -179,6 +179,17 @@ def test_runs_page_shows_failures_and_cancels_and_resumes(browser, forge_server,
         wait_run_in_page(page, "succeeded")
         run = api.get(f"/runs/{slow}").json()
         assert (run["done"], run["failed"]) == (13, 0)
+
+        # a synth run from the page: new prompts on the topics given
+        page.check("input[name=kind][value=synth]")
+        page.fill("#synth-n", "4")
+        page.fill("#synth-topics", "sorting algorithms\nunicode")
+        page.click("#start-form button[type=submit]")
+        page.wait_for_selector(f"#run-detail:not([data-run-id='{slow}'])")
+        synth = wait_run_in_page(page)
+        assert api.get(f"/runs/{synth}").json()["params"]["topics"] == ["sorting algorithms", "unicode"]
+        assert rows(sql, "SELECT count(*) AS n FROM prompt WHERE source = 'synthetic'")[0]["n"] >= 1
+        shot(page, "console-run-synth")
         assert ann.errors == []
     finally:
         ann.close()
