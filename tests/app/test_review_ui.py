@@ -311,10 +311,10 @@ def test_item_url_opens_that_item_and_the_edit_diff_is_word_level(reviewers, fac
     page.click("#edit-save")
     card = f"article[data-completion-id='{c1}']"
     page.wait_for_selector(f"{card} .completion-text.diff")
+    shot(page, "review-edit-diff")
     page.click(f"{card} .diff-toggle")  # the edited text, rendered
     page.wait_for_selector(f"{card} .completion-text.md")
     assert page.text_content(f"{card} .completion-text").strip() == "The quick red fox leaps."
-    shot(page, "review-edit-diff")
     # a reload stays on the item
     page.reload()
     ann.wait_for_item(pid)

@@ -242,7 +242,7 @@
           chip(c.source === "human" ? "human: " + (c.author || "") : (c.model || "model")),
           ...(judgeRank.has(c.id) ? [chip("judge " + judgeRank.get(c.id))] : []),
           ...c.flag_reasons.map((f) => flagChip(f, c.meta)),
-          edited ? chip("edited", "edited") : null,
+          edited && !c.flag_reasons.includes("edited") ? chip("edited", "edited") : null,
           el("span", { class: "similar-chips" }),
           el("span", { class: "rank", text: "rank " + rank.get(c.id) + (tied.has(c.id) ? " (tie)" : "") }),
           edited ? el("button", { type: "button", class: "small diff-toggle", "aria-pressed": String(diffOpen.has(c.id)), text: diffOpen.has(c.id) ? "Text" : "Diff",
@@ -413,8 +413,10 @@
       $("progress-text").textContent = p.verdicts_given + " / " + p.verdicts_wanted + " reviewed";
       $("progress-detail").textContent = "rankings " + approvedRankings + "/" + totalRankings + " · answers " + approvedCompletions + "/" + totalCompletions + " approved";
       const mine = p.reviewers.find((r) => r.reviewer === me);
+      $("progress-detail").title = $("progress-detail").textContent;
       $("my-progress").textContent = mine ? "you: " + mine.approved + " approved, " + mine.rejected + " rejected, " + mine.rankings + " rankings, "
         + mine.edits + " edits, " + mine.comments + " comments" : "you: nothing yet";
+      $("my-progress").title = $("my-progress").textContent;
     } catch (e) { say(e.message, true); }
   }
 
