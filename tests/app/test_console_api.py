@@ -16,7 +16,7 @@ def as_(name):
 def test_progress_counts_verdicts_rankings_and_completions_per_reviewer(http, factory):
     ds = factory.dataset("progress", review_overlap=2)
     p1, (a1, a2), _ = factory.judged_item(ds, "one", ["a", "b"])
-    p2, (b1, b2, b3), _ = factory.judged_item(ds, "two", ["a", "b", "c"], flag_reasons=["length_bias"])
+    p2, (_, _, b3), _ = factory.judged_item(ds, "two", ["a", "b", "c"], flag_reasons=["length_bias"])
     factory.prompt(ds, "no answers yet")
 
     assert http.post(f"{API}/prompts/{p1}/review/claim", headers=as_("ann")).status_code == 200
