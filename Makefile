@@ -30,6 +30,8 @@ run: $(RUN_STAMP)
 # Headless Chromium for the browser tests (Debian's package; playwright drives it).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@# a Japanese font, so the console's screenshots of Japanese answers show text, not boxes
+	@fc-list 2>/dev/null | grep -qi "IPAGothic\|Noto Sans CJK" || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-ipafont-gothic >/dev/null || true
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

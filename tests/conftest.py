@@ -15,6 +15,8 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -135,19 +137,41 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn serving create_app(settings) on 127.0.0.1 in a thread: real HTTP."""
 
-    def __init__(self, settings: Settings):
-        import uvicorn
+    running: ClassVar[list[LiveServer]] = []
 
+    def __init__(self, settings: Settings):
         from app.main import create_app
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(settings)
+        self._new_server()
+
+    def _new_server(self) -> None:
+        import uvicorn
+
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
+    @classmethod
+    @contextmanager
+    def alone(cls) -> Iterator[None]:
+        """Stop the other live servers while this block runs, then start them again: their
+        in-process job workers share the test database and would take jobs meant for another
+        server's settings (e.g. an LLM run sent to the default endpoint instead of the fake)."""
+        paused = [s for s in cls.running if s.app.state.settings.worker_in_process]
+        for s in paused:
+            s.__exit__()
+        try:
+            yield
+        finally:
+            for s in paused:
+                s._new_server()
+                s.__enter__()
+
     def __enter__(self) -> LiveServer:
+        LiveServer.running.append(self)
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -159,6 +183,7 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        LiveServer.running.remove(self)
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Completion, Dataset, Prompt, Ranking, ReviewEvent
+from app.models import FLAGGED_PREDICATE, Completion, Dataset, Prompt, Ranking, ReviewEvent
 
 
 async def get(session: AsyncSession, dataset_id: int) -> Dataset | None:
@@ -21,23 +21,26 @@ async def list_all(session: AsyncSession) -> list[Dataset]:
 
 
 async def counts(session: AsyncSession, dataset_ids: list[int]) -> dict[int, dict]:
-    out: dict[int, dict] = {i: {"prompts": 0, "completions": 0, "rankings": 0, "prompts_by_status": {}} for i in dataset_ids}
+    """Prompts, completions and rankings of each dataset by review status, and how many of each
+    are flagged: a page that counted prompts only said "needs review 0" while every ranking was flagged."""
+    out: dict[int, dict] = {
+        i: {"prompts": 0, "completions": 0, "rankings": 0, "prompts_by_status": {}, "completions_by_status": {},
+            "rankings_by_status": {}, "flagged": {"prompts": 0, "completions": 0, "rankings": 0}}
+        for i in dataset_ids
+    }
     if not dataset_ids:
         return out
-    rows = await session.execute(
-        select(Prompt.dataset_id, Prompt.review_status, func.count())
-        .where(Prompt.dataset_id.in_(dataset_ids))
-        .group_by(Prompt.dataset_id, Prompt.review_status)
-    )
-    for ds, status, n in rows:
-        out[ds]["prompts_by_status"][status] = n
-        out[ds]["prompts"] += n
-    for model, key in ((Completion, "completions"), (Ranking, "rankings")):
+    for model, key in ((Prompt, "prompts"), (Completion, "completions"), (Ranking, "rankings")):
+        flagged = func.count().filter(text(FLAGGED_PREDICATE))  # one table in FROM: unqualified is fine
         rows = await session.execute(
-            select(model.dataset_id, func.count()).where(model.dataset_id.in_(dataset_ids)).group_by(model.dataset_id)
+            select(model.dataset_id, model.review_status, func.count(), flagged)
+            .where(model.dataset_id.in_(dataset_ids))
+            .group_by(model.dataset_id, model.review_status)
         )
-        for ds, n in rows:
-            out[ds][key] = n
+        for ds, status, n, n_flagged in rows:
+            out[ds][f"{key}_by_status"][status] = n
+            out[ds][key] += n
+            out[ds]["flagged"][key] += n_flagged
     return out
 
 

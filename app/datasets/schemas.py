@@ -59,6 +59,9 @@ class DatasetCounts(BaseModel):
     completions: int = 0
     rankings: int = 0
     prompts_by_status: dict[str, int] = Field(default_factory=dict)
+    completions_by_status: dict[str, int] = Field(default_factory=dict)
+    rankings_by_status: dict[str, int] = Field(default_factory=dict)
+    flagged: dict[str, int] = Field(default_factory=dict, description="Prompts, completions and rankings flagged and not yet resolved.")
 
 
 class DatasetPublic(ORMModel):

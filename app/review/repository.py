@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -208,3 +209,45 @@ _JUDGE_LENGTHS = text(
 async def judge_rankings_with_lengths(session: AsyncSession, dataset_id: int) -> list[tuple[str | None, str | None, list[int], list[int]]]:
     """(judge model, template version, ranks, candidate lengths in characters) of every judge ranking of the dataset."""
     return [tuple(r) for r in await session.execute(_JUDGE_LENGTHS, {"dataset_id": dataset_id})]
+
+
+async def verdict_totals(session: AsyncSession, dataset_id: int, overlap: int) -> tuple[int, int, int]:
+    """(items with completions, verdicts those items want, verdicts given up to the overlap)."""
+    done = func.least(func.cardinality(Prompt.reviewed_by), overlap)
+    q = select(func.count(), func.coalesce(func.sum(done), 0)).where(
+        Prompt.dataset_id == dataset_id, exists().where(Completion.prompt_id == Prompt.id)
+    )
+    items, given = (await session.execute(q)).one()
+    return items, items * overlap, int(given)
+
+
+async def rankings_by_kind(session: AsyncSession, dataset_id: int) -> dict[str, int]:
+    q = select(Ranking.ranker_kind, func.count()).where(Ranking.dataset_id == dataset_id).group_by(Ranking.ranker_kind)
+    return {kind: n for kind, n in await session.execute(q)}
+
+
+async def reviewer_figures(session: AsyncSession, dataset_id: int) -> dict[str, dict[str, int]]:
+    """Per reviewer: verdicts by decision, human rankings made, edits, completions added and comments."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(REVIEWER_FIGURES, 0))
+    verdicts = select(ReviewVerdict.reviewer, ReviewVerdict.decision, func.count()).where(
+        ReviewVerdict.dataset_id == dataset_id
+    ).group_by(ReviewVerdict.reviewer, ReviewVerdict.decision)
+    for reviewer, decision, n in await session.execute(verdicts):
+        out[reviewer][decision] = n
+    rankings = select(Ranking.reviewer, func.count()).where(
+        Ranking.dataset_id == dataset_id, Ranking.ranker_kind == "human", Ranking.reviewer.is_not(None)
+    ).group_by(Ranking.reviewer)
+    for reviewer, n in await session.execute(rankings):
+        out[reviewer]["rankings"] = n
+    undone = aliased(ReviewEvent)
+    events = select(ReviewEvent.actor, ReviewEvent.action, func.count()).where(
+        ReviewEvent.dataset_id == dataset_id, ReviewEvent.action.in_(["edit", "add_completion", "comment"]),
+        not_(exists().where(undone.undoes_event_id == ReviewEvent.id)),
+    ).group_by(ReviewEvent.actor, ReviewEvent.action)
+    names = {"edit": "edits", "add_completion": "completions_added", "comment": "comments"}
+    for actor, action, n in await session.execute(events):
+        out[actor][names[action]] = n
+    return dict(sorted(out.items()))
+
+
+REVIEWER_FIGURES = ("approved", "rejected", "rankings", "edits", "completions_added", "comments")

@@ -18,7 +18,16 @@ from app.deps import ActorDep, SettingsDep
 from app.models import PromptSource, ReviewStatus
 from app.review import agreement, service
 from app.review import repository as repo
-from app.review.schemas import AgreementReport, ApproveBody, CommentBody, EventPublic, NextItem, RejectBody, ReviewItem
+from app.review.schemas import (
+    AgreementReport,
+    ApproveBody,
+    CommentBody,
+    EventPublic,
+    NextItem,
+    RejectBody,
+    ReviewItem,
+    ReviewProgress,
+)
 from app.schemas import IdPath, ListOf
 
 router = APIRouter(tags=["review"])
@@ -50,6 +59,11 @@ async def dataset_agreement(dataset: DatasetDep, session: SessionDep):
     return agreement.report(
         dataset.id, await repo.approved_verdicts(session, dataset.id), await repo.judge_rankings_with_lengths(session, dataset.id)
     )
+
+
+@router.get("/datasets/{dataset_id}/review/progress", dependencies=[READ], response_model=ReviewProgress, summary="Review progress, per dataset and reviewer")
+async def dataset_progress(dataset: DatasetDep, session: SessionDep, settings: SettingsDep):
+    return await service.progress(session, dataset, settings)
 
 
 @router.get("/prompts/{prompt_id}/review", dependencies=[READ], response_model=ReviewItem, summary="An item as a reviewer sees it (no lease)")

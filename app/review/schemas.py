@@ -109,3 +109,30 @@ class AgreementReport(BaseModel):
     overall: JudgeAgreement
     by_judge: list[JudgeAgreementByModel]
     inter_annotator: InterAnnotator
+
+
+class ReviewerProgress(BaseModel):
+    reviewer: str
+    approved: int = 0
+    rejected: int = 0
+    rankings: int = Field(0, description="Human rankings this reviewer made (ties included).")
+    edits: int = 0
+    completions_added: int = 0
+    comments: int = 0
+
+
+class ReviewProgress(BaseModel):
+    """How far review is: items (a prompt with its completions) by verdicts against the overlap,
+    and the completions and rankings behind them, so flagged rankings are not hidden by a count of prompts."""
+
+    dataset_id: int
+    overlap: int
+    items: int = Field(description="Prompts with at least one completion.")
+    verdicts_wanted: int = Field(description="items x overlap.")
+    verdicts_given: int = Field(description="Approvals and rejections, at most overlap per item.")
+    prompts_by_status: dict[str, int]
+    completions_by_status: dict[str, int]
+    rankings_by_status: dict[str, int]
+    rankings_by_kind: dict[str, int] = Field(description="judge / human / ... rankings.")
+    flagged: dict[str, int] = Field(description="Prompts, completions and rankings flagged and not yet resolved.")
+    reviewers: list[ReviewerProgress]

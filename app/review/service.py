@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit import AUDITED, Change, lease_active, record_event, refuse_if_leased_to_other, state
 from app.completions import repository as completions_repo
 from app.config import Settings
+from app.datasets import repository as datasets_repo
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Dataset, Prompt, Ranking, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
 from app.prompts import service as prompts_service
@@ -194,3 +195,16 @@ async def undo(session: AsyncSession, prompt_id: int, actor: str) -> ReviewEvent
 async def history(session: AsyncSession, prompt_id: int) -> list[ReviewEvent]:
     await load_item(session, prompt_id)
     return await repo.history(session, prompt_id)
+
+
+async def progress(session: AsyncSession, dataset: Dataset, settings: Settings) -> dict[str, Any]:
+    """Per dataset and per reviewer, counting verdicts, rankings and completions as well as prompts."""
+    overlap = overlap_of(dataset, settings)
+    items, wanted, given = await repo.verdict_totals(session, dataset.id, overlap)
+    counts = (await datasets_repo.counts(session, [dataset.id]))[dataset.id]
+    return {
+        "dataset_id": dataset.id, "overlap": overlap, "items": items, "verdicts_wanted": wanted, "verdicts_given": given,
+        **{k: counts[k] for k in ("prompts_by_status", "completions_by_status", "rankings_by_status", "flagged")},
+        "rankings_by_kind": await repo.rankings_by_kind(session, dataset.id),
+        "reviewers": [{"reviewer": r, **figures} for r, figures in (await repo.reviewer_figures(session, dataset.id)).items()],
+    }

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Completion, Dataset, Prompt, Ranking
 from app.prompts.hashing import content_hash
+from tests.app.ui import browser, reviewers  # noqa: F401  (the console's browser fixtures)
 
 
 class Factory:

@@ -2,4 +2,4 @@
 with its worker) reused for tests that go from judging through review to export."""
 
 from tests.app.llm.conftest import api, db_url, fake, forge_server, forge_settings, sql  # noqa: F401
-from tests.app.test_review_ui import browser  # noqa: F401
+from tests.app.ui import browser  # noqa: F401

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.app.llm.conftest import make_dataset, rows, start, wait_run
-from tests.app.test_review_ui import Reviewer
+from tests.app.ui import Reviewer
 
 
 @pytest.mark.browser
@@ -22,7 +22,7 @@ def test_generate_judge_review_export(api, sql, browser, forge_server):
     ann = Reviewer(browser, forge_server.url, "ann")
     try:
         page = ann.page
-        link = f"/ui/datasets/{dataset_id}"
+        link = f"/ui/datasets/{dataset_id}/review"
         for _ in range(10):  # Tab to the dataset's link and open it: keyboard only from here on
             page.keyboard.press("Tab")
             if page.evaluate("() => document.activeElement.getAttribute('href')") == link:

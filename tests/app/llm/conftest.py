@@ -59,8 +59,9 @@ def forge_settings(base_settings: Settings, fake: FakeLLM) -> Settings:
 
 @pytest.fixture(scope="module")
 def forge_server(forge_settings: Settings) -> Iterator[LiveServer]:
-    """The service over real HTTP with a job worker inside, talking to the fake LLM."""
-    with LiveServer(forge_settings) as server:
+    """The service over real HTTP with a job worker inside, talking to the fake LLM (the only
+    worker on the test database while it runs)."""
+    with LiveServer.alone(), LiveServer(forge_settings) as server:
         yield server
 
 
