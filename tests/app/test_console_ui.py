@@ -36,7 +36,7 @@ def test_datasets_table_counts_flagged_rankings_and_links_every_page(reviewers, 
     assert cells[:4] == ["3", "6", "3", "0"]  # prompts, completions, rankings, reviewed
     assert row.locator("td.needs-review").text_content() == "2 (2 rankings)"  # not "0": the rankings are flagged
     assert page.locator(f"tr[data-dataset-id='{other}'] td.needs-review").text_content() == "0"
-    assert page.is_hidden("#nav-keys")  # no roles, no keys API: no keys page in the menu
+    assert page.is_visible("#nav-keys")  # no key exists yet: the local user is the admin, who manages keys
     shot(page, "console-datasets")
     # the overview and every tab of a dataset
     page.click(f"tr[data-dataset-id='{ds}'] th a")
@@ -66,12 +66,35 @@ def test_overview_shows_each_reviewers_progress(reviewers, factory):
     assert "2 / 2" in page.text_content("#summary")  # verdicts given / wanted
 
 
-def test_keys_page_says_when_the_service_has_no_keys_api(reviewers, factory):
-    ann = reviewers("ann")
-    ann.page.goto("/ui/keys")
-    ann.page.wait_for_selector("#no-keys-api:not([hidden])")
-    assert ann.page.is_hidden("#keys-panel")
-    ann.errors.clear()  # the probe's 404 is logged by the browser
+def test_keys_page_makes_shows_once_and_revokes_a_key(browser, live_server, factory):
+    ds = factory.dataset("granted")
+    plain = live_server.app.state.settings  # an admin key from FORGE_API_KEYS signs the page in
+    live_server.app.state.settings = plain.model_copy(update={"api_keys": {"key-of-root": "root"}})
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto("/ui/keys")
+        page.wait_for_url("**/ui/?next=*")
+        page.fill("#credential", "key-of-root")
+        page.click("#sign-in-form button[type=submit]")
+        page.wait_for_selector("#keys-panel:not([hidden])")
+        page.fill("#key-name", "bob")
+        page.select_option("#key-role", "annotator")
+        page.fill("#key-datasets", str(ds))
+        page.click("#key-form button[type=submit]")
+        page.wait_for_selector("#new-key:not([hidden])")
+        key = page.text_content("#new-key-value")
+        assert key.startswith("rf_") and len(key) > 40  # shown this once; only its hash is stored
+        assert factory.rows("SELECT name, role, created_by FROM api_key") == [("bob", "annotator", "root")]
+        row = page.locator("#keys tbody tr", has_text="bob")
+        assert "annotator" in row.text_content() and str(ds) in row.text_content()
+        shot(page, "console-keys")
+        row.locator("button", has_text="Revoke").click()
+        page.locator("#keys tbody tr", has_text="revoked").wait_for()
+        assert factory.rows("SELECT count(*) FROM api_key WHERE revoked_at IS NOT NULL") == [(1,)]
+    finally:
+        context.close()
+        live_server.app.state.settings = plain
 
 
 @pytest.mark.parametrize("width", [1280, 1024])

@@ -26,7 +26,12 @@ TABLE: dict[tuple[str, str], str] = {
     ("GET", "/redoc"): "public", ("GET", "/healthz"): "public", ("GET", "/readyz"): "public",
     # the review page's shells (their data comes from the API) and signing in
     ("GET", "/ui"): "public", ("GET", "/ui/"): "public", ("GET", "/ui/datasets/{dataset_id}"): "public",
-    ("GET", "/ui/static/{name}"): "public",
+    ("GET", "/ui/static/{name}"): "public", ("GET", "/ui/static/vendor/{name}"): "public",
+    # the console's pages are shells: their data comes from the API under the caller's own rules
+    ("GET", "/ui/datasets/{dataset_id}/review"): "public", ("GET", "/ui/datasets/{dataset_id}/items/{prompt_id}"): "public",
+    ("GET", "/ui/datasets/{dataset_id}/runs"): "public", ("GET", "/ui/datasets/{dataset_id}/runs/{run_id}"): "public",
+    ("GET", "/ui/datasets/{dataset_id}/exports"): "public", ("GET", "/ui/datasets/{dataset_id}/agreement"): "public",
+    ("GET", "/ui/keys"): "public",
     ("POST", f"{API}/session"): "public", ("DELETE", f"{API}/session"): "public", ("GET", f"{API}/me"): "read",
     # keys
     ("POST", f"{API}/keys"): "admin", ("GET", f"{API}/keys"): "admin", ("POST", f"{API}/keys/{{key_id}}/revoke"): "admin",
@@ -48,6 +53,7 @@ TABLE: dict[tuple[str, str], str] = {
     ("GET", f"{API}/datasets/{{dataset_id}}/rankings"): "read", ("GET", f"{API}/rankings/{{ranking_id}}"): "read",
     ("PUT", f"{API}/rankings/{{ranking_id}}/review"): "review",
     # review: the queue leases, so it is a review action
+    ("GET", f"{API}/datasets/{{dataset_id}}/review/progress"): "read",
     ("GET", f"{API}/datasets/{{dataset_id}}/review/next"): "review", ("GET", f"{API}/datasets/{{dataset_id}}/review/agreement"): "read",
     ("GET", f"{API}/prompts/{{prompt_id}}/review"): "read", ("GET", f"{API}/prompts/{{prompt_id}}/history"): "read",
     **{("POST", f"{API}/prompts/{{prompt_id}}/review/{a}"): "review" for a in ("claim", "release", "approve", "reject", "comments", "undo")},

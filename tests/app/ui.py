@@ -46,7 +46,7 @@ class Reviewer:
         self.page.fill("#credential", name)
         self.page.click("#sign-in-form button[type=submit]")
         self.page.wait_for_selector("#datasets:not([hidden])")
-        assert self.page.text_content("#who") == f"signed in as {name}"
+        assert self.page.text_content("#who") == f"signed in as {name} (admin)"  # no key exists: the local admin
 
     def open(self, dataset_id: int):
         """From the datasets table to the dataset's review screen."""
