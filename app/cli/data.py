@@ -23,7 +23,7 @@ from trainer.formats import Manifest
 cli = typer.Typer()
 
 
-async def import_prompts(settings: Settings, file: Path, dataset_name: str, fmt, mode, create: bool):
+async def import_prompts(settings: Settings, file: Path, dataset_name: str, fmt, mode, create: bool, near_duplicates=None):
     """Import FILE into the dataset in one transaction; the report and the dataset's id."""
     from app.datasets import service as datasets
     from app.prompts import service as prompts
@@ -31,7 +31,10 @@ async def import_prompts(settings: Settings, file: Path, dataset_name: str, fmt,
     async with open_database(settings) as database, database.sessions() as session:
         dataset = await (datasets.get_or_create(session, dataset_name) if create else datasets.get_by_name_or_404(session, dataset_name))
         with rich.progress.open(file, "rb", description=f"importing {file.name}", console=err) as fh:
-            report = await prompts.import_file(session, dataset, fh, fmt, max_chars=settings.max_text_chars, mode=mode)
+            report = await prompts.import_file(
+                session, dataset, fh, fmt, max_chars=settings.max_text_chars, mode=mode,
+                near_duplicates=near_duplicates or "flag", threshold=settings.synth_near_dup_threshold,
+            )
         await session.commit()
         return report, dataset.id
 
@@ -43,10 +46,13 @@ def import_(
     format: Annotated[str | None, typer.Option(help="json | jsonl | csv (default: from the file name).")] = None,
     all_or_nothing: Annotated[bool, typer.Option(help="Import nothing if any row is invalid.")] = False,
     create: Annotated[bool, typer.Option(help="Create the dataset if it does not exist.")] = True,
+    near_duplicates: Annotated[
+        str, typer.Option(help="skip | flag | keep: what to do with a row nearly duplicating a stored prompt.")
+    ] = "flag",
 ) -> None:
     """Import prompts from FILE into a dataset, in one transaction, with a progress bar."""
     from app.prompts.parsing import guess_format
-    from app.prompts.schemas import ImportFormat, ImportMode
+    from app.prompts.schemas import ImportFormat, ImportMode, NearDuplicateMode
 
     try:
         fmt = ImportFormat(format) if format else guess_format(file.name, None)
@@ -56,7 +62,11 @@ def import_(
         fail(f"cannot tell the format of {file.name}: name it .jsonl/.json/.csv or pass --format")
     mode = ImportMode.all_or_nothing if all_or_nothing else ImportMode.partial
     try:
-        report, _ = asyncio.run(import_prompts(get_settings(), file, dataset, fmt, mode, create))
+        near = NearDuplicateMode(near_duplicates)
+    except ValueError:
+        fail(f"--near-duplicates must be skip, flag or keep, got {near_duplicates!r}")
+    try:
+        report, _ = asyncio.run(import_prompts(get_settings(), file, dataset, fmt, mode, create, near))
     except AppError as exc:
         if exc.details and isinstance(exc.details, dict) and "errors" in exc.details:
             for e in exc.details["errors"][:20]:
@@ -66,6 +76,8 @@ def import_(
         f"[green]{report.inserted}[/green] inserted, {report.duplicates} duplicate, "
         f"[{'red' if report.invalid else 'green'}]{report.invalid}[/] invalid of {report.total} rows"
     )
+    if report.near_duplicates:
+        console.print(f"{report.near_duplicates} near-duplicate(s) of stored prompts ({report.near_duplicate_mode.value})")
     for e in report.errors[:20]:
         console.print(f"  line {e.line}: {e.message}")
     if report.invalid > 20:

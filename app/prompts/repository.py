@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+import numpy as np
 import psycopg
-from sqlalchemy import Select, select, text
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Prompt
+from app.models import Completion, Prompt, Ranking
 
-STAGE_COLUMNS = ("line", "text", "content_hash", "source", "split", "tags", "meta")
-STAGE_TYPES = ("int4", "text", "bytea", "text", "text", "text[]", "jsonb")
+STAGE_COLUMNS = ("line", "text", "content_hash", "source", "split", "tags", "meta", "lsh_keys")
+STAGE_TYPES = ("int4", "text", "bytea", "text", "text", "text[]", "jsonb", "int8[]")
 
 
 async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection:
@@ -26,7 +28,8 @@ async def create_stage(pg: psycopg.AsyncConnection) -> None:
         """
         CREATE TEMP TABLE IF NOT EXISTS prompt_import_stage (
             line int NOT NULL, text text NOT NULL, content_hash bytea NOT NULL, source text NOT NULL,
-            split text, tags text[] NOT NULL, meta jsonb NOT NULL
+            split text, tags text[] NOT NULL, meta jsonb NOT NULL, lsh_keys bigint[] NOT NULL,
+            near_duplicate jsonb
         ) ON COMMIT DROP
         """
     )
@@ -58,8 +61,49 @@ async def stage_duplicates(pg: psycopg.AsyncConnection, dataset_id: int, limit: 
     return count, lines
 
 
-async def insert_from_stage(pg: psycopg.AsyncConnection, dataset_id: int, *, deduplicate: bool = True) -> int:
+async def stage_near_duplicate_candidates(
+    pg: psycopg.AsyncConnection, dataset_id: int, per_key: int
+) -> list[tuple[int, int, str, str]]:
+    """(line, prompt id, staged text, stored text) for staged rows sharing a band key with a
+    stored prompt (per key the `per_key` oldest); rows whose exact text is stored are left out
+    (they are duplicates, not inserted)."""
+    cur = await pg.execute(
+        """
+        SELECT DISTINCT s.line, c.id, s.text, c.text
+        FROM prompt_import_stage s
+        CROSS JOIN LATERAL unnest(s.lsh_keys) AS q(k)
+        CROSS JOIN LATERAL (
+            SELECT p.id, p.text FROM prompt p
+            WHERE p.dataset_id = %(ds)s AND p.lsh_keys @> ARRAY[q.k]
+            ORDER BY p.id LIMIT %(per_key)s
+        ) c
+        WHERE NOT EXISTS (SELECT 1 FROM prompt e WHERE e.dataset_id = %(ds)s AND e.content_hash = s.content_hash)
+        """,
+        {"ds": dataset_id, "per_key": per_key},
+    )
+    return await cur.fetchall()
+
+
+async def has_keyed_prompts(pg: psycopg.AsyncConnection, dataset_id: int) -> bool:
+    cur = await pg.execute("SELECT EXISTS (SELECT 1 FROM prompt WHERE dataset_id = %s AND lsh_keys IS NOT NULL)", (dataset_id,))
+    return (await cur.fetchone())[0]
+
+
+async def mark_stage_near_duplicates(pg: psycopg.AsyncConnection, lines: list[int], details: list[str], drop: bool) -> None:
+    """Record each line's near-duplicate (`details`: JSON texts), or drop the lines."""
+    if drop:
+        await pg.execute("DELETE FROM prompt_import_stage WHERE line = ANY(%s)", (lines,))
+    else:
+        await pg.execute(
+            "UPDATE prompt_import_stage s SET near_duplicate = CAST(q.d AS jsonb) "
+            "FROM unnest(CAST(%s AS int[]), CAST(%s AS text[])) AS q(line, d) WHERE s.line = q.line",
+            (lines, details),
+        )
+
+
+async def insert_from_stage(pg: psycopg.AsyncConnection, dataset_id: int, *, deduplicate: bool = True, flag: bool = True) -> int:
     """Insert each staged text once, in input order; texts already in the dataset are skipped.
+    With `flag`, a row with a near-duplicate is flagged (meta.flag_details says which).
 
     `deduplicate=False` when the stage is known to hold each text once (it saves a sort);
     ON CONFLICT still guards against a concurrent import of the same texts."""
@@ -68,14 +112,22 @@ async def insert_from_stage(pg: psycopg.AsyncConnection, dataset_id: int, *, ded
         if deduplicate
         else "prompt_import_stage s"
     )
+    flagged = "s.near_duplicate IS NOT NULL AND %(flag)s"
     cur = await pg.execute(
         f"""
-        INSERT INTO prompt (dataset_id, text, content_hash, source, split, tags, meta)
-        SELECT %(ds)s, text, content_hash, source, split, tags, meta FROM {source}
+        INSERT INTO prompt (dataset_id, text, content_hash, source, split, tags, meta, lsh_keys, flag_reasons, review_status)
+        SELECT %(ds)s, text, content_hash, source, split, tags,
+               CASE WHEN {flagged} THEN meta || jsonb_build_object('flag_details', coalesce(meta -> 'flag_details', '{{}}')
+                                                || jsonb_build_object('near_duplicate', s.near_duplicate))
+                    ELSE meta END,
+               lsh_keys,
+               CASE WHEN {flagged} THEN ARRAY['near_duplicate'] ELSE '{{}}'::text[] END,
+               CASE WHEN {flagged} THEN 'needs_review' ELSE 'pending' END
+        FROM {source}
         ORDER BY line
         ON CONFLICT (dataset_id, content_hash) DO NOTHING
         """,
-        {"ds": dataset_id},
+        {"ds": dataset_id, "flag": flag},
     )
     return cur.rowcount
 
@@ -122,6 +174,15 @@ async def list_page(session: AsyncSession, dataset_id: int, **kw) -> list[Prompt
     return list((await session.execute(list_query(dataset_id, **kw))).scalars())
 
 
+async def answers_of(session: AsyncSession, prompt_id: int) -> list[Completion | Ranking]:
+    """The prompt's completions and rankings that count (neither rejected nor stale already)."""
+    out: list[Completion | Ranking] = []
+    for table in (Completion, Ranking):
+        stmt = select(table).where(table.prompt_id == prompt_id, table.review_status.not_in(["rejected", "stale"])).order_by(table.id)
+        out.extend((await session.execute(stmt)).scalars())
+    return out
+
+
 async def exists_text(session: AsyncSession, dataset_id: int, content_hash: bytes, exclude_id: int | None = None) -> bool:
     stmt = select(Prompt.id).where(Prompt.dataset_id == dataset_id, Prompt.content_hash == content_hash)
     if exclude_id is not None:
@@ -147,3 +208,101 @@ async def flag_prompt(session: AsyncSession, prompt_id: int, code: str, detail: 
     """Add a flag (a FlagReason code; the detail goes to meta.flag_details); a pending prompt
     becomes needs_review, a human decision stands."""
     await session.execute(_FLAG, {"prompt_id": prompt_id, "code": str(code), "detail": detail})
+
+
+# --- near-duplicates (the rules are app/prompts/dedup.py's) ---------------------------------
+
+_CANDIDATES = text(
+    """
+SELECT DISTINCT q.i, c.id, c.text
+FROM unnest(CAST(:idx AS bigint[]), CAST(:keys AS bigint[])) AS q(i, k)
+CROSS JOIN LATERAL (
+  SELECT p.id, p.text FROM prompt p
+  WHERE p.dataset_id = :ds AND p.lsh_keys @> ARRAY[q.k] AND p.id <> ALL(CAST(:exclude AS bigint[]))
+  ORDER BY p.id LIMIT :per_key
+) c
+"""
+)
+
+
+async def lsh_candidates(
+    session: AsyncSession, dataset_id: int, keys: np.ndarray, per_key: int, exclude_ids: Sequence[int] = ()
+) -> list[tuple[int, int, str]]:
+    """(index in the batch, prompt id, text) of stored prompts sharing a band key with a text of
+    the batch: per key, the `per_key` oldest (found through the GIN index on lsh_keys)."""
+    if not len(keys):
+        return []
+    idx = np.repeat(np.arange(len(keys), dtype=np.int64), keys.shape[1])
+    params = {"idx": idx.tolist(), "keys": keys.ravel().tolist(), "ds": dataset_id, "per_key": per_key,
+              "exclude": list(exclude_ids)}
+    return [(int(i), int(pid), body) for i, pid, body in await session.execute(_CANDIDATES, params)]
+
+
+async def lsh_star_pairs(session: AsyncSession, dataset_id: int) -> list[tuple[int, int]]:
+    """The dataset's candidate pairs: each prompt with the oldest prompt sharing a band key with
+    it (one pair per prompt and key, however many share the key)."""
+    rows = await session.execute(
+        text(
+            """
+WITH k AS (
+  SELECT id, unnest(lsh_keys) AS key FROM prompt WHERE dataset_id = :ds AND lsh_keys IS NOT NULL
+), head AS (
+  SELECT key, min(id) AS head FROM k GROUP BY key HAVING count(*) > 1
+)
+SELECT DISTINCT k.id, head.head FROM k JOIN head USING (key) WHERE k.id <> head.head
+"""
+        ),
+        {"ds": dataset_id},
+    )
+    return [(int(a), int(b)) for a, b in rows]
+
+
+async def texts_of(session: AsyncSession, ids: Iterable[int]) -> dict[int, str]:
+    rows = await session.execute(select(Prompt.id, Prompt.text).where(Prompt.id.in_(list(ids))))
+    return {int(i): t for i, t in rows}
+
+
+async def count_unkeyed(session: AsyncSession, dataset_id: int) -> int:
+    stmt = select(func.count()).select_from(Prompt).where(Prompt.dataset_id == dataset_id, Prompt.lsh_keys.is_(None))
+    return int(await session.scalar(stmt))
+
+
+async def unkeyed_page(session: AsyncSession, dataset_id: int, limit: int) -> list[tuple[int, str]]:
+    rows = await session.execute(
+        select(Prompt.id, Prompt.text)
+        .where(Prompt.dataset_id == dataset_id, Prompt.lsh_keys.is_(None))
+        .order_by(Prompt.id)
+        .limit(limit)
+    )
+    return [(int(i), t) for i, t in rows]
+
+
+async def set_lsh_keys(session: AsyncSession, ids: Sequence[int], keys: np.ndarray) -> None:
+    await session.execute(
+        text(
+            "UPDATE prompt p SET lsh_keys = CAST(q.k AS bigint[]) "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:keys AS text[])) AS q(id, k) WHERE p.id = q.id"
+        ),
+        {"ids": list(ids), "keys": ["{" + ",".join(map(str, k)) + "}" for k in keys.tolist()]},
+    )
+
+
+async def lineage_and_splits(session: AsyncSession, dataset_id: int) -> tuple[list[tuple[int, int]], dict[int, str]]:
+    """(child, parent) links of evolved prompts (provenance.parent_prompt_id), and the split set
+    on each prompt that has one."""
+    rows = await session.execute(
+        text(
+            """
+SELECT id, CASE WHEN provenance ? 'parent_prompt_id' THEN (provenance ->> 'parent_prompt_id')::bigint END, split
+FROM prompt WHERE dataset_id = :ds AND (provenance ? 'parent_prompt_id' OR split IS NOT NULL)
+"""
+        ),
+        {"ds": dataset_id},
+    )
+    links, splits = [], {}
+    for pid, parent, split in rows:
+        if parent is not None:
+            links.append((int(pid), int(parent)))
+        if split is not None:
+            splits[int(pid)] = split
+    return links, splits

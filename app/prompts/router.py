@@ -16,10 +16,28 @@ from app.models import PromptSource, ReviewStatus
 from app.prompts import repository as repo
 from app.prompts import service
 from app.prompts.parsing import guess_format
-from app.prompts.schemas import ImportFormat, ImportMode, ImportReport, PromptCreate, PromptPublic, PromptUpdate, Split
+from app.prompts.schemas import (
+    ImportFormat,
+    ImportMode,
+    ImportReport,
+    NearDuplicateMode,
+    PromptCreate,
+    PromptPublic,
+    PromptUpdate,
+    Split,
+)
 from app.schemas import IdPath, Page, UtcDatetime
 
 router = APIRouter(tags=["prompts"])
+
+NearDuplicatesQuery = Annotated[
+    NearDuplicateMode,
+    Query(
+        description="A prompt nearly duplicating a stored one (same text up to case, whitespace and Unicode form, or "
+        "word-shingle Jaccard >= FORGE_SYNTH_NEAR_DUP_THRESHOLD): skip it (single add: 409), store it flagged "
+        "`near_duplicate` with the matching prompt id in meta.flag_details, or keep it as it is."
+    ),
+]
 
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
@@ -71,6 +89,7 @@ async def import_prompts(
     settings: SettingsDep,
     mode: ImportMode = ImportMode.partial,
     format: Annotated[ImportFormat | None, Query(description="Overrides the format guessed from the file name or content type.")] = None,
+    near_duplicates: NearDuplicatesQuery = NearDuplicateMode.flag,
 ):
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
@@ -92,14 +111,27 @@ async def import_prompts(
             details={"field": "format"},
         )
     try:
-        return await service.import_file(session, dataset, fh, fmt, max_chars=settings.max_text_chars, mode=mode)
+        return await service.import_file(
+            session, dataset, fh, fmt, max_chars=settings.max_text_chars, mode=mode,
+            near_duplicates=near_duplicates, threshold=settings.synth_near_dup_threshold,
+        )
     finally:
         fh.close()
 
 
 @router.post("/datasets/{dataset_id}/prompts", status_code=status.HTTP_201_CREATED, response_model=PromptPublic)
-async def create_prompt(body: PromptCreate, dataset: DatasetDep, session: SessionDep, settings: SettingsDep, actor: ActorDep):
-    return await service.create(session, dataset, body, actor=actor, max_chars=settings.max_text_chars)
+async def create_prompt(
+    body: PromptCreate,
+    dataset: DatasetDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    near_duplicates: NearDuplicatesQuery = NearDuplicateMode.flag,
+):
+    return await service.create(
+        session, dataset, body, actor=actor, max_chars=settings.max_text_chars,
+        near_duplicates=near_duplicates, threshold=settings.synth_near_dup_threshold,
+    )
 
 
 @router.get("/datasets/{dataset_id}/prompts", response_model=Page[PromptPublic])
