@@ -153,6 +153,7 @@ class ExportPublic(ORMModel):
     split: dict[str, Any]
     options: dict[str, Any]
     manifest: dict[str, Any] | None
+    integrity: dict[str, Any] | None = Field(None, description="Split groups and the leakage check, from freezing the version.")
     path: str | None
     created_by: str | None
     created_at: datetime
