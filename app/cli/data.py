@@ -84,6 +84,40 @@ def import_(
         console.print(f"  ... and {report.invalid - 20} more")
 
 
+async def _dedup(settings: Settings, dataset_name: str, flag: bool):
+    from app.datasets import service as datasets
+    from app.prompts import service as prompts
+
+    async with open_database(settings) as database, database.sessions() as session:
+        dataset = await datasets.get_by_name_or_404(session, dataset_name)
+        report = await prompts.dedup_pass(session, dataset, threshold=settings.synth_near_dup_threshold, flag=flag)
+        await session.commit()
+        return report
+
+
+@cli.command("dedup")
+def dedup_(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
+    flag: Annotated[bool, typer.Option(help="Flag every prompt that nearly duplicates an older one `near_duplicate`.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
+) -> None:
+    """Cluster a dataset's stored prompts by near-duplication and report the clusters."""
+    try:
+        report = asyncio.run(_dedup(get_settings(), dataset, flag))
+    except AppError as exc:
+        fail(exc.message)
+    if json_out:
+        console.print_json(report.model_dump_json())
+        return
+    console.print(
+        f"{report.prompts} prompts: {report.near_duplicate_pairs} near-duplicate pair(s) in {report.clusters} cluster(s) "
+        f"of {report.clustered_prompts} prompts (threshold {report.threshold}); {report.keyed_now} keyed now, "
+        f"{report.flagged} flagged"
+    )
+    for c in report.found[:20]:
+        console.print(f"  cluster of {len(c.members)} from prompt {c.root}: {c.members[:12]}{' ...' if len(c.members) > 12 else ''}")
+
+
 async def _datasets(settings: Settings):
     from app.datasets import repository as repo
 

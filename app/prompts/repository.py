@@ -306,3 +306,30 @@ FROM prompt WHERE dataset_id = :ds AND (provenance ? 'parent_prompt_id' OR split
         if split is not None:
             splits[int(pid)] = split
     return links, splits
+
+
+async def count(session: AsyncSession, dataset_id: int) -> int:
+    return int(await session.scalar(select(func.count()).select_from(Prompt).where(Prompt.dataset_id == dataset_id)))
+
+
+async def flag_near_duplicates(session: AsyncSession, details: dict[int, str]) -> int:
+    """Flag prompts `near_duplicate` with their details (JSON texts) in meta.flag_details; the
+    number newly flagged. A pending prompt becomes needs_review, a human decision stands."""
+    if not details:
+        return 0
+    result = await session.execute(
+        text(
+            """
+UPDATE prompt p SET
+    flag_reasons = array_append(p.flag_reasons, 'near_duplicate'),
+    meta = p.meta || jsonb_build_object('flag_details', coalesce(p.meta -> 'flag_details', '{}'::jsonb)
+                                        || jsonb_build_object('near_duplicate', CAST(q.d AS jsonb))),
+    review_status = CASE WHEN p.review_status = 'pending' THEN 'needs_review' ELSE p.review_status END,
+    updated_at = now()
+FROM unnest(CAST(:ids AS bigint[]), CAST(:details AS text[])) AS q(id, d)
+WHERE p.id = q.id AND NOT ('near_duplicate' = ANY(p.flag_reasons))
+"""
+        ),
+        {"ids": list(details), "details": list(details.values())},
+    )
+    return result.rowcount

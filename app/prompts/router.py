@@ -17,6 +17,7 @@ from app.prompts import repository as repo
 from app.prompts import service
 from app.prompts.parsing import guess_format
 from app.prompts.schemas import (
+    DedupReport,
     ImportFormat,
     ImportMode,
     ImportReport,
@@ -132,6 +133,18 @@ async def create_prompt(
         session, dataset, body, actor=actor, max_chars=settings.max_text_chars,
         near_duplicates=near_duplicates, threshold=settings.synth_near_dup_threshold,
     )
+
+
+@router.post("/datasets/{dataset_id}/prompts/dedup", response_model=DedupReport)
+async def dedup_prompts(
+    dataset: DatasetDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    flag: Annotated[bool, Query(description="Flag every prompt that nearly duplicates an older one `near_duplicate`.")] = False,
+):
+    """Cluster the dataset's stored prompts by near-duplication (same normalised text, or word-shingle
+    Jaccard >= FORGE_SYNTH_NEAR_DUP_THRESHOLD) and report the clusters."""
+    return await service.dedup_pass(session, dataset, threshold=settings.synth_near_dup_threshold, flag=flag)
 
 
 @router.get("/datasets/{dataset_id}/prompts", response_model=Page[PromptPublic])

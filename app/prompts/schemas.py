@@ -95,3 +95,21 @@ class ImportReport(BaseModel):
     near_duplicates: int = Field(0, description="Rows nearly duplicating a stored prompt (skipped, flagged or kept by the mode).")
     near_duplicate_matches: list[NearDuplicate] = Field(default_factory=list, description="The first 1000, with the prompt matched.")
     committed: bool = True
+
+
+class DedupCluster(BaseModel):
+    root: int = Field(description="The oldest prompt of the cluster.")
+    members: list[int]
+    pairs: list[tuple[int, int, float]] = Field(description="The verified pairs (prompt, nearly duplicates prompt, similarity).")
+
+
+class DedupReport(BaseModel):
+    dataset_id: int
+    threshold: float
+    prompts: int = Field(description="Prompts in the dataset.")
+    keyed_now: int = Field(description="Prompts that had no band keys yet and got them in this pass.")
+    near_duplicate_pairs: int
+    clustered_prompts: int
+    clusters: int
+    flagged: int = Field(0, description="Prompts newly flagged `near_duplicate` (with flag=true).")
+    found: list[DedupCluster] = Field(description="The clusters, largest first (the first 1000).")

@@ -18,6 +18,8 @@ from app.prompts import repository as repo
 from app.prompts.hashing import content_hash
 from app.prompts.parsing import READERS, InputError, ParsedRow
 from app.prompts.schemas import (
+    DedupCluster,
+    DedupReport,
     ImportFormat,
     ImportMode,
     ImportReport,
@@ -233,3 +235,30 @@ async def update(session: AsyncSession, prompt: Prompt, data: PromptUpdate, *, a
     await session.refresh(prompt)
     await change.record(actor=actor, action="update")
     return prompt
+
+
+async def dedup_pass(session: AsyncSession, dataset: Dataset, *, threshold: float, flag: bool = False) -> DedupReport:
+    """Cluster the dataset's stored prompts by near-duplication (keying those without band keys
+    first); with `flag`, mark every prompt that nearly duplicates an older one `near_duplicate`
+    (meta.flag_details names the older one)."""
+    keyed = await dedup.ensure_keys(session, dataset.id)
+    clusters = await dedup.cluster(session, dataset.id, threshold)
+    by_root: dict[int, list[tuple[int, int, float]]] = {}
+    root_of = {m: root for root, members in clusters.groups.items() for m in members}
+    for a, b, sim in clusters.pairs:
+        by_root.setdefault(root_of[a], []).append((a, b, round(sim, 4)))
+    listed = sorted(clusters.groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:REPORT_LIMIT]
+    flagged = 0
+    if flag:
+        best: dict[int, tuple[int, float]] = {}
+        for a, b, sim in clusters.pairs:
+            if a not in best or sim > best[a][1]:
+                best[a] = (b, sim)
+        flagged = await repo.flag_near_duplicates(
+            session, {a: json.dumps({"prompt_id": b, "similarity": round(sim, 4)}) for a, (b, sim) in best.items()}
+        )
+    return DedupReport(
+        dataset_id=dataset.id, threshold=threshold, prompts=await repo.count(session, dataset.id), keyed_now=keyed,
+        near_duplicate_pairs=len(clusters.pairs), clustered_prompts=len(root_of), clusters=len(clusters.groups),
+        flagged=flagged, found=[DedupCluster(root=r, members=m, pairs=sorted(by_root.get(r, []))) for r, m in listed],
+    )
