@@ -63,8 +63,9 @@ class ExportFilters(BaseModel):
 
 
 class SplitSpec(BaseModel):
-    """Train/validation/test by prompt: sha256(f"{seed}:{prompt_id}") decides, so a prompt's
-    split never depends on what else is in the dataset."""
+    """Train/validation/test by prompt: a prompt's own `split` when it has one, else
+    sha256(f"{seed}:{prompt_id}"). Split groups (near-duplicates, evol lineages;
+    app/exports/groups.py) share one split, that of their explicit splits or of their root."""
 
     model_config = ConfigDict(extra="forbid")
 

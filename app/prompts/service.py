@@ -229,8 +229,11 @@ async def update(session: AsyncSession, prompt: Prompt, data: PromptUpdate, *, a
         made_for_old_text = await repo.answers_of(session, prompt.id)
         for row in made_for_old_text:
             change.touch(row).review_status = ReviewStatus.stale.value
-        if made_for_old_text and FlagReason.text_changed.value not in prompt.flag_reasons:
-            prompt.flag_reasons = [*prompt.flag_reasons, FlagReason.text_changed.value]
+        if made_for_old_text:  # back to the reviewers, who approve the item again
+            if FlagReason.text_changed.value not in prompt.flag_reasons:
+                prompt.flag_reasons = [*prompt.flag_reasons, FlagReason.text_changed.value]
+            if "review_status" not in changes:
+                prompt.review_status = ReviewStatus.needs_review.value
     await session.flush()
     await session.refresh(prompt)
     await change.record(actor=actor, action="update")
