@@ -204,8 +204,9 @@ def flag_near_duplicate(prompt: Prompt, details: dict) -> None:
 
 async def update(session: AsyncSession, prompt: Prompt, data: PromptUpdate, *, actor: str, max_chars: int) -> Prompt:
     """Change a prompt. A new text gets new band keys, and the completions and rankings made for
-    the old one turn `stale` (kept and shown, left out of exports until a reviewer approves them
-    again); the same audit event records them (`related`), so undo restores them too."""
+    the old one turn `stale` (kept and shown, left out of exports until a reviewer approves the
+    item again) and the prompt goes back to review; the same audit event records them
+    (`related`)."""
     changes = data.model_dump(exclude_unset=True)
     if not changes:
         return prompt
