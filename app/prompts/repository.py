@@ -103,7 +103,8 @@ async def mark_stage_near_duplicates(pg: psycopg.AsyncConnection, lines: list[in
 
 async def insert_from_stage(pg: psycopg.AsyncConnection, dataset_id: int, *, deduplicate: bool = True, flag: bool = True) -> int:
     """Insert each staged text once, in input order; texts already in the dataset are skipped.
-    With `flag`, a row with a near-duplicate is flagged (meta.flag_details says which).
+    With `flag`, a row with a near-duplicate is flagged (meta.flag_details says which); without,
+    the statement is the plain copy it was before near-duplicates (most imports have none).
 
     `deduplicate=False` when the stage is known to hold each text once (it saves a sort);
     ON CONFLICT still guards against a concurrent import of the same texts."""
@@ -112,22 +113,24 @@ async def insert_from_stage(pg: psycopg.AsyncConnection, dataset_id: int, *, ded
         if deduplicate
         else "prompt_import_stage s"
     )
-    flagged = "s.near_duplicate IS NOT NULL AND %(flag)s"
+    if flag:  # the stage holds near-duplicates to flag
+        flagged = "s.near_duplicate IS NOT NULL"
+        meta = (f"CASE WHEN {flagged} THEN meta || jsonb_build_object('flag_details', coalesce(meta -> 'flag_details', '{{}}') "
+                f"|| jsonb_build_object('near_duplicate', s.near_duplicate)) ELSE meta END")
+        flags = (f", CASE WHEN {flagged} THEN ARRAY['near_duplicate'] ELSE '{{}}'::text[] END, "
+                 f"CASE WHEN {flagged} THEN 'needs_review' ELSE 'pending' END")
+        flag_columns = ", flag_reasons, review_status"
+    else:
+        meta, flags, flag_columns = "meta", "", ""
     cur = await pg.execute(
         f"""
-        INSERT INTO prompt (dataset_id, text, content_hash, source, split, tags, meta, lsh_keys, flag_reasons, review_status)
-        SELECT %(ds)s, text, content_hash, source, split, tags,
-               CASE WHEN {flagged} THEN meta || jsonb_build_object('flag_details', coalesce(meta -> 'flag_details', '{{}}')
-                                                || jsonb_build_object('near_duplicate', s.near_duplicate))
-                    ELSE meta END,
-               lsh_keys,
-               CASE WHEN {flagged} THEN ARRAY['near_duplicate'] ELSE '{{}}'::text[] END,
-               CASE WHEN {flagged} THEN 'needs_review' ELSE 'pending' END
+        INSERT INTO prompt (dataset_id, text, content_hash, source, split, tags, meta, lsh_keys{flag_columns})
+        SELECT %(ds)s, text, content_hash, source, split, tags, {meta}, lsh_keys{flags}
         FROM {source}
         ORDER BY line
         ON CONFLICT (dataset_id, content_hash) DO NOTHING
         """,
-        {"ds": dataset_id, "flag": flag},
+        {"ds": dataset_id},
     )
     return cur.rowcount
 

@@ -102,7 +102,7 @@ async def import_rows(
         )
     skipped = await _stage_near_duplicates(pg, dataset.id, near_duplicates, threshold, report)
     report.inserted = await repo.insert_from_stage(
-        pg, dataset.id, deduplicate=dup_count > 0, flag=near_duplicates is NearDuplicateMode.flag
+        pg, dataset.id, deduplicate=dup_count > 0, flag=near_duplicates is NearDuplicateMode.flag and report.near_duplicates > 0
     )
     # a concurrent import may have taken some texts between the two statements
     report.duplicates = total - invalid - skipped - report.inserted
