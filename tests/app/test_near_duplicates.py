@@ -142,3 +142,41 @@ def test_the_dataset_wide_pass_clusters_what_is_stored(http, ds, settings, datab
     missing = subprocess.run([sys.executable, "-m", "app.cli", "dedup", "--dataset", "nope"],
                              env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "nope" in missing.stderr + missing.stdout
+
+
+def test_the_migration_keys_the_prompts_stored_before_it(pg_server_url):
+    """Prompts written before band keys existed get them when the schema is upgraded."""
+    import uuid
+    from pathlib import Path
+
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from app import db
+
+    script = ScriptDirectory.from_config(db.alembic_config("postgresql+psycopg://x/x"))
+    (mine,) = [r for r in script.walk_revisions() if Path(r.path).name.endswith("_integrity.py")]
+    name = f"forge_mig_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        db.upgrade(url, mine.down_revision)
+        engine = create_engine(url)
+        with engine.begin() as c:
+            ds = c.execute(text("INSERT INTO dataset (name) VALUES ('old') RETURNING id")).scalar()
+            for i, body in enumerate([ORIGINAL, OTHER]):
+                c.execute(text("INSERT INTO prompt (dataset_id, text, content_hash) VALUES (:d, :t, :h)"),
+                          {"d": ds, "t": body, "h": bytes([i]) * 32})
+        db.upgrade(url, mine.revision)
+        with engine.connect() as c:
+            keys = [list(r[0]) for r in c.execute(text("SELECT lsh_keys FROM prompt ORDER BY id"))]
+        engine.dispose()
+        assert keys == dedup.lsh_keys([ORIGINAL, OTHER], ds).tolist()
+        db.downgrade(url, mine.down_revision)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
