@@ -44,7 +44,7 @@ _P = np.uint32(0x01000193)
 _P_INV = np.uint32(pow(0x01000193, -1, 1 << 32))
 _GOLDEN = np.uint32(0x9E3779B1)
 _CHUNK = 8192  # shingles per numpy step: the (NUM_PERM, chunk) block stays in cache
-# candidates looked at per key of a text: the oldest prompts sharing it
+# stored prompts looked at per key of a text, when a batch is small (repository.SMALL_BATCH)
 CANDIDATES_PER_KEY = 4
 
 

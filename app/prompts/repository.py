@@ -61,22 +61,44 @@ async def stage_duplicates(pg: psycopg.AsyncConnection, dataset_id: int, limit: 
     return count, lines
 
 
+# Candidates of a batch among the stored prompts, two ways. A few texts: per band key, a few
+# stored prompts holding it, through the GIN index (no ORDER BY: a key shared by thousands of
+# templated prompts must not make each lookup read and sort them all). Many texts: per key the
+# oldest stored prompt holding it, from one pass over the dataset's keys (a hash semi-join and a
+# GROUP BY), whose cost does not grow with how many prompts share a key.
+SMALL_BATCH = 1000
+
+
 async def stage_near_duplicate_candidates(
     pg: psycopg.AsyncConnection, dataset_id: int, per_key: int
 ) -> list[tuple[int, int, str, str]]:
     """(line, prompt id, staged text, stored text) for staged rows sharing a band key with a
-    stored prompt (per key the `per_key` oldest); rows whose exact text is stored are left out
-    (they are duplicates, not inserted)."""
-    cur = await pg.execute(
-        """
-        SELECT DISTINCT s.line, c.id, s.text, c.text
-        FROM prompt_import_stage s
+    stored prompt; rows whose exact text is stored are left out (duplicates, not inserted)."""
+    cur = await pg.execute("SELECT count(*) FROM prompt_import_stage")
+    small = (await cur.fetchone())[0] <= SMALL_BATCH
+    if small:
+        pairs = """
+        SELECT DISTINCT s.line, c.id FROM prompt_import_stage s
         CROSS JOIN LATERAL unnest(s.lsh_keys) AS q(k)
         CROSS JOIN LATERAL (
-            SELECT p.id, p.text FROM prompt p
-            WHERE p.dataset_id = %(ds)s AND p.lsh_keys @> ARRAY[q.k]
-            ORDER BY p.id LIMIT %(per_key)s
-        ) c
+            SELECT p.id FROM prompt p WHERE p.dataset_id = %(ds)s AND p.lsh_keys @> ARRAY[q.k] LIMIT %(per_key)s
+        ) c"""
+    else:
+        pairs = """
+        WITH sk AS (SELECT line, unnest(lsh_keys) AS k FROM prompt_import_stage),
+        head AS (
+            SELECT x.k, min(x.id) AS id
+            FROM (SELECT id, unnest(lsh_keys) AS k FROM prompt WHERE dataset_id = %(ds)s AND lsh_keys IS NOT NULL) x
+            WHERE x.k IN (SELECT k FROM sk)
+            GROUP BY x.k
+        )
+        SELECT DISTINCT sk.line, head.id FROM sk JOIN head USING (k)"""
+    cur = await pg.execute(
+        f"""
+        SELECT c.line, p.id, s.text, p.text
+        FROM ({pairs}) c(line, id)
+        JOIN prompt_import_stage s ON s.line = c.line
+        JOIN prompt p ON p.id = c.id
         WHERE NOT EXISTS (SELECT 1 FROM prompt e WHERE e.dataset_id = %(ds)s AND e.content_hash = s.content_hash)
         """,
         {"ds": dataset_id, "per_key": per_key},
@@ -215,15 +237,28 @@ async def flag_prompt(session: AsyncSession, prompt_id: int, code: str, detail: 
 
 # --- near-duplicates (the rules are app/prompts/dedup.py's) ---------------------------------
 
-_CANDIDATES = text(
+_FEW_CANDIDATES = text(
     """
 SELECT DISTINCT q.i, c.id, c.text
 FROM unnest(CAST(:idx AS bigint[]), CAST(:keys AS bigint[])) AS q(i, k)
 CROSS JOIN LATERAL (
   SELECT p.id, p.text FROM prompt p
   WHERE p.dataset_id = :ds AND p.lsh_keys @> ARRAY[q.k] AND p.id <> ALL(CAST(:exclude AS bigint[]))
-  ORDER BY p.id LIMIT :per_key
+  LIMIT :per_key
 ) c
+"""
+)
+_MANY_CANDIDATES = text(
+    """
+WITH q AS (SELECT * FROM unnest(CAST(:idx AS bigint[]), CAST(:keys AS bigint[])) AS q(i, k)),
+head AS (
+  SELECT x.k, min(x.id) AS id
+  FROM (SELECT id, unnest(lsh_keys) AS k FROM prompt
+        WHERE dataset_id = :ds AND lsh_keys IS NOT NULL AND id <> ALL(CAST(:exclude AS bigint[]))) x
+  WHERE x.k IN (SELECT k FROM q)
+  GROUP BY x.k
+)
+SELECT DISTINCT q.i, p.id, p.text FROM q JOIN head USING (k) JOIN prompt p ON p.id = head.id
 """
 )
 
@@ -232,13 +267,14 @@ async def lsh_candidates(
     session: AsyncSession, dataset_id: int, keys: np.ndarray, per_key: int, exclude_ids: Sequence[int] = ()
 ) -> list[tuple[int, int, str]]:
     """(index in the batch, prompt id, text) of stored prompts sharing a band key with a text of
-    the batch: per key, the `per_key` oldest (found through the GIN index on lsh_keys)."""
+    the batch (see SMALL_BATCH for the two ways)."""
     if not len(keys):
         return []
     idx = np.repeat(np.arange(len(keys), dtype=np.int64), keys.shape[1])
     params = {"idx": idx.tolist(), "keys": keys.ravel().tolist(), "ds": dataset_id, "per_key": per_key,
               "exclude": list(exclude_ids)}
-    return [(int(i), int(pid), body) for i, pid, body in await session.execute(_CANDIDATES, params)]
+    stmt = _FEW_CANDIDATES if len(keys) <= SMALL_BATCH else _MANY_CANDIDATES
+    return [(int(i), int(pid), body) for i, pid, body in await session.execute(stmt, params)]
 
 
 async def lsh_star_pairs(session: AsyncSession, dataset_id: int) -> list[tuple[int, int]]:

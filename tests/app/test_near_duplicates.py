@@ -136,11 +136,11 @@ def test_the_dataset_wide_pass_clusters_what_is_stored(http, ds, settings, datab
     # the command line runs the same pass
     env = {**os.environ, "DATABASE_URL": database_url, "FORGE_DATA_DIR": str(settings.data_dir)}
     out = subprocess.run([sys.executable, "-m", "app.cli", "dedup", "--dataset", "near", "--json"],
-                         env=env, capture_output=True, text=True, timeout=120)
+                         env=env, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["clustered_prompts"] == 4
     missing = subprocess.run([sys.executable, "-m", "app.cli", "dedup", "--dataset", "nope"],
-                             env=env, capture_output=True, text=True, timeout=120)
+                             env=env, capture_output=True, text=True, timeout=120, check=False)
     assert missing.returncode != 0 and "nope" in missing.stderr + missing.stdout
 
 
@@ -180,3 +180,36 @@ def test_the_migration_keys_the_prompts_stored_before_it(pg_server_url):
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_a_large_import_finds_its_near_duplicates_with_the_set_based_join(http, ds):
+    """Over SMALL_BATCH rows the stage is checked with one pass over the dataset's keys."""
+    from app.prompts.repository import SMALL_BATCH
+
+    stored = _add(http, ds, ORIGINAL).json()["id"]
+    _import(http, ds, [f"Question {i}: explain idea #{i * 7919 % 100003} in the field of math." for i in range(300)])
+    rows = [f"Question {i}: explain idea #{i * 7919 % 100003} in the field of code." for i in range(5000, 5000 + SMALL_BATCH)] + [NEAR]
+    rep = _import(http, ds, rows)
+    assert rep["inserted"] == SMALL_BATCH + 1
+    assert [(m["line"], m["prompt_id"]) for m in rep["near_duplicate_matches"]] == [(SMALL_BATCH + 1, stored)]
+
+
+async def test_the_batch_api_finds_near_duplicates_both_ways(session):
+    """find_near_duplicates, the helper other importers call, for a few texts and for many."""
+    from app.models import Dataset, Prompt
+    from app.prompts.hashing import content_hash
+    from app.prompts.repository import SMALL_BATCH
+
+    ds = Dataset(name="batch")
+    session.add(ds)
+    await session.flush()
+    original = Prompt(dataset_id=ds.id, text=ORIGINAL, content_hash=content_hash(ORIGINAL), lsh_keys=dedup.lsh_keys([ORIGINAL], ds.id)[0].tolist())
+    session.add(original)
+    await session.flush()
+    for texts in ([OTHER, NEAR], [f"Filler prompt number {i} about rivers" for i in range(SMALL_BATCH)] + [OTHER, NEAR]):
+        matches, keys = await dedup.find_near_duplicates(session, ds.id, texts, 0.7)
+        assert keys.shape == (len(texts), dedup.BANDS)
+        assert [(m.index, m.prompt_id) for m in matches if m] == [(len(texts) - 1, original.id)]
+        assert matches[-1].similarity == pytest.approx(0.946, abs=0.001)
+    matches, _ = await dedup.find_near_duplicates(session, ds.id, [NEAR], 0.7, exclude_ids=[original.id])
+    assert matches == [None]
