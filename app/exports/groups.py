@@ -66,8 +66,12 @@ class SplitGroups:
         }
 
 
-async def split_groups(session: AsyncSession, dataset_id: int, spec: SplitSpec, threshold: float) -> SplitGroups:
-    clusters = await dedup.cluster(session, dataset_id, threshold)
+async def split_groups(
+    session: AsyncSession, dataset_id: int, spec: SplitSpec, threshold: float, *, for_manifest: bool = True
+) -> SplitGroups:
+    """The dataset's split groups and their splits (`for_manifest`: also count the prompts
+    without band keys, which the manifest reports and a live stream does not need)."""
+    clusters = await dedup.cluster(session, dataset_id, threshold, count_unkeyed=for_manifest)
     lineage, explicit = await prompts.lineage_and_splits(session, dataset_id)
     near = [(a, b) for a, b, _ in clusters.pairs]
     out = SplitGroups(threshold, dedup.group(near + lineage), near_pairs=near, lineage=lineage, unkeyed=clusters.unkeyed)

@@ -211,7 +211,7 @@ async def live_query(
     threshold: float,
 ) -> tuple[str, dict[str, Any]]:
     """The live export's query; its splits follow the split groups as a frozen version's do."""
-    found = await groups.split_groups(session, dataset_id, split, threshold)
+    found = await groups.split_groups(session, dataset_id, split, threshold, for_manifest=False)
     source, params = repo.live_source(dataset_id, filters, split, found.params())
     return repo.format_sql(fmt, source, render, only), params
 

@@ -250,8 +250,9 @@ def group(edges: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
 VERIFY_BATCH = 20_000
 
 
-async def cluster(session: AsyncSession, dataset_id: int, threshold: float) -> Clusters:
-    """The dataset's near-duplicate pairs and clusters, from the stored band keys."""
+async def cluster(session: AsyncSession, dataset_id: int, threshold: float, *, count_unkeyed: bool = True) -> Clusters:
+    """The dataset's near-duplicate pairs and clusters, from the stored band keys (and how many
+    prompts have none, with `count_unkeyed`)."""
     candidates = await repo.lsh_star_pairs(session, dataset_id)
     pairs: list[tuple[int, int, float]] = []
     for lo in range(0, len(candidates), VERIFY_BATCH):
@@ -259,7 +260,8 @@ async def cluster(session: AsyncSession, dataset_id: int, threshold: float) -> C
         texts = await repo.texts_of(session, {i for pair in chunk for i in pair})
         found = best_pairs(chunk, texts, threshold)
         pairs.extend(found)
-    return Clusters(pairs=pairs, groups=group((a, b) for a, b, _ in pairs), unkeyed=await repo.count_unkeyed(session, dataset_id))
+    unkeyed = await repo.count_unkeyed(session, dataset_id) if count_unkeyed else 0
+    return Clusters(pairs=pairs, groups=group((a, b) for a, b, _ in pairs), unkeyed=unkeyed)
 
 
 def best_pairs(candidates: Sequence[tuple[int, int]], texts: dict[int, str], threshold: float) -> list[tuple[int, int, float]]:
