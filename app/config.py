@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # --- jobs -----------------------------------------------------------------------------
     worker_in_process: bool = Field(default=True, description="`serve` also runs a job worker.")
     worker_concurrency: int = 16
+    worker_queues: list[Literal["runs", "exports"]] = Field(
+        default_factory=list, description='Queues this process\'s worker takes, e.g. ["exports"]; empty: all.'
+    )
     # --- jobs: worker liveness (issue 3) ---------------------------------------------------
     worker_heartbeat_s: float = Field(default=10.0, gt=0, description="Worker heartbeat interval.")
     worker_stalled_after_s: float = Field(

@@ -14,6 +14,10 @@ from fastapi import Depends, Request
 START_RUN = "forge.start_run"
 PROCESS_CHUNK = "forge.process_chunk"
 RENDER_EXPORT = "forge.render_export"
+# a worker may take one kind of work only (FORGE_WORKER_QUEUES): LLM runs or export rendering
+RUNS_QUEUE = "runs"
+EXPORTS_QUEUE = "exports"
+QUEUES = (RUNS_QUEUE, EXPORTS_QUEUE)
 
 
 class Jobs:

@@ -24,6 +24,7 @@ def _routers():
     from app.datasets.router import router as datasets
     from app.exports.router import router as exports
     from app.health import router as health
+    from app.imports.router import router as imports
     from app.prompts.router import router as prompts
     from app.rankings.router import router as rankings
     from app.review.router import router as review
@@ -35,6 +36,7 @@ def _routers():
     return [
         (health, ""), (datasets, API_PREFIX), (prompts, API_PREFIX), (completions, API_PREFIX), (rankings, API_PREFIX),
         (exports, API_PREFIX), (runs, API_PREFIX), (review, API_PREFIX), (ui, ""),
+        (imports, API_PREFIX),
     ]
 
 

@@ -61,11 +61,13 @@ class PromptSource(enum.StrEnum):
 class CompletionSource(enum.StrEnum):
     model = "model"
     human = "human"
+    imported = "imported"  # read from a file (migration 0009); its provenance says which
 
 
 class RankerKind(enum.StrEnum):
     judge = "judge"
     human = "human"
+    imported = "imported"  # read from a file (migration 0009); counts like a human ranking
 
 
 class RunKind(enum.StrEnum):
@@ -184,6 +186,8 @@ class Completion(Base):
     review_status: Mapped[str] = mapped_column(String(16), server_default=ReviewStatus.pending.value)
     flag_reasons: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     meta: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    # an imported completion's origin: {"import": {"file", "sha256", "format", "line"}} (migration 0009)
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from app import db
 from app.config import Settings
 from app.exports import tasks as export_tasks
-from app.jobs import PROCESS_CHUNK, RENDER_EXPORT, START_RUN, Jobs
+from app.jobs import EXPORTS_QUEUE, PROCESS_CHUNK, RENDER_EXPORT, RUNS_QUEUE, START_RUN, Jobs
 from app.llm import LLMPool
 from app.run_kinds import KINDS
 from app.runs import pipeline
@@ -66,10 +66,10 @@ def make_job_app(url: str, *, pool_size: int = 4) -> procrastinate.App:
     )
     # unexpected errors (a database blip) retry the job; LLM failures are handled per item
     retry = procrastinate.RetryStrategy(max_attempts=5, exponential_wait=2)
-    app.task(name=START_RUN, pass_context=True, retry=retry)(_start_run)
-    app.task(name=PROCESS_CHUNK, pass_context=True, retry=retry)(_process_chunk)
+    app.task(name=START_RUN, queue=RUNS_QUEUE, pass_context=True, retry=retry)(_start_run)
+    app.task(name=PROCESS_CHUNK, queue=RUNS_QUEUE, pass_context=True, retry=retry)(_process_chunk)
     # an export's failure is recorded on the export (a new version is the way to try again)
-    app.task(name=RENDER_EXPORT, pass_context=True)(_render_export)
+    app.task(name=RENDER_EXPORT, queue=EXPORTS_QUEUE, pass_context=True)(_render_export)
     return app
 
 
@@ -104,6 +104,7 @@ async def run_worker(
     try:
         await job_app.run_worker_async(
             concurrency=concurrency,
+            queues=s.worker_queues or None,
             name=f"{socket.gethostname()}-{id(runtime):x}",
             additional_context={"runtime": runtime, "kinds": kinds},
             install_signal_handlers=install_signal_handlers,

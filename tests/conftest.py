@@ -163,8 +163,11 @@ class LiveServer:
 
 @pytest.fixture(scope="session")
 def live_server(base_settings: Settings) -> Iterator[LiveServer]:
-    """The service as `serve` runs it: with a job worker inside (exports are jobs)."""
-    with LiveServer(base_settings.model_copy(update={"worker_in_process": True})) as server:
+    """The service as `serve` runs it, with a job worker inside that renders exports. It takes no
+    run jobs: tests that run the pipeline start their own worker against their fake LLM. Its
+    heartbeat is as frequent as theirs: a starting worker prunes the workers it thinks stalled."""
+    live = {"worker_in_process": True, "worker_queues": ["exports"], "worker_heartbeat_s": 0.5}
+    with LiveServer(base_settings.model_copy(update=live)) as server:
         yield server
 
 

@@ -364,6 +364,66 @@ def parse_record(kind: str, obj: Any) -> AnyRecord:
     return RECORD_TYPES[kind].from_dict(obj)
 
 
+# --- reading the adapters back (imports): their inverses and TRL's implicit prompt ------------
+
+
+def extract_prompt(chosen: Sequence, rejected: Sequence) -> tuple[Sequence, Sequence, Sequence]:
+    """TRL's ``extract_prompt`` for a preference pair whose prompt is implicit: the prompt is the
+    longest shared prefix of ``chosen`` and ``rejected`` (characters of strings, messages of
+    conversations), and a space just before the point where they part goes with the answers.
+    Returns ``(prompt, chosen, rejected)``."""
+    n = 0
+    for a, b in zip(chosen, rejected):
+        if a != b:
+            break
+        n += 1
+    if isinstance(chosen, str) and 0 < n < min(len(chosen), len(rejected)) and chosen[n - 1] == " ":
+        n -= 1
+    return chosen[:n], chosen[n:], rejected[n:]
+
+
+def parse_pair(kind: str, obj: Any) -> PairRecord | ChatPairRecord:
+    """A ``pairs`` / ``pairs_chat`` record, with an explicit ``prompt`` or (TRL's implicit-prompt
+    shape) without one: then the prompt is what ``chosen`` and ``rejected`` share."""
+    if isinstance(obj, dict) and "prompt" not in obj and "chosen" in obj and "rejected" in obj:
+        shape, what = (list, "lists of messages") if kind == "pairs_chat" else (str, "strings")
+        chosen, rejected = obj["chosen"], obj["rejected"]
+        if not (isinstance(chosen, shape) and isinstance(rejected, shape)):
+            raise FormatError(f"without 'prompt', 'chosen' and 'rejected' must both be {what} that start with the prompt")
+        prompt, chosen, rejected = extract_prompt(chosen, rejected)
+        if not prompt:
+            raise FormatError("without 'prompt', 'chosen' and 'rejected' must start with the same prompt")
+        obj = {**obj, "prompt": prompt, "chosen": chosen, "rejected": rejected}
+    return parse_record(kind, obj)
+
+
+def _single(messages: list[Message], role: str, key: str) -> str:
+    if len(messages) != 1 or messages[0]["role"] != role:
+        got = [m["role"] for m in messages]
+        raise FormatError(f"{key!r} must be one {role} message (single-turn), got roles {got}")
+    return messages[0]["content"]
+
+
+def chat_to_sft(rec: ChatSFTRecord) -> SFTRecord:
+    """The inverse of :func:`sft_to_chat`: one user message, then the assistant's answer."""
+    roles = [m["role"] for m in rec.messages]
+    if roles != ["user", "assistant"]:
+        raise FormatError(f"'messages' must be one user message and the assistant's answer (single-turn), got roles {roles}")
+    return SFTRecord(prompt=rec.messages[0]["content"], completion=rec.messages[1]["content"], id=rec.id, meta=rec.meta)
+
+
+def chat_to_pair(rec: ChatPairRecord) -> PairRecord:
+    """The inverse of :func:`pair_to_chat`: a single-turn prompt and one answer on each side."""
+    return PairRecord(
+        prompt=_single(rec.prompt, "user", "prompt"),
+        chosen=_single(rec.chosen, "assistant", "chosen"),
+        rejected=_single(rec.rejected, "assistant", "rejected"),
+        margin=rec.margin,
+        id=rec.id,
+        meta=rec.meta,
+    )
+
+
 def dumps(record: AnyRecord) -> str:
     """One JSONL line (without the newline), UTF-8 text kept as is."""
     return json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":"))

@@ -39,34 +39,70 @@ async def import_prompts(settings: Settings, file: Path, dataset_name: str, fmt,
         return report, dataset.id
 
 
+async def import_records(settings: Settings, file: Path, dataset_name: str, fmt, split, mode, create: bool):
+    """Import FILE's completions and rankings (with their prompts) in one transaction."""
+    from app.datasets import service as datasets
+    from app.imports import service as imports
+
+    async with open_database(settings) as database, database.sessions() as session:
+        dataset = await (datasets.get_or_create(session, dataset_name) if create else datasets.get_by_name_or_404(session, dataset_name))
+        with rich.progress.open(file, "rb", description=f"importing {file.name}", console=err) as fh:
+            report = await imports.import_file(
+                session, dataset, fh, fmt, file_name=file.name, split=split, max_chars=settings.max_text_chars, mode=mode,
+                actor="cli",
+            )
+        await session.commit()
+        return report
+
+
 @cli.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A .jsonl, .json or .csv file of prompts.")],
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A file of prompts, or of records of an export format.")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
-    format: Annotated[str | None, typer.Option(help="json | jsonl | csv (default: from the file name).")] = None,
+    format: Annotated[
+        str | None,
+        typer.Option(help="Prompts: json | jsonl | csv (default: from the file name). Prompts with completions and "
+                          "rankings: sft | rm | pairs | sft_chat | pairs_chat (the export formats; pairs also TRL's)."),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="With a records format: the split of the prompts it creates (default: from an export's file name).")
+    ] = None,
     all_or_nothing: Annotated[bool, typer.Option(help="Import nothing if any row is invalid.")] = False,
     create: Annotated[bool, typer.Option(help="Create the dataset if it does not exist.")] = True,
     near_duplicates: Annotated[
         str, typer.Option(help="skip | flag | keep: what to do with a row nearly duplicating a stored prompt.")
     ] = "flag",
 ) -> None:
-    """Import prompts from FILE into a dataset, in one transaction, with a progress bar."""
+    """Import prompts, or prompts with their completions and rankings, from FILE into a dataset, in
+    one transaction, with a progress bar."""
+    from app.imports.schemas import RecordFormat
+    from app.imports.service import guess_from_name
     from app.prompts.parsing import guess_format
-    from app.prompts.schemas import ImportFormat, ImportMode, NearDuplicateMode
+    from app.prompts.schemas import ImportFormat, ImportMode, NearDuplicateMode, Split
 
-    try:
-        fmt = ImportFormat(format) if format else guess_format(file.name, None)
-    except ValueError:
-        fail(f"--format must be json, jsonl or csv, got {format!r}")
-    if fmt is None:
-        fail(f"cannot tell the format of {file.name}: name it .jsonl/.json/.csv or pass --format")
     mode = ImportMode.all_or_nothing if all_or_nothing else ImportMode.partial
+    settings = get_settings()
     try:
         near = NearDuplicateMode(near_duplicates)
     except ValueError:
         fail(f"--near-duplicates must be skip, flag or keep, got {near_duplicates!r}")
     try:
-        report, _ = asyncio.run(import_prompts(get_settings(), file, dataset, fmt, mode, create, near))
+        if format in set(RecordFormat):
+            try:
+                chosen_split = Split(split) if split else guess_from_name(file.name)[1]
+            except ValueError:
+                fail(f"--split must be train, validation or test, got {split!r}")
+            report = asyncio.run(import_records(settings, file, dataset, RecordFormat(format), chosen_split, mode, create))
+        else:
+            try:
+                fmt = ImportFormat(format) if format else guess_format(file.name, None)
+            except ValueError:
+                fail(f"--format must be json, jsonl, csv, sft, rm, pairs, sft_chat or pairs_chat, got {format!r}")
+            if fmt is None:
+                fail(f"cannot tell the format of {file.name}: name it .jsonl/.json/.csv or pass --format")
+            if split:
+                fail("--split goes with a records format (sft, rm, pairs, ...); prompts carry their own 'split'")
+            report, _ = asyncio.run(import_prompts(settings, file, dataset, fmt, mode, create, near))
     except AppError as exc:
         if exc.details and isinstance(exc.details, dict) and "errors" in exc.details:
             for e in exc.details["errors"][:20]:
@@ -76,7 +112,12 @@ def import_(
         f"[green]{report.inserted}[/green] inserted, {report.duplicates} duplicate, "
         f"[{'red' if report.invalid else 'green'}]{report.invalid}[/] invalid of {report.total} rows"
     )
-    if report.near_duplicates:
+    if format in set(RecordFormat):
+        console.print(
+            f"prompts {report.prompts_created} new / {report.prompts_reused} reused, completions "
+            f"{report.completions_created} new / {report.completions_reused} reused, rankings {report.rankings_created} new"
+        )
+    elif report.near_duplicates:
         console.print(f"{report.near_duplicates} near-duplicate(s) of stored prompts ({report.near_duplicate_mode.value})")
     for e in report.errors[:20]:
         console.print(f"  line {e.line}: {e.message}")

@@ -47,7 +47,10 @@ def _serve(settings: Settings, host: str, port: int, log_level: str = "info") ->
 @cli.command()
 def worker(
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="Jobs at once.")] = None,
-    log_level: str = "info",
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="Take only this queue's jobs: runs or exports (repeatable; default all).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run a job worker against the configured database (any number, on any machines)."""
     from app.errors import AppError
@@ -57,6 +60,13 @@ def worker(
     for noisy in ("httpx", "httpx2", "openai", "pgserver"):  # one line per LLM request otherwise
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = get_settings()
+    if queue:
+        from app.jobs import QUEUES
+
+        if unknown := sorted(set(queue) - set(QUEUES)):
+            err.print(f"[red]invalid_input:[/red] --queue {', '.join(unknown)}: the queues are {', '.join(QUEUES)}")
+            raise typer.Exit(2)
+        settings = settings.model_copy(update={"worker_queues": queue})
     try:
         asyncio.run(serve_worker(settings, concurrency or settings.worker_concurrency))
     except AppError as exc:

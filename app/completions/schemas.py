@@ -45,5 +45,6 @@ class CompletionPublic(ORMModel):
     review_status: str
     flag_reasons: list[str]
     meta: dict[str, Any]
+    provenance: dict[str, Any] = Field(description="Where an imported completion came from: file, sha256, format, line.")
     created_at: datetime
     updated_at: datetime

@@ -41,6 +41,11 @@ def split_of(seed: int, prompt_id: int, split: SplitSpec) -> str:
     return "train" if h < t_train else "validation" if h < t_validation else "test"
 
 
+# what people made, here (`human`) or elsewhere (`imported`: read from a file), counts unless
+# rejected; what the judge made needs an accepted review status
+_BY_PEOPLE = "('human', 'imported')"
+
+
 def _and(conditions: list[str]) -> str:
     return "".join(f" AND {c}" for c in conditions)
 
@@ -58,8 +63,8 @@ def resolution_sql(filters: ExportFilters, split: SplitSpec, groups: Groups = NO
     prompt) count like rejected ones. An RM row keeps one completion of each text (the better
     ranked): no text is ranked against an identical one.
 
-    What a person did counts as reviewed (unless rejected); what the judge did needs an accepted
-    review status (`status`, default approved):
+    What a person did (here, or elsewhere: imported rows) counts as reviewed unless rejected; what
+    the judge did needs an accepted review status (`status`, default approved):
     - SFT target: among the prompt's completions that are accepted, edited by a person or written
       by one: a human edit first, then the best rank in the ranking that counts, then
       human-written, then oldest.
@@ -119,17 +124,17 @@ rk AS (
   SELECT DISTINCT ON (r.prompt_id) r.prompt_id, r.completion_ids, r.ranks, r.ranker_kind
   FROM ranking r
   WHERE r.dataset_id = %(dataset_id)s AND r.review_status NOT IN ('rejected', 'stale'){ranking_where}
-    AND (r.ranker_kind = 'human' OR r.review_status = ANY(%(status)s::text[]){judge_where})
-  ORDER BY r.prompt_id, (r.ranker_kind = 'human') DESC, r.id DESC
+    AND (r.ranker_kind IN {_BY_PEOPLE} OR r.review_status = ANY(%(status)s::text[]){judge_where})
+  ORDER BY r.prompt_id, (r.ranker_kind IN {_BY_PEOPLE}) DESC, r.id DESC
 ),
 sft AS (
   SELECT DISTINCT ON (c.prompt_id) c.prompt_id, c.id AS completion_id,
          coalesce(c.edited_text, c.text) AS completion
   FROM completion c LEFT JOIN rk ON rk.prompt_id = c.prompt_id
   WHERE {completions}
-    AND (c.review_status = ANY(%(status)s::text[]) OR c.edited_text IS NOT NULL OR c.source = 'human')
+    AND (c.review_status = ANY(%(status)s::text[]) OR c.edited_text IS NOT NULL OR c.source IN {_BY_PEOPLE})
   ORDER BY c.prompt_id, (c.edited_text IS NOT NULL) DESC,
-           rk.ranks[array_position(rk.completion_ids, c.id)] NULLS LAST, (c.source = 'human') DESC, c.id
+           rk.ranks[array_position(rk.completion_ids, c.id)] NULLS LAST, (c.source IN {_BY_PEOPLE}) DESC, c.id
 ),
 rm_copy AS (
   SELECT rk.prompt_id, rk.ranker_kind, x.i, x.rank, c.id, c.text, cardinality(rk.ranks) AS k,

@@ -278,11 +278,12 @@ def best_pairs(candidates: Sequence[tuple[int, int]], texts: dict[int, str], thr
 KEY_BATCH = 5000
 
 
-async def ensure_keys(session: AsyncSession, dataset_id: int) -> int:
+async def ensure_keys(session: AsyncSession, dataset_id: int, after_id: int = 0) -> int:
     """Band keys for the dataset's prompts that have none (written before migration 0008 kept
     them, or straight into the table); the number keyed."""
-    done = 0
-    while rows := await repo.unkeyed_page(session, dataset_id, KEY_BATCH):
+    done, after = 0, after_id
+    while rows := await repo.unkeyed_page(session, dataset_id, after, KEY_BATCH):
         await repo.set_lsh_keys(session, [i for i, _ in rows], lsh_keys([t for _, t in rows], dataset_id))
         done += len(rows)
+        after = rows[-1][0]
     return done

@@ -306,10 +306,11 @@ async def count_unkeyed(session: AsyncSession, dataset_id: int) -> int:
     return int(await session.scalar(stmt))
 
 
-async def unkeyed_page(session: AsyncSession, dataset_id: int, limit: int) -> list[tuple[int, str]]:
+async def unkeyed_page(session: AsyncSession, dataset_id: int, after_id: int, limit: int) -> list[tuple[int, str]]:
+    """The next prompts without band keys after `after_id` (keyset: each page one index range)."""
     rows = await session.execute(
         select(Prompt.id, Prompt.text)
-        .where(Prompt.dataset_id == dataset_id, Prompt.lsh_keys.is_(None))
+        .where(Prompt.dataset_id == dataset_id, Prompt.id > after_id, Prompt.lsh_keys.is_(None))
         .order_by(Prompt.id)
         .limit(limit)
     )

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import tempfile
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
-from starlette.datastructures import UploadFile
 
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
-from app.errors import InvalidInput, PayloadTooLarge
+from app.errors import InvalidInput
 from app.models import PromptSource, ReviewStatus
 from app.prompts import repository as repo
 from app.prompts import service
@@ -28,6 +26,7 @@ from app.prompts.schemas import (
     Split,
 )
 from app.schemas import IdPath, Page, UtcDatetime
+from app.uploads import open_upload
 
 router = APIRouter(tags=["prompts"])
 
@@ -39,8 +38,6 @@ NearDuplicatesQuery = Annotated[
         "`near_duplicate` with the matching prompt id in meta.flag_details, or keep it as it is."
     ),
 ]
-
-SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
 _IMPORT_BODY = {
     "requestBody": {
@@ -61,22 +58,6 @@ _IMPORT_BODY = {
 }
 
 
-async def _spool_body(request: Request, limit: int) -> tempfile.SpooledTemporaryFile:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            spool.close()
-            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
-        spool.write(chunk)
-    spool.seek(0)
-    return spool
-
-
 @router.post(
     "/datasets/{dataset_id}/prompts/import",
     response_model=ImportReport,
@@ -92,19 +73,9 @@ async def import_prompts(
     format: Annotated[ImportFormat | None, Query(description="Overrides the format guessed from the file name or content type.")] = None,
     near_duplicates: NearDuplicatesQuery = NearDuplicateMode.flag,
 ):
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=1)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InvalidInput("file: a multipart upload needs a 'file' field", details={"field": "file"})
-        if upload.size is not None and upload.size > settings.max_import_bytes:
-            raise PayloadTooLarge(f"the file is {upload.size} bytes; the limit is {settings.max_import_bytes}")
-        fmt = format or guess_format(upload.filename, upload.content_type)
-        fh = upload.file
-    else:
-        fmt = format or guess_format(None, content_type)
-        fh = await _spool_body(request, settings.max_import_bytes)
+    upload = await open_upload(request, settings.max_import_bytes)
+    fmt = format or guess_format(upload.filename, upload.content_type)
+    fh = upload.file
     if fmt is None:
         raise InvalidInput(
             "cannot tell the format: send Content-Type application/json, application/x-ndjson or text/csv, "

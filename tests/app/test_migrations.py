@@ -60,8 +60,9 @@ def test_one_head_and_files_sort_in_apply_order():
 
 def test_a_database_made_by_0_1_needs_one_stamp(empty_db, tmp_path):
     """0.1 applied the same migrations as 0001 -> 0003 -> 0004 -> 0002: its head is called '0002',
-    today's review migration. `rlhf-forge db stamp head` (README, "Upgrading from 0.1") fixes it."""
-    db.upgrade(empty_db)
+    today's review migration. `rlhf-forge db stamp 0004` then `db upgrade` (README, "Upgrading from 0.1")
+    fixes it."""
+    db.upgrade(empty_db, "0004")  # the schema 0.1 made
     engine = create_engine(empty_db)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
@@ -69,10 +70,11 @@ def test_a_database_made_by_0_1_needs_one_stamp(empty_db, tmp_path):
     with pytest.raises(SchemaOutdated):
         db.check_schema(empty_db)
     env = {**os.environ, "DATABASE_URL": empty_db, "FORGE_DATA_DIR": str(tmp_path)}
-    r = subprocess.run([sys.executable, "-m", "app.cli", "db", "stamp", "head"], env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    for args in (["stamp", "0004"], ["upgrade"]):
+        r = subprocess.run([sys.executable, "-m", "app.cli", "db", *args], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
     db.check_schema(empty_db)
-    assert db.current_revisions(empty_db) == db.head_revisions() == {"0004"}
+    assert db.current_revisions(empty_db) == db.head_revisions()
 
 
 def test_models_match_migrations(database_url):

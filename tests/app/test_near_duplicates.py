@@ -213,3 +213,13 @@ async def test_the_batch_api_finds_near_duplicates_both_ways(session):
         assert matches[-1].similarity == pytest.approx(0.946, abs=0.001)
     matches, _ = await dedup.find_near_duplicates(session, ds.id, [NEAR], 0.7, exclude_ids=[original.id])
     assert matches == [None]
+
+
+def test_prompts_made_by_the_records_import_are_keyed_and_checked_against(http, ds):
+    body = json.dumps({"prompt": ORIGINAL, "completion": "Light, water and CO2 become sugar and oxygen."})
+    r = http.post(f"/api/v1/datasets/{ds['id']}/import", params={"format": "sft"}, content=body,
+                  headers={"content-type": "application/x-ndjson"})
+    assert r.status_code == 200, r.text
+    (stored,) = _prompts(http, ds)
+    flagged = _add(http, ds, NEAR).json()
+    assert flagged["meta"]["flag_details"]["near_duplicate"]["prompt_id"] == stored["id"]

@@ -92,7 +92,7 @@
       const card = el("article", { class: pos === 1 ? "card top" : "card", "data-completion-id": String(c.id) },
         el("header", {},
           el("span", { class: "num", text: "#" + (i + 1) }),
-          chip(c.source === "human" ? "human: " + (c.author || "") : (c.model || "model")),
+          chip(c.source === "human" ? "human: " + (c.author || "") : c.source === "imported" ? "imported" : (c.model || "model")),
           ...(judgeRank.has(c.id) ? [chip("judge: " + judgeRank.get(c.id))] : []),
           ...c.flag_reasons.map((f) => chip(f, "flag")),
           el("span", { class: "rank", text: "rank " + pos }),

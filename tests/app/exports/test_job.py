@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from pathlib import Path
 
+import httpx
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from app import db
 from app.errors import NotFound
@@ -19,11 +23,49 @@ from app.llm import LLMPool
 from app.models import Export, ExportStatus
 from app.worker import Runtime, make_job_app, run_worker
 
+from .conftest import Seeder
 from .test_versions import _reviewed
 
 
-async def test_the_export_waits_in_the_queue_until_a_worker_takes_it(client, seed, session, settings, engine, database_url):
-    ds = await _reviewed(seed, n=4)
+@pytest.fixture
+async def lone_database(pg_server_url, base_settings, tmp_path):
+    """A database of its own: no other test's worker (the live server's renders exports) is
+    listening on it, so a job stays queued until this test starts one."""
+    name = f"forge_lone_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    engine = None
+    try:
+        db.upgrade(url)
+        settings = base_settings.model_copy(update={"database_url": url, "data_dir": tmp_path})
+        engine = db.make_engine(url, settings)
+        yield settings, engine
+    finally:
+        if engine is not None:
+            await engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+async def test_the_export_waits_in_the_queue_until_a_worker_takes_it(lone_database):
+    from app.main import create_app
+
+    settings, engine = lone_database
+    database_url = settings.database_url
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+        db.session_factory(engine)() as session,
+    ):
+        await _waits_then_renders(client, session, settings, engine, database_url)
+
+
+async def _waits_then_renders(client, session, settings, engine, database_url):
+    ds = await _reviewed(Seeder(session), n=4)
     r = await client.post(f"/api/v1/datasets/{ds.id}/exports", json={})
     assert r.status_code == 202, r.text
     export_id = r.json()["id"]
