@@ -47,6 +47,9 @@ class ReviewStatus(enum.StrEnum):
     approved = "approved"
     rejected = "rejected"
     needs_review = "needs_review"
+    # a completion or ranking made for a prompt text that has since changed: kept and shown,
+    # left out of exports until a reviewer approves it again (migration 0008)
+    stale = "stale"
 
 
 class PromptSource(enum.StrEnum):
@@ -123,6 +126,7 @@ class Prompt(Base):
         Index("ix_prompt_dataset_id_id", "dataset_id", "id"),
         Index("ix_prompt_dataset_id_review_status_id", "dataset_id", "review_status", "id"),
         Index("ix_prompt_tags", "tags", postgresql_using="gin"),
+        Index("ix_prompt_lsh_keys", "lsh_keys", postgresql_using="gin"),
     )
 
     id: Mapped[int] = _id()
@@ -144,6 +148,8 @@ class Prompt(Base):
     lease_holder: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reviewed_by: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    # near-duplicate candidates (migration 0008, app/prompts/dedup.py): MinHash LSH band keys
+    lsh_keys: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 
@@ -305,6 +311,8 @@ class Export(Base):
     # formats, pairs mode, margin, archive: how the frozen rows are rendered
     options: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     manifest: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # split groups and the leakage check, worked out when the version was frozen (migration 0008)
+    integrity: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     path: Mapped[str | None] = mapped_column(Text)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"))
     created_by: Mapped[str | None] = mapped_column(String(200))
@@ -332,6 +340,8 @@ class ExportItem(Base):
     rm_ranks: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
     rm_ranker_kind: Mapped[str | None] = mapped_column(String(16))
     in_rl: Mapped[bool] = mapped_column(server_default="false")
+    # the split group (its oldest prompt's id) the prompt's split came from; NULL: on its own
+    split_group: Mapped[int | None] = mapped_column(BigInteger)
 
 
 # --- review (issue 4, migration 0002) ------------------------------------------------------
@@ -350,6 +360,8 @@ class FlagReason(enum.StrEnum):
     generation_failed = "generation_failed"
     reported = "reported"  # a reviewer asked for another look
     edited = "edited"  # a reviewer changed the text
+    near_duplicate = "near_duplicate"  # nearly the same as another row (meta.flag_details says which)
+    text_changed = "text_changed"  # the prompt's text changed after it had completions or rankings
 
 
 class Verdict(enum.StrEnum):

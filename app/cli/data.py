@@ -23,7 +23,7 @@ from trainer.formats import Manifest
 cli = typer.Typer()
 
 
-async def import_prompts(settings: Settings, file: Path, dataset_name: str, fmt, mode, create: bool):
+async def import_prompts(settings: Settings, file: Path, dataset_name: str, fmt, mode, create: bool, near_duplicates=None):
     """Import FILE into the dataset in one transaction; the report and the dataset's id."""
     from app.datasets import service as datasets
     from app.prompts import service as prompts
@@ -31,7 +31,10 @@ async def import_prompts(settings: Settings, file: Path, dataset_name: str, fmt,
     async with open_database(settings) as database, database.sessions() as session:
         dataset = await (datasets.get_or_create(session, dataset_name) if create else datasets.get_by_name_or_404(session, dataset_name))
         with rich.progress.open(file, "rb", description=f"importing {file.name}", console=err) as fh:
-            report = await prompts.import_file(session, dataset, fh, fmt, max_chars=settings.max_text_chars, mode=mode)
+            report = await prompts.import_file(
+                session, dataset, fh, fmt, max_chars=settings.max_text_chars, mode=mode,
+                near_duplicates=near_duplicates or "flag", threshold=settings.synth_near_dup_threshold,
+            )
         await session.commit()
         return report, dataset.id
 
@@ -66,16 +69,23 @@ def import_(
     ] = None,
     all_or_nothing: Annotated[bool, typer.Option(help="Import nothing if any row is invalid.")] = False,
     create: Annotated[bool, typer.Option(help="Create the dataset if it does not exist.")] = True,
+    near_duplicates: Annotated[
+        str, typer.Option(help="skip | flag | keep: what to do with a row nearly duplicating a stored prompt.")
+    ] = "flag",
 ) -> None:
     """Import prompts, or prompts with their completions and rankings, from FILE into a dataset, in
     one transaction, with a progress bar."""
     from app.imports.schemas import RecordFormat
     from app.imports.service import guess_from_name
     from app.prompts.parsing import guess_format
-    from app.prompts.schemas import ImportFormat, ImportMode, Split
+    from app.prompts.schemas import ImportFormat, ImportMode, NearDuplicateMode, Split
 
     mode = ImportMode.all_or_nothing if all_or_nothing else ImportMode.partial
     settings = get_settings()
+    try:
+        near = NearDuplicateMode(near_duplicates)
+    except ValueError:
+        fail(f"--near-duplicates must be skip, flag or keep, got {near_duplicates!r}")
     try:
         if format in set(RecordFormat):
             try:
@@ -92,7 +102,7 @@ def import_(
                 fail(f"cannot tell the format of {file.name}: name it .jsonl/.json/.csv or pass --format")
             if split:
                 fail("--split goes with a records format (sft, rm, pairs, ...); prompts carry their own 'split'")
-            report, _ = asyncio.run(import_prompts(settings, file, dataset, fmt, mode, create))
+            report, _ = asyncio.run(import_prompts(settings, file, dataset, fmt, mode, create, near))
     except AppError as exc:
         if exc.details and isinstance(exc.details, dict) and "errors" in exc.details:
             for e in exc.details["errors"][:20]:
@@ -107,10 +117,46 @@ def import_(
             f"prompts {report.prompts_created} new / {report.prompts_reused} reused, completions "
             f"{report.completions_created} new / {report.completions_reused} reused, rankings {report.rankings_created} new"
         )
+    elif report.near_duplicates:
+        console.print(f"{report.near_duplicates} near-duplicate(s) of stored prompts ({report.near_duplicate_mode.value})")
     for e in report.errors[:20]:
         console.print(f"  line {e.line}: {e.message}")
     if report.invalid > 20:
         console.print(f"  ... and {report.invalid - 20} more")
+
+
+async def _dedup(settings: Settings, dataset_name: str, flag: bool):
+    from app.datasets import service as datasets
+    from app.prompts import service as prompts
+
+    async with open_database(settings) as database, database.sessions() as session:
+        dataset = await datasets.get_by_name_or_404(session, dataset_name)
+        report = await prompts.dedup_pass(session, dataset, threshold=settings.synth_near_dup_threshold, flag=flag)
+        await session.commit()
+        return report
+
+
+@cli.command("dedup")
+def dedup_(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
+    flag: Annotated[bool, typer.Option(help="Flag every prompt that nearly duplicates an older one `near_duplicate`.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False,
+) -> None:
+    """Cluster a dataset's stored prompts by near-duplication and report the clusters."""
+    try:
+        report = asyncio.run(_dedup(get_settings(), dataset, flag))
+    except AppError as exc:
+        fail(exc.message)
+    if json_out:
+        console.print_json(report.model_dump_json())
+        return
+    console.print(
+        f"{report.prompts} prompts: {report.near_duplicate_pairs} near-duplicate pair(s) in {report.clusters} cluster(s) "
+        f"of {report.clustered_prompts} prompts (threshold {report.threshold}); {report.keyed_now} keyed now, "
+        f"{report.flagged} flagged"
+    )
+    for c in report.found[:20]:
+        console.print(f"  cluster of {len(c.members)} from prompt {c.root}: {c.members[:12]}{' ...' if len(c.members) > 12 else ''}")
 
 
 async def _datasets(settings: Settings):

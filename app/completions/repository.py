@@ -17,6 +17,22 @@ async def for_prompt(session: AsyncSession, prompt_id: int) -> list[Completion]:
     return list(rows.scalars())
 
 
+async def texts_for_prompt(session: AsyncSession, prompt_id: int) -> list[tuple[int, str]]:
+    """(id, text) of the prompt's completions that are not stale, oldest first (a reviewer's edit
+    is a text too)."""
+    rows = await session.execute(
+        select(Completion.id, Completion.text, Completion.edited_text)
+        .where(Completion.prompt_id == prompt_id, Completion.review_status != "stale")
+        .order_by(Completion.id)
+    )
+    out = []
+    for cid, body, edited in rows:
+        out.append((cid, body))
+        if edited is not None:
+            out.append((cid, edited))
+    return out
+
+
 async def list_page(
     session: AsyncSession,
     table: type[Completion] | type[Ranking],

@@ -50,8 +50,18 @@ def _and(conditions: list[str]) -> str:
     return "".join(f" AND {c}" for c in conditions)
 
 
-def resolution_sql(filters: ExportFilters, split: SplitSpec) -> tuple[str, dict[str, Any]]:
+# Prompts in a split group (app/exports/groups.py): (prompt ids, group roots, the group's split)
+Groups = tuple[list[int], list[int], list[str]]
+NO_GROUPS: Groups = ([], [], [])
+
+
+def resolution_sql(filters: ExportFilters, split: SplitSpec, groups: Groups = NO_GROUPS) -> tuple[str, dict[str, Any]]:
     """One row per exported prompt: its split, text, SFT target, RM ranking and RL membership.
+
+    Split: a prompt in a split group takes the group's split; else its own `split` if set; else
+    the seeded hash of its id. Stale completions and rankings (made for an older text of the
+    prompt) count like rejected ones. An RM row keeps one completion of each text (the better
+    ranked): no text is ranked against an identical one.
 
     What a person did (here, or elsewhere: imported rows) counts as reviewed unless rejected; what
     the judge did needs an accepted review status (`status`, default approved):
@@ -71,6 +81,9 @@ def resolution_sql(filters: ExportFilters, split: SplitSpec) -> tuple[str, dict[
         "seed": split.seed,
         "t_train": t_train,
         "t_validation": t_validation,
+        "g_ids": groups[0],
+        "g_roots": groups[1],
+        "g_splits": groups[2],
     }
     # p: prompts, c: completions, r: every ranking, j: judge rankings only
     where: dict[str, list[str]] = {"p": [], "c": [], "r": [], "j": []}
@@ -99,17 +112,18 @@ def resolution_sql(filters: ExportFilters, split: SplitSpec) -> tuple[str, dict[
 
     # the completion filter is written out in both places that need it (not a shared CTE): an
     # inlined filter lets Postgres walk completions in prompt order and skip a materialisation
-    completions = f"c.dataset_id = %(dataset_id)s AND c.review_status <> 'rejected'{completion_where}"
+    completions = f"c.dataset_id = %(dataset_id)s AND c.review_status NOT IN ('rejected', 'stale'){completion_where}"
     sql = f"""
 WITH p AS (
-  SELECT p.id, p.text, p.review_status, {_HASH_SQL} AS h
+  SELECT p.id, p.text, p.review_status, coalesce(g.split, p.split) AS split, g.root AS split_group, {_HASH_SQL} AS h
   FROM prompt p
+  LEFT JOIN unnest(%(g_ids)s::bigint[], %(g_roots)s::bigint[], %(g_splits)s::text[]) AS g(id, root, split) ON g.id = p.id
   WHERE p.dataset_id = %(dataset_id)s AND p.review_status <> 'rejected'{prompt_where}
 ),
 rk AS (
   SELECT DISTINCT ON (r.prompt_id) r.prompt_id, r.completion_ids, r.ranks, r.ranker_kind
   FROM ranking r
-  WHERE r.dataset_id = %(dataset_id)s AND r.review_status <> 'rejected'{ranking_where}
+  WHERE r.dataset_id = %(dataset_id)s AND r.review_status NOT IN ('rejected', 'stale'){ranking_where}
     AND (r.ranker_kind IN {_BY_PEOPLE} OR r.review_status = ANY(%(status)s::text[]){judge_where})
   ORDER BY r.prompt_id, (r.ranker_kind IN {_BY_PEOPLE}) DESC, r.id DESC
 ),
@@ -122,16 +136,21 @@ sft AS (
   ORDER BY c.prompt_id, (c.edited_text IS NOT NULL) DESC,
            rk.ranks[array_position(rk.completion_ids, c.id)] NULLS LAST, (c.source IN {_BY_PEOPLE}) DESC, c.id
 ),
-rm_item AS (
-  SELECT rk.prompt_id, rk.ranker_kind, x.i, x.rank, c.id, c.text,
-         count(*) OVER w AS kept, cardinality(rk.ranks) AS k,
-         min(x.rank) OVER w AS best, max(x.rank) OVER w AS worst,
-         dense_rank() OVER (w ORDER BY x.rank) AS dense
+rm_copy AS (
+  SELECT rk.prompt_id, rk.ranker_kind, x.i, x.rank, c.id, c.text, cardinality(rk.ranks) AS k,
+         row_number() OVER (PARTITION BY rk.prompt_id, c.text ORDER BY x.rank, x.i) AS copy
   FROM rk
   CROSS JOIN LATERAL unnest(rk.completion_ids, rk.ranks) WITH ORDINALITY AS x(completion_id, rank, i)
   JOIN completion c ON c.id = x.completion_id AND c.prompt_id = rk.prompt_id
   WHERE {completions}
-  WINDOW w AS (PARTITION BY rk.prompt_id)
+),
+rm_item AS (
+  SELECT prompt_id, ranker_kind, i, rank, id, text, k,
+         count(*) OVER w AS kept, min(rank) OVER w AS best, max(rank) OVER w AS worst,
+         dense_rank() OVER (w ORDER BY rank) AS dense
+  FROM rm_copy
+  WHERE copy = 1
+  WINDOW w AS (PARTITION BY prompt_id)
 ),
 rm AS (
   SELECT prompt_id, min(ranker_kind) AS ranker_kind,
@@ -143,8 +162,9 @@ rm AS (
   HAVING count(*) >= 2
 )
 SELECT p.id AS prompt_id,
-       CASE WHEN p.h < %(t_train)s THEN 'train' WHEN p.h < %(t_validation)s THEN 'validation' ELSE 'test' END AS split,
-       p.text AS prompt,
+       coalesce(p.split, CASE WHEN p.h < %(t_train)s THEN 'train' WHEN p.h < %(t_validation)s THEN 'validation' ELSE 'test' END)
+         AS split,
+       p.split_group, p.text AS prompt,
        sft.completion_id AS sft_completion_id, sft.completion AS sft_completion,
        rm.completion_ids AS rm_completion_ids, rm.completions AS rm_completions, rm.ranks AS rm_ranks,
        rm.ranker_kind AS rm_ranker_kind,
@@ -159,7 +179,7 @@ ORDER BY p.id
 
 
 _ITEM_COLUMNS = (
-    "prompt_id, split, prompt, sft_completion_id, sft_completion, rm_completion_ids, rm_completions, "
+    "prompt_id, split, split_group, prompt, sft_completion_id, sft_completion, rm_completion_ids, rm_completions, "
     "rm_ranks, rm_ranker_kind, in_rl"
 )
 
@@ -246,8 +266,8 @@ def format_sql(fmt: ExportFormat, source: str, render: RenderOptions, split: Spl
     )
 
 
-def live_source(dataset_id: int, filters: ExportFilters, split: SplitSpec) -> tuple[str, dict[str, Any]]:
-    sql, params = resolution_sql(filters, split)
+def live_source(dataset_id: int, filters: ExportFilters, split: SplitSpec, groups: Groups = NO_GROUPS) -> tuple[str, dict[str, Any]]:
+    sql, params = resolution_sql(filters, split, groups)
     return f"({sql})", {**params, "dataset_id": dataset_id}
 
 
@@ -279,9 +299,9 @@ async def copy_lines(
                 yield bytes(row)
 
 
-async def freeze(session: AsyncSession, export: Export, work_mem: str | None = None) -> int:
+async def freeze(session: AsyncSession, export: Export, groups: Groups = NO_GROUPS, work_mem: str | None = None) -> int:
     """Write the export's rows into export_item from the live rows; the number of prompts."""
-    sql, params = resolution_sql(ExportFilters(**export.filters), SplitSpec(**export.split))
+    sql, params = resolution_sql(ExportFilters(**export.filters), SplitSpec(**export.split), groups)
     pg = await driver(await session.connection())
     async with pg.cursor() as cur:
         if work_mem:
@@ -363,3 +383,22 @@ async def set_status(session: AsyncSession, export_id: int, **values: Any) -> No
 async def clear_items(session: AsyncSession, export_id: int) -> None:
     await session.execute(delete(ExportItem).where(ExportItem.export_id == export_id))
 
+
+
+async def pairs_across_splits(session: AsyncSession, export_id: int, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The pairs whose two prompts are both in the frozen version, in different splits."""
+    if not pairs:
+        return []
+    rows = await session.execute(
+        text(
+            """
+SELECT q.a, q.b FROM unnest(CAST(:a AS bigint[]), CAST(:b AS bigint[])) AS q(a, b)
+JOIN export_item x ON x.export_id = :e AND x.prompt_id = q.a
+JOIN export_item y ON y.export_id = :e AND y.prompt_id = q.b
+WHERE x.split <> y.split
+ORDER BY q.a, q.b
+"""
+        ),
+        {"e": export_id, "a": [a for a, _ in pairs], "b": [b for _, b in pairs]},
+    )
+    return [(int(a), int(b)) for a, b in rows]

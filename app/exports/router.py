@@ -47,7 +47,9 @@ async def stream_export(
         render = service.render_options(export, override=q.render(), fields=q.model_fields_set)
         query, params = service.frozen_query(export, fmt, render, q.split)
     else:
-        query, params = service.live_query(dataset.id, fmt, q.filters(), q.split_spec(), q.render(), q.split)
+        query, params = await service.live_query(
+            session, dataset.id, fmt, q.filters(), q.split_spec(), q.render(), q.split, settings.synth_near_dup_threshold
+        )
     parts = [dataset.name, f"v{q.version}" if q.version else "live", fmt.value] + ([q.split.value] if q.split else [])
     return StreamingResponse(
         await service.primed(service.stream(request.app.state.engine, query, params, settings.export_work_mem)),

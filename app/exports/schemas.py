@@ -63,8 +63,9 @@ class ExportFilters(BaseModel):
 
 
 class SplitSpec(BaseModel):
-    """Train/validation/test by prompt: sha256(f"{seed}:{prompt_id}") decides, so a prompt's
-    split never depends on what else is in the dataset."""
+    """Train/validation/test by prompt: a prompt's own `split` when it has one, else
+    sha256(f"{seed}:{prompt_id}"). Split groups (near-duplicates, evol lineages;
+    app/exports/groups.py) share one split, that of their explicit splits or of their root."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -153,6 +154,7 @@ class ExportPublic(ORMModel):
     split: dict[str, Any]
     options: dict[str, Any]
     manifest: dict[str, Any] | None
+    integrity: dict[str, Any] | None = Field(None, description="Split groups and the leakage check, from freezing the version.")
     path: str | None
     created_by: str | None
     created_at: datetime

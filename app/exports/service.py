@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound
+from app.exports import groups
 from app.exports import repository as repo
 from app.exports.schemas import (
     ExportCreate,
@@ -199,10 +200,19 @@ async def primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     return body()
 
 
-def live_query(
-    dataset_id: int, fmt: ExportFormat, filters: ExportFilters, split: SplitSpec, render: RenderOptions, only: SplitName | None
+async def live_query(
+    session: AsyncSession,
+    dataset_id: int,
+    fmt: ExportFormat,
+    filters: ExportFilters,
+    split: SplitSpec,
+    render: RenderOptions,
+    only: SplitName | None,
+    threshold: float,
 ) -> tuple[str, dict[str, Any]]:
-    source, params = repo.live_source(dataset_id, filters, split)
+    """The live export's query; its splits follow the split groups as a frozen version's do."""
+    found = await groups.split_groups(session, dataset_id, split, threshold, for_manifest=False)
+    source, params = repo.live_source(dataset_id, filters, split, found.params())
     return repo.format_sql(fmt, source, render, only), params
 
 
@@ -211,15 +221,38 @@ def frozen_query(export: Export, fmt: ExportFormat, render: RenderOptions, only:
     return repo.format_sql(fmt, source, render, only), params
 
 
-async def freeze(session: AsyncSession, export: Export, work_mem: str | None = None) -> int:
-    """Resolve the live rows into the version's frozen rows (once: a frozen version never moves)."""
+async def freeze(
+    session: AsyncSession, export: Export, work_mem: str | None = None, *, threshold: float = 0.7, use_groups: bool = True
+) -> int:
+    """Resolve the live rows into the version's frozen rows (once: a frozen version never moves),
+    with the split groups worked out once for it, and record the groups and the leakage check
+    (`export.integrity`). `use_groups=False` splits every prompt on its own: only tests use it,
+    to show that the check sees a leak."""
     if export.frozen_at is not None:
         return 0
     await repo.clear_items(session, export.id)
-    n = await repo.freeze(session, export, work_mem)
-    await repo.set_status(session, export.id, frozen_at=datetime.now(UTC))
+    found = await groups.split_groups(session, export.dataset_id, SplitSpec(**export.split), threshold)
+    n = await repo.freeze(session, export, found.params() if use_groups else repo.NO_GROUPS, work_mem)
+    await repo.set_status(
+        session, export.id, frozen_at=datetime.now(UTC), integrity=await integrity(session, export.id, found)
+    )
     await session.flush()
     return n
+
+
+async def integrity(session: AsyncSession, export_id: int, found: groups.SplitGroups) -> dict[str, Any]:
+    """The split groups and the leakage check of a frozen version: near-duplicate pairs and evol
+    links whose two prompts were exported to different splits (0 unless groups were bypassed)."""
+    near = await repo.pairs_across_splits(session, export_id, found.near_pairs)
+    lineage = await repo.pairs_across_splits(session, export_id, found.lineage)
+    return {
+        "groups": found.report(),
+        "leakage": {
+            "near_duplicate_pairs_across_splits": len(near),
+            "lineage_links_across_splits": len(lineage),
+            "examples": [list(p) for p in (near + lineage)[:20]],
+        },
+    }
 
 
 async def write_files(
@@ -285,7 +318,12 @@ async def write_files(
         dataset_version=export.version,
         files=files,
         filters=export.filters,
-        split={**export.split, "method": "sha256(f'{seed}:{prompt_id}'), first 60 bits, against the cumulative ratios"},
+        split={
+            **export.split,
+            "method": "a prompt's own split if set, else sha256(f'{seed}:{prompt_id}'), first 60 bits, against the "
+            "cumulative ratios; split groups (near-duplicates, evol lineages) share one split",
+            **(export.integrity or {}),
+        },
         options=export.options,
         counts={f.value: {s.value: counts[f].get(s.value, 0) for s in _SPLITS} for f in formats},
         created_at=_iso(export.created_at),

@@ -39,7 +39,9 @@ async def run_export(
     await service.mark(sessions, export, ExportStatus.running, error=None)
     try:
         async with sessions() as session:
-            await service.freeze(session, await repo.get(session, export_id), settings.export_work_mem)
+            await service.freeze(
+                session, await repo.get(session, export_id), settings.export_work_mem, threshold=settings.synth_near_dup_threshold
+            )
             await session.commit()
         async with sessions() as session:
             export = await repo.get(session, export_id)

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from app.completions import duplicates
 from app.generation import repository as repo
 from app.generation.schemas import GenerateRun
 from app.llm import ChatRequest, ChatResult, Endpoint, LLMCallFailed, resolve_endpoint
@@ -93,16 +94,39 @@ class GenerateHandler:
         if errors:
             outcome.error = "; ".join(errors)[:2000]
 
-        outcome.rows = rows
-        if errors:
-            async def flag(session) -> None:
+        async def write(session) -> None:
+            await self._write_unique(session, item, rows, outcome)
+            if errors:
                 await prompts.flag_prompt(
                     session, item.prompt_id, FlagReason.generation_failed,
                     f"{len(errors)} of {ctx.spec.k} samples failed: {outcome.error}"[:1000],
                 )
 
-            outcome.write = flag
+        outcome.write = write
         return outcome
+
+    @staticmethod
+    async def _write_unique(session, item: Item, rows: list[dict[str, Any]], outcome: ItemOutcome) -> None:
+        """Store the samples, one by one: a sample repeating a completion the prompt already has
+        (or an earlier sample) is not stored but listed in the item's result with what it cost;
+        a near-identical one is stored flagged (app/completions/duplicates.py)."""
+        existing = await repo.completion_texts(session, item.prompt_id)
+        repeated = []
+        for row in rows:
+            dup = duplicates.find(row["text"], existing)
+            if dup is not None and dup.exact:
+                repeated.append({
+                    "sample_index": row["sample_index"], "duplicate_of": dup.of, "cost": str(row["cost"]),
+                    "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+                })
+                continue
+            if dup is not None:
+                row["meta"], row["flag_reasons"] = duplicates.flag(row.get("meta"), row.get("flag_reasons"), dup)
+            cid = await repo.insert_completion(session, row)
+            if cid is not None:
+                existing.append((cid, row["text"]))
+        if repeated:
+            outcome.result = {**outcome.result, "completions": outcome.result["completions"] - len(repeated), "duplicates": repeated}
 
     @staticmethod
     def _row(ctx: _Ctx, item: Item, k: int, req: ChatRequest, res: ChatResult) -> dict[str, Any]:

@@ -117,6 +117,11 @@ async def insert_prompts(pg: psycopg.AsyncConnection, dataset_id: int, split: st
     return created, reused
 
 
+async def first_created_prompt(pg: psycopg.AsyncConnection) -> int:
+    cur = await pg.execute("SELECT min(prompt_id) FROM record_import_prompt WHERE created")
+    return (await cur.fetchone())[0]
+
+
 async def resolve_completions(pg: psycopg.AsyncConnection, dataset_id: int, prov: dict[str, Any]) -> tuple[int, int]:
     """Map every staged answer to a completion of its prompt: the prompt's own completion with the
     same text (its `text` or a reviewer's `edited_text`, by content hash) when there is one, else a

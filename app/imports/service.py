@@ -27,6 +27,7 @@ from app.imports import repository as repo
 from app.imports.parsing import HashingReader, InputError, is_json_array, read_rows
 from app.imports.schemas import RecordFormat, RecordImportReport
 from app.models import Dataset
+from app.prompts import dedup
 from app.prompts.repository import driver_connection
 from app.prompts.schemas import ImportMode, RowError, Split
 from app.prompts.service import REPORT_LIMIT, ImportRejected
@@ -107,8 +108,11 @@ async def import_file(
     # INTEGRITY HOOK (issue 11, deliverables 2-3): the near-duplicate check plugs in here. The staged
     # prompts still without a prompt_id (record_import_prompt) are new texts; a near-duplicate rule
     # would match (skip / flag / keep) them against the dataset's prompts before they are inserted.
-    # Today the rule is exact: same content_hash (whitespace collapsed) -> the same prompt.
+    # Today the rule is exact: same content_hash (whitespace collapsed) -> the same prompt; the new
+    # prompts get their band keys below, so later adds, the dedup pass and exports see them.
     report.prompts_created, report.prompts_reused = await repo.insert_prompts(pg, dataset.id, split and split.value, prov)
+    if report.prompts_created:  # their band keys, so later checks and the export's split groups see them
+        await dedup.ensure_keys(session, dataset.id, after_id=await repo.first_created_prompt(pg) - 1)
     report.completions_created, report.completions_reused = await repo.resolve_completions(pg, dataset.id, prov)
     await repo.create_new_lines(pg)
     if fmt in (RecordFormat.rm,):

@@ -27,9 +27,10 @@ async def completions_for_prompts(
     session: AsyncSession, prompt_ids: list[int], source_run_id: int | None, limit_per_prompt: int
 ) -> dict[int, list[tuple[int, str]]]:
     """Each prompt's candidates: the source run's completions, or every completion not
-    rejected by a reviewer, in id order (a reviewer's edit stands for the text)."""
+    rejected by a reviewer nor stale (made for an older text of the prompt), in id order (a
+    reviewer's edit stands for the text)."""
     stmt = select(Completion.prompt_id, Completion.id, func.coalesce(Completion.edited_text, Completion.text)).where(
-        Completion.prompt_id.in_(prompt_ids), Completion.review_status != "rejected"
+        Completion.prompt_id.in_(prompt_ids), Completion.review_status.not_in(["rejected", "stale"])
     )
     if source_run_id is not None:
         stmt = stmt.where(Completion.run_id == source_run_id)

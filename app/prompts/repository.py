@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+import numpy as np
 import psycopg
-from sqlalchemy import Select, select, text
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Prompt
+from app.models import Completion, Prompt, Ranking
 
-STAGE_COLUMNS = ("line", "text", "content_hash", "source", "split", "tags", "meta")
-STAGE_TYPES = ("int4", "text", "bytea", "text", "text", "text[]", "jsonb")
+STAGE_COLUMNS = ("line", "text", "content_hash", "source", "split", "tags", "meta", "lsh_keys")
+STAGE_TYPES = ("int4", "text", "bytea", "text", "text", "text[]", "jsonb", "int8[]")
 
 
 async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection:
@@ -26,7 +28,8 @@ async def create_stage(pg: psycopg.AsyncConnection) -> None:
         """
         CREATE TEMP TABLE IF NOT EXISTS prompt_import_stage (
             line int NOT NULL, text text NOT NULL, content_hash bytea NOT NULL, source text NOT NULL,
-            split text, tags text[] NOT NULL, meta jsonb NOT NULL
+            split text, tags text[] NOT NULL, meta jsonb NOT NULL, lsh_keys bigint[] NOT NULL,
+            near_duplicate jsonb
         ) ON COMMIT DROP
         """
     )
@@ -58,8 +61,72 @@ async def stage_duplicates(pg: psycopg.AsyncConnection, dataset_id: int, limit: 
     return count, lines
 
 
-async def insert_from_stage(pg: psycopg.AsyncConnection, dataset_id: int, *, deduplicate: bool = True) -> int:
+# Candidates of a batch among the stored prompts, two ways. A few texts: per band key, a few
+# stored prompts holding it, through the GIN index (no ORDER BY: a key shared by thousands of
+# templated prompts must not make each lookup read and sort them all). Many texts: per key the
+# oldest stored prompt holding it, from one pass over the dataset's keys (a hash semi-join and a
+# GROUP BY), whose cost does not grow with how many prompts share a key.
+SMALL_BATCH = 1000
+
+
+async def stage_near_duplicate_candidates(
+    pg: psycopg.AsyncConnection, dataset_id: int, per_key: int
+) -> list[tuple[int, int, str, str]]:
+    """(line, prompt id, staged text, stored text) for staged rows sharing a band key with a
+    stored prompt; rows whose exact text is stored are left out (duplicates, not inserted)."""
+    cur = await pg.execute("SELECT count(*) FROM prompt_import_stage")
+    small = (await cur.fetchone())[0] <= SMALL_BATCH
+    if small:
+        pairs = """
+        SELECT DISTINCT s.line, c.id FROM prompt_import_stage s
+        CROSS JOIN LATERAL unnest(s.lsh_keys) AS q(k)
+        CROSS JOIN LATERAL (
+            SELECT p.id FROM prompt p WHERE p.dataset_id = %(ds)s AND p.lsh_keys @> ARRAY[q.k] LIMIT %(per_key)s
+        ) c"""
+    else:
+        pairs = """
+        WITH sk AS (SELECT line, unnest(lsh_keys) AS k FROM prompt_import_stage),
+        head AS (
+            SELECT x.k, min(x.id) AS id
+            FROM (SELECT id, unnest(lsh_keys) AS k FROM prompt WHERE dataset_id = %(ds)s AND lsh_keys IS NOT NULL) x
+            WHERE x.k IN (SELECT k FROM sk)
+            GROUP BY x.k
+        )
+        SELECT DISTINCT sk.line, head.id FROM sk JOIN head USING (k)"""
+    cur = await pg.execute(
+        f"""
+        SELECT c.line, p.id, s.text, p.text
+        FROM ({pairs}) c(line, id)
+        JOIN prompt_import_stage s ON s.line = c.line
+        JOIN prompt p ON p.id = c.id
+        WHERE NOT EXISTS (SELECT 1 FROM prompt e WHERE e.dataset_id = %(ds)s AND e.content_hash = s.content_hash)
+        """,
+        {"ds": dataset_id, "per_key": per_key},
+    )
+    return await cur.fetchall()
+
+
+async def has_keyed_prompts(pg: psycopg.AsyncConnection, dataset_id: int) -> bool:
+    cur = await pg.execute("SELECT EXISTS (SELECT 1 FROM prompt WHERE dataset_id = %s AND lsh_keys IS NOT NULL)", (dataset_id,))
+    return (await cur.fetchone())[0]
+
+
+async def mark_stage_near_duplicates(pg: psycopg.AsyncConnection, lines: list[int], details: list[str], drop: bool) -> None:
+    """Record each line's near-duplicate (`details`: JSON texts), or drop the lines."""
+    if drop:
+        await pg.execute("DELETE FROM prompt_import_stage WHERE line = ANY(%s)", (lines,))
+    else:
+        await pg.execute(
+            "UPDATE prompt_import_stage s SET near_duplicate = CAST(q.d AS jsonb) "
+            "FROM unnest(CAST(%s AS int[]), CAST(%s AS text[])) AS q(line, d) WHERE s.line = q.line",
+            (lines, details),
+        )
+
+
+async def insert_from_stage(pg: psycopg.AsyncConnection, dataset_id: int, *, deduplicate: bool = True, flag: bool = True) -> int:
     """Insert each staged text once, in input order; texts already in the dataset are skipped.
+    With `flag`, a row with a near-duplicate is flagged (meta.flag_details says which); without,
+    the statement is the plain copy it was before near-duplicates (most imports have none).
 
     `deduplicate=False` when the stage is known to hold each text once (it saves a sort);
     ON CONFLICT still guards against a concurrent import of the same texts."""
@@ -68,10 +135,20 @@ async def insert_from_stage(pg: psycopg.AsyncConnection, dataset_id: int, *, ded
         if deduplicate
         else "prompt_import_stage s"
     )
+    if flag:  # the stage holds near-duplicates to flag
+        flagged = "s.near_duplicate IS NOT NULL"
+        meta = (f"CASE WHEN {flagged} THEN meta || jsonb_build_object('flag_details', coalesce(meta -> 'flag_details', '{{}}') "
+                f"|| jsonb_build_object('near_duplicate', s.near_duplicate)) ELSE meta END")
+        flags = (f", CASE WHEN {flagged} THEN ARRAY['near_duplicate'] ELSE '{{}}'::text[] END, "
+                 f"CASE WHEN {flagged} THEN 'needs_review' ELSE 'pending' END")
+        flag_columns = ", flag_reasons, review_status"
+    else:
+        meta, flags, flag_columns = "meta", "", ""
     cur = await pg.execute(
         f"""
-        INSERT INTO prompt (dataset_id, text, content_hash, source, split, tags, meta)
-        SELECT %(ds)s, text, content_hash, source, split, tags, meta FROM {source}
+        INSERT INTO prompt (dataset_id, text, content_hash, source, split, tags, meta, lsh_keys{flag_columns})
+        SELECT %(ds)s, text, content_hash, source, split, tags, {meta}, lsh_keys{flags}
+        FROM {source}
         ORDER BY line
         ON CONFLICT (dataset_id, content_hash) DO NOTHING
         """,
@@ -122,6 +199,15 @@ async def list_page(session: AsyncSession, dataset_id: int, **kw) -> list[Prompt
     return list((await session.execute(list_query(dataset_id, **kw))).scalars())
 
 
+async def answers_of(session: AsyncSession, prompt_id: int) -> list[Completion | Ranking]:
+    """The prompt's completions and rankings that count (neither rejected nor stale already)."""
+    out: list[Completion | Ranking] = []
+    for table in (Completion, Ranking):
+        stmt = select(table).where(table.prompt_id == prompt_id, table.review_status.not_in(["rejected", "stale"])).order_by(table.id)
+        out.extend((await session.execute(stmt)).scalars())
+    return out
+
+
 async def exists_text(session: AsyncSession, dataset_id: int, content_hash: bytes, exclude_id: int | None = None) -> bool:
     stmt = select(Prompt.id).where(Prompt.dataset_id == dataset_id, Prompt.content_hash == content_hash)
     if exclude_id is not None:
@@ -147,3 +233,143 @@ async def flag_prompt(session: AsyncSession, prompt_id: int, code: str, detail: 
     """Add a flag (a FlagReason code; the detail goes to meta.flag_details); a pending prompt
     becomes needs_review, a human decision stands."""
     await session.execute(_FLAG, {"prompt_id": prompt_id, "code": str(code), "detail": detail})
+
+
+# --- near-duplicates (the rules are app/prompts/dedup.py's) ---------------------------------
+
+_FEW_CANDIDATES = text(
+    """
+SELECT DISTINCT q.i, c.id, c.text
+FROM unnest(CAST(:idx AS bigint[]), CAST(:keys AS bigint[])) AS q(i, k)
+CROSS JOIN LATERAL (
+  SELECT p.id, p.text FROM prompt p
+  WHERE p.dataset_id = :ds AND p.lsh_keys @> ARRAY[q.k] AND p.id <> ALL(CAST(:exclude AS bigint[]))
+  LIMIT :per_key
+) c
+"""
+)
+_MANY_CANDIDATES = text(
+    """
+WITH q AS (SELECT * FROM unnest(CAST(:idx AS bigint[]), CAST(:keys AS bigint[])) AS q(i, k)),
+head AS (
+  SELECT x.k, min(x.id) AS id
+  FROM (SELECT id, unnest(lsh_keys) AS k FROM prompt
+        WHERE dataset_id = :ds AND lsh_keys IS NOT NULL AND id <> ALL(CAST(:exclude AS bigint[]))) x
+  WHERE x.k IN (SELECT k FROM q)
+  GROUP BY x.k
+)
+SELECT DISTINCT q.i, p.id, p.text FROM q JOIN head USING (k) JOIN prompt p ON p.id = head.id
+"""
+)
+
+
+async def lsh_candidates(
+    session: AsyncSession, dataset_id: int, keys: np.ndarray, per_key: int, exclude_ids: Sequence[int] = ()
+) -> list[tuple[int, int, str]]:
+    """(index in the batch, prompt id, text) of stored prompts sharing a band key with a text of
+    the batch (see SMALL_BATCH for the two ways)."""
+    if not len(keys):
+        return []
+    idx = np.repeat(np.arange(len(keys), dtype=np.int64), keys.shape[1])
+    params = {"idx": idx.tolist(), "keys": keys.ravel().tolist(), "ds": dataset_id, "per_key": per_key,
+              "exclude": list(exclude_ids)}
+    stmt = _FEW_CANDIDATES if len(keys) <= SMALL_BATCH else _MANY_CANDIDATES
+    return [(int(i), int(pid), body) for i, pid, body in await session.execute(stmt, params)]
+
+
+async def lsh_star_pairs(session: AsyncSession, dataset_id: int) -> list[tuple[int, int]]:
+    """The dataset's candidate pairs: each prompt with the oldest prompt sharing a band key with
+    it (one pair per prompt and key, however many share the key)."""
+    rows = await session.execute(
+        text(
+            """
+WITH k AS (
+  SELECT id, unnest(lsh_keys) AS key FROM prompt WHERE dataset_id = :ds AND lsh_keys IS NOT NULL
+), head AS (
+  SELECT key, min(id) AS head FROM k GROUP BY key HAVING count(*) > 1
+)
+SELECT DISTINCT k.id, head.head FROM k JOIN head USING (key) WHERE k.id <> head.head
+"""
+        ),
+        {"ds": dataset_id},
+    )
+    return [(int(a), int(b)) for a, b in rows]
+
+
+async def texts_of(session: AsyncSession, ids: Iterable[int]) -> dict[int, str]:
+    rows = await session.execute(select(Prompt.id, Prompt.text).where(Prompt.id.in_(list(ids))))
+    return {int(i): t for i, t in rows}
+
+
+async def count_unkeyed(session: AsyncSession, dataset_id: int) -> int:
+    stmt = select(func.count()).select_from(Prompt).where(Prompt.dataset_id == dataset_id, Prompt.lsh_keys.is_(None))
+    return int(await session.scalar(stmt))
+
+
+async def unkeyed_page(session: AsyncSession, dataset_id: int, after_id: int, limit: int) -> list[tuple[int, str]]:
+    """The next prompts without band keys after `after_id` (keyset: each page one index range)."""
+    rows = await session.execute(
+        select(Prompt.id, Prompt.text)
+        .where(Prompt.dataset_id == dataset_id, Prompt.id > after_id, Prompt.lsh_keys.is_(None))
+        .order_by(Prompt.id)
+        .limit(limit)
+    )
+    return [(int(i), t) for i, t in rows]
+
+
+async def set_lsh_keys(session: AsyncSession, ids: Sequence[int], keys: np.ndarray) -> None:
+    await session.execute(
+        text(
+            "UPDATE prompt p SET lsh_keys = CAST(q.k AS bigint[]) "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:keys AS text[])) AS q(id, k) WHERE p.id = q.id"
+        ),
+        {"ids": list(ids), "keys": ["{" + ",".join(map(str, k)) + "}" for k in keys.tolist()]},
+    )
+
+
+async def lineage_and_splits(session: AsyncSession, dataset_id: int) -> tuple[list[tuple[int, int]], dict[int, str]]:
+    """(child, parent) links of evolved prompts (provenance.parent_prompt_id), and the split set
+    on each prompt that has one."""
+    rows = await session.execute(
+        text(
+            """
+SELECT id, CASE WHEN provenance ? 'parent_prompt_id' THEN (provenance ->> 'parent_prompt_id')::bigint END, split
+FROM prompt WHERE dataset_id = :ds AND (provenance ? 'parent_prompt_id' OR split IS NOT NULL)
+"""
+        ),
+        {"ds": dataset_id},
+    )
+    links, splits = [], {}
+    for pid, parent, split in rows:
+        if parent is not None:
+            links.append((int(pid), int(parent)))
+        if split is not None:
+            splits[int(pid)] = split
+    return links, splits
+
+
+async def count(session: AsyncSession, dataset_id: int) -> int:
+    return int(await session.scalar(select(func.count()).select_from(Prompt).where(Prompt.dataset_id == dataset_id)))
+
+
+async def flag_near_duplicates(session: AsyncSession, details: dict[int, str]) -> int:
+    """Flag prompts `near_duplicate` with their details (JSON texts) in meta.flag_details; the
+    number newly flagged. A pending prompt becomes needs_review, a human decision stands."""
+    if not details:
+        return 0
+    result = await session.execute(
+        text(
+            """
+UPDATE prompt p SET
+    flag_reasons = array_append(p.flag_reasons, 'near_duplicate'),
+    meta = p.meta || jsonb_build_object('flag_details', coalesce(p.meta -> 'flag_details', '{}'::jsonb)
+                                        || jsonb_build_object('near_duplicate', CAST(q.d AS jsonb))),
+    review_status = CASE WHEN p.review_status = 'pending' THEN 'needs_review' ELSE p.review_status END,
+    updated_at = now()
+FROM unnest(CAST(:ids AS bigint[]), CAST(:details AS text[])) AS q(id, d)
+WHERE p.id = q.id AND NOT ('near_duplicate' = ANY(p.flag_reasons))
+"""
+        ),
+        {"ids": list(details), "details": list(details.values())},
+    )
+    return result.rowcount

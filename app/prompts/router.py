@@ -15,11 +15,30 @@ from app.models import PromptSource, ReviewStatus
 from app.prompts import repository as repo
 from app.prompts import service
 from app.prompts.parsing import guess_format
-from app.prompts.schemas import ImportFormat, ImportMode, ImportReport, PromptCreate, PromptPublic, PromptUpdate, Split
+from app.prompts.schemas import (
+    DedupReport,
+    ImportFormat,
+    ImportMode,
+    ImportReport,
+    NearDuplicateMode,
+    PromptCreate,
+    PromptPublic,
+    PromptUpdate,
+    Split,
+)
 from app.schemas import IdPath, Page, UtcDatetime
 from app.uploads import open_upload
 
 router = APIRouter(tags=["prompts"])
+
+NearDuplicatesQuery = Annotated[
+    NearDuplicateMode,
+    Query(
+        description="A prompt nearly duplicating a stored one (same text up to case, whitespace and Unicode form, or "
+        "word-shingle Jaccard >= FORGE_SYNTH_NEAR_DUP_THRESHOLD): skip it (single add: 409), store it flagged "
+        "`near_duplicate` with the matching prompt id in meta.flag_details, or keep it as it is."
+    ),
+]
 
 _IMPORT_BODY = {
     "requestBody": {
@@ -53,6 +72,7 @@ async def import_prompts(
     settings: SettingsDep,
     mode: ImportMode = ImportMode.partial,
     format: Annotated[ImportFormat | None, Query(description="Overrides the format guessed from the file name or content type.")] = None,
+    near_duplicates: NearDuplicatesQuery = NearDuplicateMode.flag,
 ):
     upload = await open_upload(request, settings.max_import_bytes)
     fmt = format or guess_format(upload.filename, upload.content_type)
@@ -64,14 +84,39 @@ async def import_prompts(
             details={"field": "format"},
         )
     try:
-        return await service.import_file(session, dataset, fh, fmt, max_chars=settings.max_text_chars, mode=mode)
+        return await service.import_file(
+            session, dataset, fh, fmt, max_chars=settings.max_text_chars, mode=mode,
+            near_duplicates=near_duplicates, threshold=settings.synth_near_dup_threshold,
+        )
     finally:
         fh.close()
 
 
 @router.post("/datasets/{dataset_id}/prompts", dependencies=[ADMIN], status_code=status.HTTP_201_CREATED, response_model=PromptPublic)
-async def create_prompt(body: PromptCreate, dataset: DatasetDep, session: SessionDep, settings: SettingsDep, actor: ActorDep):
-    return await service.create(session, dataset, body, actor=actor, max_chars=settings.max_text_chars)
+async def create_prompt(
+    body: PromptCreate,
+    dataset: DatasetDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    near_duplicates: NearDuplicatesQuery = NearDuplicateMode.flag,
+):
+    return await service.create(
+        session, dataset, body, actor=actor, max_chars=settings.max_text_chars,
+        near_duplicates=near_duplicates, threshold=settings.synth_near_dup_threshold,
+    )
+
+
+@router.post("/datasets/{dataset_id}/prompts/dedup", dependencies=[ADMIN], response_model=DedupReport)
+async def dedup_prompts(
+    dataset: DatasetDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    flag: Annotated[bool, Query(description="Flag every prompt that nearly duplicates an older one `near_duplicate`.")] = False,
+):
+    """Cluster the dataset's stored prompts by near-duplication (same normalised text, or word-shingle
+    Jaccard >= FORGE_SYNTH_NEAR_DUP_THRESHOLD) and report the clusters."""
+    return await service.dedup_pass(session, dataset, threshold=settings.synth_near_dup_threshold, flag=flag)
 
 
 @router.get("/datasets/{dataset_id}/prompts", dependencies=[READ], response_model=Page[PromptPublic])

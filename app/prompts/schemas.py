@@ -23,6 +23,16 @@ class ImportMode(StrEnum):
     all_or_nothing = "all_or_nothing"
 
 
+class NearDuplicateMode(StrEnum):
+    """What to do with a new prompt that nearly duplicates a stored one (app/prompts/dedup.py):
+    leave it out, store it flagged `near_duplicate` (meta.flag_details names the prompt), or
+    store it as it is."""
+
+    skip = "skip"
+    flag = "flag"
+    keep = "keep"
+
+
 class ImportFormat(StrEnum):
     json = "json"
     jsonl = "jsonl"
@@ -67,6 +77,12 @@ class RowError(BaseModel):
     message: str
 
 
+class NearDuplicate(BaseModel):
+    line: int
+    prompt_id: int = Field(description="The stored prompt it nearly duplicates.")
+    similarity: float = Field(description="Jaccard index of the word unigrams and bigrams of the normalised texts.")
+
+
 class ImportReport(BaseModel):
     mode: ImportMode
     total: int = Field(description="Rows read (blank lines are not rows).")
@@ -75,4 +91,25 @@ class ImportReport(BaseModel):
     invalid: int
     duplicate_lines: list[int] = Field(description="Lines of the duplicates (the first 1000).")
     errors: list[RowError] = Field(description="Invalid rows with the reason (the first 1000).")
+    near_duplicate_mode: NearDuplicateMode = NearDuplicateMode.flag
+    near_duplicates: int = Field(0, description="Rows nearly duplicating a stored prompt (skipped, flagged or kept by the mode).")
+    near_duplicate_matches: list[NearDuplicate] = Field(default_factory=list, description="The first 1000, with the prompt matched.")
     committed: bool = True
+
+
+class DedupCluster(BaseModel):
+    root: int = Field(description="The oldest prompt of the cluster.")
+    members: list[int]
+    pairs: list[tuple[int, int, float]] = Field(description="The verified pairs (prompt, nearly duplicates prompt, similarity).")
+
+
+class DedupReport(BaseModel):
+    dataset_id: int
+    threshold: float
+    prompts: int = Field(description="Prompts in the dataset.")
+    keyed_now: int = Field(description="Prompts that had no band keys yet and got them in this pass.")
+    near_duplicate_pairs: int
+    clustered_prompts: int
+    clusters: int
+    flagged: int = Field(0, description="Prompts newly flagged `near_duplicate` (with flag=true).")
+    found: list[DedupCluster] = Field(description="The clusters, largest first (the first 1000).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from itertools import islice
@@ -13,14 +14,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import Change, refuse_if_leased_to_other
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import Dataset, Prompt
+from app.models import Dataset, FlagReason, Prompt, ReviewStatus
+from app.prompts import dedup
 from app.prompts import repository as repo
 from app.prompts.hashing import content_hash
 from app.prompts.parsing import READERS, InputError, ParsedRow
 from app.prompts.schemas import (
+    DedupCluster,
+    DedupReport,
     ImportFormat,
     ImportMode,
     ImportReport,
+    NearDuplicate,
+    NearDuplicateMode,
     PromptCreate,
     PromptUpdate,
     RowError,
@@ -39,6 +45,7 @@ async def parsed_off_loop(rows: Iterable[T], batch: int = PARSE_BATCH) -> AsyncI
     while chunk := await anyio.to_thread.run_sync(lambda: list(islice(it, batch))):
         for row in chunk:
             yield row
+KEY_BATCH = 2048  # rows whose band keys are computed together (numpy over the batch)
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
@@ -54,9 +61,12 @@ async def import_rows(
     rows: Iterable[tuple[int, ParsedRow | str]],
     *,
     mode: ImportMode = ImportMode.partial,
+    near_duplicates: NearDuplicateMode = NearDuplicateMode.flag,
+    threshold: float = 0.7,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Stage every valid row with COPY, then insert the new ones in one statement.
+    """Stage every valid row (with its band keys) with COPY, check the stage against the stored
+    prompts for near-duplicates in one join, then insert the new ones in one statement.
 
     Runs inside the caller's transaction: either the whole import lands or none of it does.
     """
@@ -65,6 +75,14 @@ async def import_rows(
     total = invalid = 0
     errors: list[RowError] = []
     last_yield = time.monotonic()
+    pending: list[tuple[int, ParsedRow]] = []
+
+    async def flush(copy) -> None:
+        keys = dedup.lsh_keys([r.text for _, r in pending], dataset.id).tolist()
+        for (line, r), k in zip(pending, keys, strict=True):
+            await copy.write_row((line, r.text, r.content_hash, r.source, r.split, r.tags, r.meta, k))
+        pending.clear()
+
     async with repo.copy_stage(pg) as copy:
         copy.set_types(list(repo.STAGE_TYPES))
         async for line, row in parsed_off_loop(rows):
@@ -74,17 +92,20 @@ async def import_rows(
                 if len(errors) < REPORT_LIMIT:
                     errors.append(RowError(line=line, message=row))
                 continue
-            await copy.write_row((line, row.text, row.content_hash, row.source, row.split, row.tags, row.meta))
+            pending.append((line, row))
+            if len(pending) >= KEY_BATCH:
+                await flush(copy)
             if total % PROGRESS_EVERY == 0:
                 if progress:
                     progress(total)
                 if time.monotonic() - last_yield > 0.05:  # let other requests run during big imports
                     await asyncio.sleep(0)
                     last_yield = time.monotonic()
+        await flush(copy)
     dup_count, dup_lines = await repo.stage_duplicates(pg, dataset.id, REPORT_LIMIT)
     report = ImportReport(
         mode=mode, total=total, inserted=0, duplicates=dup_count, invalid=invalid,
-        duplicate_lines=dup_lines, errors=errors,
+        duplicate_lines=dup_lines, errors=errors, near_duplicate_mode=near_duplicates,
     )
     if mode == ImportMode.all_or_nothing and invalid:
         report.committed = False
@@ -92,12 +113,36 @@ async def import_rows(
             f"{invalid} invalid row(s), first at line {errors[0].line}: {errors[0].message}; nothing was imported",
             details=report.model_dump(),
         )
-    report.inserted = await repo.insert_from_stage(pg, dataset.id, deduplicate=dup_count > 0)
+    skipped = await _stage_near_duplicates(pg, dataset.id, near_duplicates, threshold, report)
+    report.inserted = await repo.insert_from_stage(
+        pg, dataset.id, deduplicate=dup_count > 0, flag=near_duplicates is NearDuplicateMode.flag and report.near_duplicates > 0
+    )
     # a concurrent import may have taken some texts between the two statements
-    report.duplicates = total - invalid - report.inserted
+    report.duplicates = total - invalid - skipped - report.inserted
     if progress:
         progress(total)
     return report
+
+
+async def _stage_near_duplicates(
+    pg, dataset_id: int, mode: NearDuplicateMode, threshold: float, report: ImportReport
+) -> int:
+    """Find the staged rows that nearly duplicate a stored prompt, note them in the report, and
+    drop (skip) or mark (flag, keep) them in the stage; the number dropped."""
+    if not await repo.has_keyed_prompts(pg, dataset_id):
+        return 0
+    candidates = await repo.stage_near_duplicate_candidates(pg, dataset_id, dedup.CANDIDATES_PER_KEY)
+    matches = sorted(dedup.best_matches(candidates, threshold).values(), key=lambda m: m.index)
+    if not matches:
+        return 0
+    report.near_duplicates = len(matches)
+    report.near_duplicate_matches = [
+        NearDuplicate(line=m.index, prompt_id=m.prompt_id, similarity=round(m.similarity, 4)) for m in matches[:REPORT_LIMIT]
+    ]
+    await repo.mark_stage_near_duplicates(
+        pg, [m.index for m in matches], [json.dumps(m.details()) for m in matches], drop=mode is NearDuplicateMode.skip
+    )
+    return len(matches) if mode is NearDuplicateMode.skip else 0
 
 
 async def import_file(
@@ -108,10 +153,15 @@ async def import_file(
     *,
     max_chars: int,
     mode: ImportMode = ImportMode.partial,
+    near_duplicates: NearDuplicateMode = NearDuplicateMode.flag,
+    threshold: float = 0.7,
     progress: Progress | None = None,
 ) -> ImportReport:
     try:
-        return await import_rows(session, dataset, READERS[fmt](fh, max_chars), mode=mode, progress=progress)
+        return await import_rows(
+            session, dataset, READERS[fmt](fh, max_chars), mode=mode, near_duplicates=near_duplicates,
+            threshold=threshold, progress=progress,
+        )
     except InputError as exc:
         raise InvalidInput(str(exc), details={"format": fmt.value}) from None
 
@@ -124,15 +174,33 @@ async def get_or_404(session: AsyncSession, prompt_id: int, dataset_id: int | No
     return prompt
 
 
-async def create(session: AsyncSession, dataset: Dataset, data: PromptCreate, *, actor: str, max_chars: int) -> Prompt:
+async def create(
+    session: AsyncSession,
+    dataset: Dataset,
+    data: PromptCreate,
+    *,
+    actor: str,
+    max_chars: int,
+    near_duplicates: NearDuplicateMode = NearDuplicateMode.flag,
+    threshold: float = 0.7,
+) -> Prompt:
     check_text(data.text, max_chars)
     digest = content_hash(data.text)
     if await repo.exists_text(session, dataset.id, digest):
         raise Conflict("a prompt with the same text is already in this dataset", details={"field": "text"})
+    (match,), keys = await dedup.find_near_duplicates(session, dataset.id, [data.text], threshold)
+    if match is not None and near_duplicates is NearDuplicateMode.skip:
+        raise Conflict(
+            f"the text nearly duplicates prompt {match.prompt_id} (similarity {match.similarity:.2f}); "
+            "pass near_duplicates=flag or keep to store it anyway",
+            details={"field": "text", "near_duplicate": match.details()},
+        )
     prompt = Prompt(
         dataset_id=dataset.id, text=data.text, content_hash=digest, source=data.source.value,
-        split=data.split.value if data.split else None, tags=data.tags, meta=data.meta,
+        split=data.split.value if data.split else None, tags=data.tags, meta=data.meta, lsh_keys=keys[0].tolist(),
     )
+    if match is not None and near_duplicates is NearDuplicateMode.flag:
+        flag_near_duplicate(prompt, match.details())
     change = Change(session)
     change.add(prompt)
     await session.flush()
@@ -141,12 +209,23 @@ async def create(session: AsyncSession, dataset: Dataset, data: PromptCreate, *,
     return prompt
 
 
+def flag_near_duplicate(prompt: Prompt, details: dict) -> None:
+    prompt.flag_reasons = [*(prompt.flag_reasons or []), FlagReason.near_duplicate.value]
+    prompt.meta = {**(prompt.meta or {}), "flag_details": {**(prompt.meta or {}).get("flag_details", {}), "near_duplicate": details}}
+    prompt.review_status = ReviewStatus.needs_review.value
+
+
 async def update(session: AsyncSession, prompt: Prompt, data: PromptUpdate, *, actor: str, max_chars: int) -> Prompt:
+    """Change a prompt. A new text gets new band keys, and the completions and rankings made for
+    the old one turn `stale` (kept and shown, left out of exports until a reviewer approves the
+    item again) and the prompt goes back to review; the same audit event records them
+    (`related`)."""
     changes = data.model_dump(exclude_unset=True)
     if not changes:
         return prompt
     refuse_if_leased_to_other(prompt, actor)  # a reviewer holding the item decides its state
     change = Change(session, prompt)
+    text_changed = "text" in changes and changes["text"] != prompt.text
     if "text" in changes:
         if changes["text"] is None:
             raise InvalidInput("text: may not be null", details={"field": "text"})
@@ -155,12 +234,49 @@ async def update(session: AsyncSession, prompt: Prompt, data: PromptUpdate, *, a
         if await repo.exists_text(session, prompt.dataset_id, digest, exclude_id=prompt.id):
             raise Conflict("another prompt in this dataset has the same text", details={"field": "text"})
         prompt.content_hash = digest
+        prompt.lsh_keys = dedup.lsh_keys([changes["text"]], prompt.dataset_id)[0].tolist()
     for key in ("review_status", "tags", "meta", "flag_reasons"):
         if key in changes and changes[key] is None:
             raise InvalidInput(f"{key}: may not be null", details={"field": key})
     for key, value in changes.items():
         setattr(prompt, key, value.value if hasattr(value, "value") else value)
+    if text_changed:
+        made_for_old_text = await repo.answers_of(session, prompt.id)
+        for row in made_for_old_text:
+            change.touch(row).review_status = ReviewStatus.stale.value
+        if made_for_old_text:  # back to the reviewers, who approve the item again
+            if FlagReason.text_changed.value not in prompt.flag_reasons:
+                prompt.flag_reasons = [*prompt.flag_reasons, FlagReason.text_changed.value]
+            if "review_status" not in changes:
+                prompt.review_status = ReviewStatus.needs_review.value
     await session.flush()
     await session.refresh(prompt)
     await change.record(actor=actor, action="update")
     return prompt
+
+
+async def dedup_pass(session: AsyncSession, dataset: Dataset, *, threshold: float, flag: bool = False) -> DedupReport:
+    """Cluster the dataset's stored prompts by near-duplication (keying those without band keys
+    first); with `flag`, mark every prompt that nearly duplicates an older one `near_duplicate`
+    (meta.flag_details names the older one)."""
+    keyed = await dedup.ensure_keys(session, dataset.id)
+    clusters = await dedup.cluster(session, dataset.id, threshold)
+    by_root: dict[int, list[tuple[int, int, float]]] = {}
+    root_of = {m: root for root, members in clusters.groups.items() for m in members}
+    for a, b, sim in clusters.pairs:
+        by_root.setdefault(root_of[a], []).append((a, b, round(sim, 4)))
+    listed = sorted(clusters.groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:REPORT_LIMIT]
+    flagged = 0
+    if flag:
+        best: dict[int, tuple[int, float]] = {}
+        for a, b, sim in clusters.pairs:
+            if a not in best or sim > best[a][1]:
+                best[a] = (b, sim)
+        flagged = await repo.flag_near_duplicates(
+            session, {a: json.dumps({"prompt_id": b, "similarity": round(sim, 4)}) for a, (b, sim) in best.items()}
+        )
+    return DedupReport(
+        dataset_id=dataset.id, threshold=threshold, prompts=await repo.count(session, dataset.id), keyed_now=keyed,
+        near_duplicate_pairs=len(clusters.pairs), clustered_prompts=len(root_of), clusters=len(clusters.groups),
+        flagged=flagged, found=[DedupCluster(root=r, members=m, pairs=sorted(by_root.get(r, []))) for r, m in listed],
+    )

@@ -97,8 +97,8 @@ async def _decide(session: AsyncSession, prompt_id: int, actor: str, decision: V
                 details={"unranked": uncovered, "ranking_id": endorsed.id},
             )
         change.touch(endorsed).review_status = ReviewStatus.approved.value
-        for c in completions:
-            if c.review_status in repo.OPEN_STATUSES:
+        for c in completions:  # stale ones (made for an older text) too: the reviewer saw them with this one
+            if c.review_status in repo.OPEN_STATUSES or c.review_status == ReviewStatus.stale:
                 change.touch(c).review_status = ReviewStatus.approved.value
     verdict = await repo.verdict(session, prompt.id, actor)
     if verdict is None:

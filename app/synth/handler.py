@@ -11,6 +11,7 @@ from typing import Any
 from app.llm import ChatRequest, ChatResult, Endpoint, LLMCallFailed, resolve_endpoint
 from app.llm.replies import InvalidReply, extract_json, json_schema
 from app.models import Dataset, PromptSource, Run, RunKind
+from app.prompts.dedup import lsh_keys
 from app.prompts.hashing import content_hash
 from app.runs import repository as runs
 from app.runs.protocol import Item, ItemOutcome
@@ -134,10 +135,11 @@ class SynthHandler:
             for prompt_id, body in await repo.prompts_after(session, ctx.dataset.id, index.last_id):
                 index.add(prompt_id, body)
             kept, exact, near = index.filter_new(texts)
+            keys = lsh_keys(kept, ctx.dataset.id).tolist() if kept else []
             rows = [
-                {"dataset_id": ctx.dataset.id, "text": t, "content_hash": content_hash(t),
+                {"dataset_id": ctx.dataset.id, "text": t, "content_hash": content_hash(t), "lsh_keys": k,
                  "source": PromptSource.synthetic.value, "provenance": provenance, "run_id": ctx.run.id}
-                for t in kept
+                for t, k in zip(kept, keys, strict=True)
             ]
             added = await repo.insert_prompts(session, rows)
             outcome.result.update(added=len(added), exact_duplicates=exact + len(kept) - len(added), near_duplicates=near)

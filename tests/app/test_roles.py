@@ -44,6 +44,7 @@ TABLE: dict[tuple[str, str], str] = {
     ("POST", f"{API}/datasets/{{dataset_id}}/prompts/import"): "admin", ("POST", f"{API}/datasets/{{dataset_id}}/prompts"): "admin",
     ("GET", f"{API}/datasets/{{dataset_id}}/prompts"): "read", ("GET", f"{API}/prompts/{{prompt_id}}"): "read",
     ("PATCH", f"{API}/prompts/{{prompt_id}}"): "admin",
+    ("POST", f"{API}/datasets/{{dataset_id}}/prompts/dedup"): "admin",  # the dataset-wide near-duplicate pass (may flag)
     ("POST", f"{API}/datasets/{{dataset_id}}/import"): "admin",  # existing SFT / RM / pairs data
     # completions and rankings: annotators add, edit and review them
     ("POST", f"{API}/prompts/{{prompt_id}}/completions"): "review", ("GET", f"{API}/prompts/{{prompt_id}}/completions"): "read",

@@ -84,7 +84,14 @@ def test_a_killed_worker_loses_nothing(api, sql, fake, database_url, tmp_path):
         asked_before = fake.count()
         calm = wait_run(api, start(api, dataset_id, {"kind": "generate", "k": 2})["id"])
         assert calm["status"] == "succeeded" and fake.count() == asked_before + 80
-        assert completions(sql, calm["id"]) == killed_rows
+        # it answers exactly as the resumed run did: none of its answers is stored twice, each is
+        # recorded in its item as a duplicate of the resumed run's completion of that sample
+        assert completions(sql, calm["id"]) == []
+        made = rows(sql, "SELECT id, prompt_id, sample_index FROM completion WHERE run_id = :r", r=run["id"])
+        ids = {(r["prompt_id"], r["sample_index"]): r["id"] for r in made}
+        items = rows(sql, "SELECT prompt_id, result FROM run_item WHERE run_id = :r ORDER BY prompt_id", r=calm["id"])
+        repeated = [(it["prompt_id"], d["sample_index"], d["duplicate_of"]) for it in items for d in it["result"]["duplicates"]]
+        assert repeated == [(p, k, ids[(p, k)]) for p in prompt_ids for k in range(2)]
     finally:
         second.send_signal(signal.SIGTERM)
         try:

@@ -41,10 +41,18 @@ def test_a_rerun_pays_nothing_for_what_is_cached(api, sql, fake):
     assert first["status"] == second["status"] == "succeeded"
     assert fake.count() == calls == 6  # the second run asked nothing
     assert Decimal(str(second["cost"])) == 0 < Decimal(str(first["cost"]))
-    a = rows(sql, "SELECT prompt_id, sample_index, text, meta FROM completion WHERE run_id = :r ORDER BY 1, 2", r=first["id"])
-    b = rows(sql, "SELECT prompt_id, sample_index, text, meta FROM completion WHERE run_id = :r ORDER BY 1, 2", r=second["id"])
-    assert [x["text"] for x in a] == [x["text"] for x in b]
-    assert all(x["meta"]["cached"] for x in b) and not any(x["meta"]["cached"] for x in a)
+    a = rows(sql, "SELECT id, prompt_id, sample_index, meta FROM completion WHERE run_id = :r ORDER BY 2, 3", r=first["id"])
+    assert len(a) == 6 and not any(x["meta"]["cached"] for x in a)
+    # the same seed answers the same: the second run stores none of its answers again, each is
+    # recorded in its item as a duplicate of the first run's, with its cost (0: from the cache)
+    assert rows(sql, "SELECT count(*) AS n FROM completion WHERE run_id = :r", r=second["id"])[0]["n"] == 0
+    first_ids = {(x["prompt_id"], x["sample_index"]): x["id"] for x in a}
+    items = rows(sql, "SELECT prompt_id, result FROM run_item WHERE run_id = :r ORDER BY prompt_id", r=second["id"])
+    assert len(items) == 3
+    for it in items:
+        dups = it["result"]["duplicates"]
+        assert [(d["sample_index"], d["duplicate_of"]) for d in dups] == [(k, first_ids[(it["prompt_id"], k)]) for k in (0, 1)]
+        assert all(Decimal(d["cost"]) == 0 for d in dups) and it["result"]["completions"] == 0
     assert rows(sql, "SELECT params FROM completion LIMIT 1")[0]["params"]["system_prompt"] == "Be brief."
 
 
