@@ -54,9 +54,34 @@ class Unauthorized(AppError):
     code = "unauthorized"
 
 
+class ServiceBusy(AppError):
+    """A bounded resource is all in use; `Retry-After` says when to try again."""
+
+    status_code = 503
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: int = 5, details: Any = None):
+        super().__init__(message, details=details)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class SchemaOutdated(AppError):
     status_code = 503
     code = "schema_outdated"
+
+
+def describe(exc: BaseException, limit: int = 2000) -> str:
+    """An exception as it may be stored and shown through the API: its type and message, an
+    OSError without the file names it carries (this machine's paths are nobody's business)."""
+    orig = getattr(exc, "orig", None)  # a SQLAlchemy error: Postgres's own words, not the SQL and its parameters
+    if orig is not None:
+        exc = orig
+        message = getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig).split("\n")[0]
+    elif isinstance(exc, OSError) and exc.strerror:
+        message = exc.strerror
+    else:
+        message = str(exc)
+    return f"{type(exc).__name__}: {message}"[:limit]
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict:
@@ -71,7 +96,9 @@ def _loc(loc: tuple | list) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status_code)
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.details), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

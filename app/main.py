@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
                 app.state.engine = engine
                 app.state.database_url = engine.url.render_as_string(hide_password=False)
             app.state.sessions = db.session_factory(app.state.engine)
+            app.state.stream_engine = await stack.enter_async_context(db.stream_engine(app.state.database_url, settings))
             # the job queue, and a worker in this process when settings.worker_in_process
             from app.worker import jobs_lifespan
 

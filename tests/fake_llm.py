@@ -2,7 +2,8 @@
 
 Answers are deterministic functions of the request, so two runs asking the same thing get the
 same rows. Faults are switchable per test: 429 with Retry-After, 500, dropped connections, slow
-replies, invalid judge JSON, position-biased judging, answers that try to instruct the judge.
+replies, invalid judge JSON, position-biased judging, answers that try to instruct the judge, and
+200 replies that are no answer: `{}` (no choices), an empty text, a NUL byte, invalid UTF-8.
 
     with FakeLLM() as fake:                      # in a thread of this process
         fake.add_fault("429", times=2, retry_after=0.1)
@@ -64,7 +65,9 @@ def quality(text: str) -> int:
 
 @dataclass
 class Fault:
-    kind: str  # 429 | 500 | 401 | drop | slow | invalid_json | fenced_json | position_bias | inject
+    # 429 | 500 | 401 | drop | slow | invalid_json | fenced_json | position_bias | inject
+    # | empty_object | empty | nul | bad_utf8 | nul_rationale (judge JSON whose rationale holds \u0000)
+    kind: str
     times: int | None = None  # per logical request (model + messages); None: always
     match: str | None = None  # only requests whose messages contain this text
     retry_after: float = 1.0
@@ -111,7 +114,7 @@ class FakeLLM:
             for f in self.faults:
                 if f.match is not None and f.match not in text:
                     continue
-                if f.kind in ("invalid_json", "fenced_json", "position_bias") and not _is_judge(body):
+                if f.kind in ("invalid_json", "fenced_json", "position_bias", "nul_rationale") and not _is_judge(body):
                     continue
                 if f.kind == "inject" and (_is_judge(body) or _schema_name(body)):
                     continue
@@ -170,7 +173,10 @@ class FakeLLM:
             ranks = [0] * k
             for r, i in enumerate(order, 1):
                 ranks[i] = r
-        reply = json.dumps({"rationale": "Ranked by how well each answers the prompt.", "ranks": ranks})
+        rationale = "Ranked by how well each answers the prompt."
+        if fault and fault.kind == "nul_rationale":  # valid JSON whose string holds \u0000: Postgres refuses it
+            rationale += "\x00"
+        reply = json.dumps({"rationale": rationale, "ranks": ranks})
         if fault and fault.kind == "fenced_json":
             return f"Sure! Here is my ranking:\n```json\n{reply}\n```\nHope this helps."
         return reply
@@ -200,7 +206,7 @@ class FakeLLM:
                 if status == 0:  # drop the connection without a reply
                     writer.transport.abort()
                     return
-                body = json.dumps(payload).encode()
+                body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}[status]
                 hdrs = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
                 writer.write(
@@ -241,6 +247,15 @@ class FakeLLM:
                 return 0, {}, None
             if fault.kind == "slow":
                 await asyncio.sleep(fault.delay_s)
+            if fault.kind == "empty_object":
+                return 200, {}, {}
+            if fault.kind in ("empty", "nul", "bad_utf8"):
+                reply = self._completion(body, fault)
+                message = reply["choices"][0]["message"]
+                message["content"] = {"empty": "", "nul": "an answer\x00with a NUL", "bad_utf8": "BADUTF8"}[fault.kind]
+                if fault.kind == "bad_utf8":  # bytes that are not UTF-8 where the text should be
+                    return 200, {}, json.dumps(reply).encode().replace(b"BADUTF8", b"caf\xe9 \xff\xfe")
+                return 200, {}, reply
         return 200, {}, self._completion(body, fault)
 
     # --- lifecycle ------------------------------------------------------------------------

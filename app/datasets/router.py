@@ -9,6 +9,7 @@ from app.datasets import service
 from app.datasets.dependencies import DatasetDep
 from app.datasets.schemas import DatasetCounts, DatasetCreate, DatasetPublic, DatasetUpdate
 from app.db import SessionDep
+from app.deps import SettingsDep
 from app.schemas import ListOf
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -43,5 +44,5 @@ async def update_dataset(body: DatasetUpdate, dataset: DatasetDep, session: Sess
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_dataset(dataset: DatasetDep, session: SessionDep) -> None:
-    await service.delete(session, dataset)
+async def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsDep) -> None:
+    await service.delete(session, dataset, settings)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.datasets import repository as repo
 from app.datasets.schemas import DatasetCreate, DatasetUpdate
 from app.errors import Conflict, NotFound
+from app.exports import files as export_files
 from app.models import Dataset
 
 
@@ -55,6 +58,14 @@ async def update(session: AsyncSession, dataset: Dataset, data: DatasetUpdate) -
     return dataset
 
 
-async def delete(session: AsyncSession, dataset: Dataset) -> None:
+async def delete(session: AsyncSession, dataset: Dataset, settings: Settings) -> None:
+    """The dataset and everything in it; its export files go once the deletion is committed
+    (not before: a delete that rolls back keeps its files)."""
+    dataset_id = dataset.id
     await session.delete(dataset)
     await session.flush()
+
+    def purge(_session) -> None:
+        export_files.purge_dataset(settings, dataset_id)
+
+    event.listen(session.sync_session, "after_commit", purge, once=True)

@@ -153,7 +153,7 @@ class ExportPublic(ORMModel):
     split: dict[str, Any]
     options: dict[str, Any]
     manifest: dict[str, Any] | None
-    path: str | None
+    # where the files lie on the server is not said: they are fetched through files_url/archive_url
     created_by: str | None
     created_at: datetime
     frozen_at: datetime | None

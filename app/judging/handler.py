@@ -101,6 +101,8 @@ class JudgeHandler:
             mode = {"listwise": self._listwise, "pairwise": self._pairwise, "rubric": self._rubric}[ctx.spec.mode]
             row = await mode(rt, ctx, item, cands, outcome)
         except (InvalidJudgeReply, LLMCallFailed) as exc:
+            if isinstance(exc, LLMCallFailed):
+                outcome.charge(exc)
             reason = f"judge: {getattr(exc, 'reason', None) or exc}"
             outcome.error = reason[:2000]
 

@@ -15,7 +15,7 @@ from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.llm import ChatResult, LLMPool
+from app.llm import ChatResult, LLMCallFailed, LLMPool
 from app.models import Dataset, Run
 from app.runs.monitor import RunMonitor
 from app.runs.schemas import RunRequest
@@ -50,6 +50,12 @@ class ItemOutcome:
         self.cost += r.cost
         if cacheable and not r.cached:
             self.cache_rows.append(r.cache_row())
+
+    def charge(self, failed: LLMCallFailed) -> None:
+        """What a failed call still cost (a reply that came back unusable): billed to the item."""
+        self.prompt_tokens += failed.prompt_tokens
+        self.completion_tokens += failed.completion_tokens
+        self.cost += failed.cost
 
 
 @dataclass
