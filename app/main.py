@@ -12,6 +12,7 @@ from app import db
 from app.config import Settings, get_settings
 from app.deps import get_actor
 from app.errors import install_error_handlers
+from app.headers import SecurityHeaders
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(SecurityHeaders)  # nosniff & co. on every response, errors included
     install_error_handlers(app)
     for router, prefix in _routers():
         # every API route needs a key when keys are configured (get_actor checks it)

@@ -123,14 +123,17 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8080, help="Port to listen on."),
     name: str = typer.Option("", help="Model name to report (default: --model)."),
+    api_key: str = typer.Option(
+        "", envvar="TRAINER_SERVE_API_KEY", help="Require 'Authorization: Bearer KEY' (needed to listen beyond loopback)."
+    ),
 ) -> None:
     """Serve a local model behind an OpenAI-compatible /v1/chat/completions API."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from trainer.serve import serve as run_server
 
     try:
-        run_server(model, host=host, port=port, name=name or None)
-    except FileNotFoundError as exc:
+        run_server(model, host=host, port=port, name=name or None, api_key=api_key or None)
+    except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
