@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import DataError as DBDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -82,6 +83,27 @@ def describe(exc: BaseException, limit: int = 2000) -> str:
     else:
         message = str(exc)
     return f"{type(exc).__name__}: {message}"[:limit]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape, as the OpenAPI spec states it for every error status."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in (
+        (400, "Bad request"), (401, "No or unknown API key"), (404, "Not found"), (409, "Conflict with the current state"),
+        (413, "Too large"), (422, "Invalid input"), (503, "Busy or not ready; see Retry-After"),
+    )
+}
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app import db
 from app.config import Settings, get_settings
 from app.deps import get_actor
-from app.errors import install_error_handlers
+from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.headers import SecurityHeaders
 
 log = logging.getLogger(__name__)
@@ -73,5 +73,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     for router, prefix in _routers():
         # every API route needs a key when keys are configured (get_actor checks it)
         deps = [Depends(get_actor)] if prefix == API_PREFIX else []
-        app.include_router(router, prefix=prefix, dependencies=deps)
+        # the spec states the error shape for every error status (schemathesis checks it)
+        errors = ERROR_RESPONSES if prefix == API_PREFIX else {}
+        app.include_router(router, prefix=prefix, dependencies=deps, responses=errors)
     return app
