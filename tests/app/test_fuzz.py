@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 from tests.conftest import LiveServer
 
 ADMIN_KEY = "fuzz-admin-key-0123456789abcdef"
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 
 
 def _seed(url: str) -> None:
