@@ -29,13 +29,16 @@ from dataclasses import dataclass, field
 import procrastinate
 import psycopg
 from procrastinate import PsycopgConnector
-from procrastinate.exceptions import ConnectorException
+from procrastinate.exceptions import ConnectorException, JobAborted
 from procrastinate.retry import RetryDecision
 from procrastinate.worker import Worker
 from psycopg_pool import PoolTimeout
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
-from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_result, stop_never, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying, before_sleep_log, retry_if_exception, retry_if_exception_type, retry_if_result, stop_never,
+    wait_exponential_jitter,
+)
 
 from app import db
 from app.config import Settings
@@ -73,14 +76,17 @@ def is_outage(exc: BaseException) -> bool:
 
 
 class JobRetry(procrastinate.BaseRetryStrategy):
-    """A job that failed for want of the database is retried for as long as the outage lasts
-    (backoff capped at `cap_s`); any other failure `max_attempts` times in all, waits doubling."""
+    """A job that failed for want of the database (or was stopped by a shutdown) is retried for as
+    long as it takes (backoff capped at `cap_s`); any other failure `max_attempts` times in all,
+    waits doubling."""
 
     def __init__(self, max_attempts: int, wait_s: float, cap_s: float):
         self.max_attempts, self.wait_s, self.cap_s = max_attempts, wait_s, cap_s
 
     def get_retry_decision(self, *, exception: BaseException, job: procrastinate.jobs.Job) -> RetryDecision | None:
-        if not is_outage(exception) and job.attempts + 1 >= self.max_attempts:
+        # an outage, or a job stopped by its worker's shutdown, is not the job's fault: retried whatever its attempts
+        not_its_fault = is_outage(exception) or isinstance(exception, (asyncio.CancelledError, JobAborted))
+        if not not_its_fault and job.attempts + 1 >= self.max_attempts:
             return None
         return RetryDecision(retry_in={"seconds": min(self.cap_s, self.wait_s * 2 ** min(job.attempts, 16))})
 
@@ -97,6 +103,9 @@ def make_job_app(url: str, *, pool_size: int = 4, settings: Settings | None = No
     app = procrastinate.App(
         connector=PsycopgConnector(
             conninfo=conninfo(url), min_size=1, max_size=pool_size, kwargs={"application_name": "rlhf-forge-jobs"},
+            # the pool's reconnect backoff doubles without bound; past this it starts over, so a
+            # database back after a long outage is found within seconds, not half a minute
+            reconnect_timeout=max(5.0, s.worker_restart_max_s),
         )
     )
     # LLM failures are handled per item; what reaches here is the database or a bug
@@ -285,8 +294,22 @@ async def jobs_lifespan(state, settings: Settings, url: str) -> AsyncIterator[No
         await job_app.close_async()
 
 
+async def _wait_for_database(settings: Settings) -> None:
+    """A worker started while its database is away (both restarting) waits for it, not exits."""
+    if not settings.database_url:
+        return  # the embedded Postgres: started by this process
+    waiting = AsyncRetrying(
+        retry=retry_if_exception(is_outage), stop=stop_never, before_sleep=before_sleep_log(log, logging.WARNING),
+        wait=wait_exponential_jitter(multiplier=0.5, max=settings.worker_restart_max_s, jitter=0.5),
+    )
+    async for attempt in waiting:
+        with attempt:
+            await asyncio.to_thread(db.current_revisions, settings.database_url)
+
+
 async def serve_worker(settings: Settings, concurrency: int) -> None:
     """`rlhf-forge worker`: a worker process of its own."""
+    await _wait_for_database(settings)
     async with db.open_database(settings) as database:
         llm = LLMPool(settings, database.engine)
         job_app = make_job_app(database.url, settings=settings)
