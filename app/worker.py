@@ -99,7 +99,7 @@ def _gave_up(context: procrastinate.JobContext, exc: BaseException) -> str:
 
 
 def make_job_app(url: str, *, pool_size: int = 4, settings: Settings | None = None) -> procrastinate.App:
-    s = settings or Settings()
+    s = settings or Settings.model_construct()  # the defaults (a caller without settings: a CLI command, a test)
     app = procrastinate.App(
         connector=PsycopgConnector(
             conninfo=conninfo(url), min_size=1, max_size=pool_size, kwargs={"application_name": "rlhf-forge-jobs"},
