@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -47,6 +48,28 @@ def _bulk_dataset(url: str, name: str, n: int, width: int) -> int:
         return d
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def api_only(base_settings) -> Iterator[LiveServer]:
+    """The API without a worker (the session's `live_server` runs one): the test's workers do the jobs."""
+    with LiveServer(base_settings.model_copy(update={"worker_in_process": False})) as server:
+        yield server
+
+
+@pytest.fixture
+def http(api_only, clean_db) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_only.url, timeout=60) as c:
+        yield c
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def _worker(settings, tmp_path: Path) -> subprocess.Popen:
@@ -86,8 +109,7 @@ def test_a_worker_killed_mid_export_leaves_no_partial_files_and_the_version_is_w
     try:
         done = wait_for_export(http, dataset_id, 1, timeout=90)
     finally:
-        second.terminate()
-        second.wait(15)
+        _stop(second)
     assert done["status"] == "succeeded", done
     assert sorted(p.name for p in folder.iterdir()) == ["v1", "v1.tar.gz"]  # the killed attempt's leftovers are gone
     manifest = F.Manifest(**done["manifest"])
@@ -102,7 +124,7 @@ def test_a_worker_killed_mid_export_leaves_no_partial_files_and_the_version_is_w
 @pytest.fixture
 def small_stream_pool(base_settings, clean_db):
     settings = base_settings.model_copy(update={
-        "export_stream_pool": 2, "export_stream_wait_s": 1.0, "export_stream_send_timeout_s": 3.0, "db_pool_size": 4,
+        "worker_in_process": False, "export_stream_pool": 2, "export_stream_wait_s": 1.0, "export_stream_send_timeout_s": 3.0, "db_pool_size": 4,
     })
     with LiveServer(settings) as server:
         yield server
