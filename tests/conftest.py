@@ -161,9 +161,11 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_server(base_settings: Settings) -> Iterator[LiveServer]:
-    """The service as `serve` runs it: with a job worker inside (exports are jobs)."""
+    """The service as `serve` runs it: with a job worker inside (exports are jobs). Per module:
+    its worker (default LLM settings) must not outlive the module and take later modules' jobs
+    (a worker now comes back after a failure instead of dying quietly)."""
     with LiveServer(base_settings.model_copy(update={"worker_in_process": True})) as server:
         yield server
 
