@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     worker_stalled_after_s: float = Field(
         default=30.0, gt=0, description="A worker silent this long is dead; its running jobs are retried."
     )
+    # --- jobs: retries and outages (issue 10) ---------------------------------------------
+    job_max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Tries of a job that fails; after the last, a run's items fail saying why."
+    )
+    job_retry_wait_s: float = Field(default=2.0, gt=0, description="First wait before a failed job is retried (doubles).")
+    worker_restart_max_s: float = Field(
+        default=30.0, gt=0, description="Longest wait between restarts of a worker whose database went away."
+    )
     run_chunk_size: int = Field(default=16, ge=1, le=1000, description="Prompts per job of a run.")
     run_status_poll_s: float = Field(default=1.0, gt=0, description="How often a job checks for cancel.")
 
@@ -180,6 +188,16 @@ class Settings(BaseSettings):
         default="64MB",
         pattern=r"^[0-9]+(kB|MB|GB)$",
         description="Postgres work_mem for export queries, so choosing SFT targets sorts in memory.",
+    )
+    # streamed downloads (GET .../exports/{fmt}.jsonl) hold a connection while the client reads:
+    # they get a small pool of their own so slow readers never starve the other routes
+    export_stream_pool: int = Field(default=4, ge=1, le=100, description="Connections for streamed exports at once.")
+    export_stream_wait_s: float = Field(default=5.0, gt=0, description="Wait for a streaming connection before 503.")
+    export_stream_send_timeout_s: float = Field(
+        default=60.0, gt=0, description="A streamed export whose client takes no data this long is dropped."
+    )
+    export_stream_statement_timeout_s: float = Field(
+        default=3600.0, gt=0, description="Postgres statement_timeout of a streamed export's query."
     )
 
     @field_validator("data_dir", mode="before")

@@ -110,6 +110,26 @@ def make_engine(url: str, settings: Settings) -> AsyncEngine:
     )
 
 
+@contextlib.asynccontextmanager
+async def stream_engine(url: str, settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The small pool of its own that streamed exports read through: a reader that never reads
+    holds one of these connections (until the send timeout), never one the other routes need.
+    Its queries stop at `export_stream_statement_timeout_s`."""
+    timeout_ms = int(settings.export_stream_statement_timeout_s * 1000)
+    engine = create_async_engine(
+        url,
+        pool_size=settings.export_stream_pool,
+        max_overflow=0,
+        pool_timeout=settings.export_stream_wait_s,
+        pool_pre_ping=True,
+        connect_args={"options": f"-c statement_timeout={timeout_ms}", "application_name": "rlhf-forge-stream"},
+    )
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
 def alembic_config(url: str):
     from alembic.config import Config
 

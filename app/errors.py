@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import DataError as DBDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -69,9 +70,55 @@ class UnsupportedMediaType(AppError):
     code = "unsupported_media_type"
 
 
+class ServiceBusy(AppError):
+    """A bounded resource is all in use; `Retry-After` says when to try again."""
+
+    status_code = 503
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: int = 5, details: Any = None):
+        super().__init__(message, details=details)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class SchemaOutdated(AppError):
     status_code = 503
     code = "schema_outdated"
+
+
+def describe(exc: BaseException, limit: int = 2000) -> str:
+    """An exception as it may be stored and shown through the API: its type and message, an
+    OSError without the file names it carries (this machine's paths are nobody's business)."""
+    orig = getattr(exc, "orig", None)  # a SQLAlchemy error: Postgres's own words, not the SQL and its parameters
+    if orig is not None:
+        exc = orig
+        message = getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig).split("\n")[0]
+    elif isinstance(exc, OSError) and exc.strerror:
+        message = exc.strerror
+    else:
+        message = str(exc)
+    return f"{type(exc).__name__}: {message}"[:limit]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape, as the OpenAPI spec states it for every error status."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in (
+        (400, "Bad request"), (401, "No or unknown API key"), (404, "Not found"), (409, "Conflict with the current state"),
+        (413, "Too large"), (422, "Invalid input"), (503, "Busy or not ready; see Retry-After"),
+    )
+}
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict:
@@ -86,7 +133,9 @@ def _loc(loc: tuple | list) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status_code)
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.details), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,10 +13,17 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", dependencies=[PUBLIC], summary="The database answers")
+@router.get("/readyz", dependencies=[PUBLIC], summary="The database answers and the in-process job worker runs")
 async def readyz(request: Request):
+    # only the exception's type: its message can carry hosts and socket paths
     try:
         await db.ping(request.app.state.engine)
     except Exception as exc:  # any failure to reach the database means not ready
         return JSONResponse(error_body("not_ready", f"database unreachable: {type(exc).__name__}"), status_code=503)
+    worker = getattr(request.app.state, "worker", None)  # None: this process runs no worker
+    if worker is not None and not worker.up:
+        cause = (worker.last_error or "").split(":")[0] or "stopped"
+        return JSONResponse(
+            error_body("not_ready", f"the job worker is restarting ({cause}; restart {worker.restarts})"), status_code=503
+        )
     return {"status": "ready"}

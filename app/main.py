@@ -15,7 +15,8 @@ from app import db
 from app.auth.dependencies import check_routes
 from app.auth.guard import WriteGuard
 from app.config import Settings, get_settings
-from app.errors import install_error_handlers
+from app.errors import ERROR_RESPONSES, install_error_handlers
+from app.headers import SecurityHeaders
 from app.http_limits import BodyLimit, RateLimit
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
                 app.state.engine = engine
                 app.state.database_url = engine.url.render_as_string(hide_password=False)
             app.state.sessions = db.session_factory(app.state.engine)
+            app.state.stream_engine = await stack.enter_async_context(db.stream_engine(app.state.database_url, settings))
             # the job queue, and a worker in this process when settings.worker_in_process
             from app.worker import jobs_lifespan
 
@@ -75,13 +77,15 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(SecurityHeaders)  # nosniff & co. on every response, errors included
     install_error_handlers(app)
     # added last = run first: the rate, then the body size, both before routing, auth and parsing
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, larger=settings.max_import_bytes)
     if settings.rate_limit:
         app.add_middleware(RateLimit, rate=settings.rate_limit)
     for router, prefix in _routers():
-        app.include_router(router, prefix=prefix)
+        # the spec states the error shape for every error status (schemathesis checks it)
+        app.include_router(router, prefix=prefix, responses=ERROR_RESPONSES if prefix == API_PREFIX else {})
     check_routes(app)  # every route carries exactly one access rule (app.auth.dependencies)
     # outermost last: the Host check, then cross-site and content-type refusals, then the session cookie
     secret = settings.session_secret.get_secret_value() if settings.session_secret else secrets.token_urlsafe(32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Path
+from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.models import FlagReason, ReviewStatus
@@ -14,6 +14,11 @@ T = TypeVar("T")
 
 ID_MAX = 2**63 - 1  # ids are Postgres bigints
 IdPath = Annotated[int, Path(ge=1, le=ID_MAX)]
+# a page cursor is an id this API returned: ASCII digits (str.isdigit() also takes '²' and '٣',
+# which int() refuses), within a bigint
+CursorQuery = Annotated[
+    str | None, Query(pattern=r"^[0-9]{1,18}$", description="`next_cursor` of the previous page.")
+]
 
 
 def _to_utc(value: datetime) -> datetime:

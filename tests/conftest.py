@@ -186,7 +186,7 @@ class LiveServer:
         LiveServer.running.remove(self)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_server(base_settings: Settings) -> Iterator[LiveServer]:
     """The service as `serve` runs it, with a job worker inside that renders exports. It takes no
     run jobs: tests that run the pipeline start their own worker against their fake LLM. Its

@@ -11,6 +11,7 @@ The structured check "does this candidate address the judge?" (`judge_address_ch
 answered honestly, as a capable checking model would: a candidate addresses the judge when it
 holds one of `fake.injections` (phrasings a test registers) or INJECTION. `fake.known` maps
 texts to the judge's opinion of them (canaries whose better answer the fake should know).
+And 200 replies that are no answer: `{}` (no choices), an empty text, a NUL byte, invalid UTF-8.
 
     with FakeLLM() as fake:                      # in a thread of this process
         fake.add_fault("429", times=2, retry_after=0.1)
@@ -46,7 +47,7 @@ _WORDS = (
     "velvet willow xylophone yogurt zenith atlas beacon cactus dolphin eclipse fossil galaxy"
 ).split()
 _DATA = re.compile(r"```json\n(.*)\n```", re.S)
-JUDGE_FAULTS = ("invalid_json", "fenced_json", "position_bias", "obey_injection", "prefer_long", "model_taste")
+JUDGE_FAULTS = ("invalid_json", "fenced_json", "position_bias", "obey_injection", "prefer_long", "model_taste", "nul_rationale")
 
 
 def _h(*parts: Any) -> str:
@@ -75,6 +76,7 @@ def quality(text: str) -> int:
 class Fault:
     # 429 | 500 | 401 | drop | slow | invalid_json | fenced_json | position_bias | inject
     # | obey_injection | prefer_long | model_taste (judge modes)
+    # | empty_object | empty | nul | bad_utf8 | nul_rationale (judge JSON whose rationale holds \u0000)
     kind: str
     times: int | None = None  # per logical request (model + messages); None: always
     match: str | None = None  # only requests whose messages contain this text
@@ -217,7 +219,10 @@ class FakeLLM:
             ranks = [0] * k
             for r, i in enumerate(order, 1):
                 ranks[i] = r
-        reply = json.dumps({"rationale": "Ranked by how well each answers the prompt.", "ranks": ranks})
+        rationale = "Ranked by how well each answers the prompt."
+        if fault and fault.kind == "nul_rationale":  # valid JSON whose string holds \u0000: Postgres refuses it
+            rationale += "\x00"
+        reply = json.dumps({"rationale": rationale, "ranks": ranks})
         if fault and fault.kind == "fenced_json":
             return f"Sure! Here is my ranking:\n```json\n{reply}\n```\nHope this helps."
         return reply
@@ -247,7 +252,7 @@ class FakeLLM:
                 if status == 0:  # drop the connection without a reply
                     writer.transport.abort()
                     return
-                body = json.dumps(payload).encode()
+                body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}[status]
                 hdrs = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
                 writer.write(
@@ -288,6 +293,15 @@ class FakeLLM:
                 return 0, {}, None
             if fault.kind == "slow":
                 await asyncio.sleep(fault.delay_s)
+            if fault.kind == "empty_object":
+                return 200, {}, {}
+            if fault.kind in ("empty", "nul", "bad_utf8"):
+                reply = self._completion(body, fault)
+                message = reply["choices"][0]["message"]
+                message["content"] = {"empty": "", "nul": "an answer\x00with a NUL", "bad_utf8": "BADUTF8"}[fault.kind]
+                if fault.kind == "bad_utf8":  # bytes that are not UTF-8 where the text should be
+                    return 200, {}, json.dumps(reply).encode().replace(b"BADUTF8", b"caf\xe9 \xff\xfe")
+                return 200, {}, reply
         return 200, {}, self._completion(body, fault)
 
     # --- lifecycle ------------------------------------------------------------------------

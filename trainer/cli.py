@@ -126,14 +126,17 @@ def serve(
     reward_root: list[str] = typer.Option(
         [], "--reward-root", help="Serve POST /v1/rewards with reward-model folders under this folder (repeat)."
     ),
+    api_key: str = typer.Option(
+        "", envvar="TRAINER_SERVE_API_KEY", help="Require 'Authorization: Bearer KEY' (needed to listen beyond loopback)."
+    ),
 ) -> None:
     """Serve a local model behind an OpenAI-compatible /v1/chat/completions API."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from trainer.serve import serve as run_server
 
     try:
-        run_server(model, host=host, port=port, name=name or None, reward_roots=reward_root or None)
-    except FileNotFoundError as exc:
+        run_server(model, host=host, port=port, name=name or None, reward_roots=reward_root or None, api_key=api_key or None)
+    except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 

@@ -217,7 +217,8 @@ def load_resume(cfg: TrainConfig) -> tuple[Path, dict, dict] | None:
     if changed:
         log.warning("--resume with options that differ from the checkpoint (saved, now): %s", changed)
     log.info("resuming from %s (step %s)", ckpt, state["step"])
-    payload = torch.load(ckpt / OPTIMIZER_FILE, map_location="cpu", weights_only=False)
+    # weights_only: a checkpoint folder is data, never code (tensors, numbers, strings, containers only)
+    payload = torch.load(ckpt / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
     return ckpt, state, payload
 
 

@@ -8,9 +8,12 @@ package (Gemma 3 270M as GGUF), or a checkpoint this trainer wrote, is served be
     rlhf-forge train serve --model out/ppo/final --port 8080
 
 It is meant for one machine and modest traffic: requests are answered one at a time (a lock
-around the model), non-streaming. Structured output is enforced: a request whose
-`response_format` carries a JSON schema gets a reply valid against it (constrained decoding with
-llguidance, `trainer/constrained.py`), so even a small model always answers the judge.
+around the model), non-streaming. It listens on 127.0.0.1 unless told otherwise, and refuses
+another address without an API key (`--api-key` or TRAINER_SERVE_API_KEY); with a key, every
+route but /health needs `Authorization: Bearer <key>` (what the `openai` client sends).
+Structured output is enforced: a request whose `response_format` carries a JSON schema gets a
+reply valid against it (constrained decoding with llguidance, `trainer/constrained.py`), so even
+a small model always answers the judge.
 
 Besides OpenAI's API it scores texts with a reward model (`rlhf-forge train rm` output), which
 OpenAI has no route for: `POST /v1/rewards {"model": DIR, "input": [{"prompt", "completion"}]}`
@@ -23,8 +26,11 @@ Only the standard library's HTTP server is used, so the trainer stays free of we
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -38,6 +44,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_BODY = 4 * 1024 * 1024
+_DIGITS = re.compile(r"[0-9]{1,12}")
 # where a base model, continuing a plain transcript, starts writing the next turn itself
 PLAIN_STOPS = ("\nUser:", "\nSystem:", "\nAssistant:")
 
@@ -275,17 +282,31 @@ class RewardModels:
         }
 
 
-def make_handler(chat: ChatModel, rewards: RewardModels | None = None) -> type[BaseHTTPRequestHandler]:
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_handler(
+    chat: ChatModel, rewards: RewardModels | None = None, api_key: str | None = None
+) -> type[BaseHTTPRequestHandler]:
+    expected = f"Bearer {api_key}".encode() if api_key else None
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("%s " + fmt, self.address_string(), *args)
 
-        def _send(self, status: int, payload: dict) -> None:
+        def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
             try:
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -305,22 +326,54 @@ def make_handler(chat: ChatModel, rewards: RewardModels | None = None) -> type[B
         def _error(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error") -> None:
             self._send(status, {"error": {"message": message, "type": kind, "param": param, "code": None}})
 
+        def _authorized(self) -> bool:
+            """With a key configured, the request carries it (compared in constant time)."""
+            if expected is None:
+                return True
+            given = (self.headers.get("Authorization") or "").encode()
+            if hmac.compare_digest(given, expected):
+                return True
+            self.close_connection = True
+            self._send(401, {"error": {"message": "a valid 'Authorization: Bearer <key>' is required",
+                                       "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}},
+                       {"WWW-Authenticate": "Bearer"})
+            return False
+
+        def _body_length(self) -> int | None:
+            """The declared body size, or None once a 400/413 was sent: a Content-Length is
+            required (no chunked bodies), digits only (so never -1), and at most MAX_BODY."""
+            raw = self.headers.get("Content-Length")
+            if self.headers.get("Transfer-Encoding") or raw is None or not _DIGITS.fullmatch(raw.strip()):
+                self.close_connection = True
+                self._error(400, "a Content-Length header with the body's size in bytes is required")
+                return None
+            length = int(raw)
+            if length > MAX_BODY:
+                self.close_connection = True
+                self._error(413, f"the body is over {MAX_BODY} bytes")
+                return None
+            return length
+
         def do_GET(self) -> None:
+            if self.path in ("/health", "/healthz"):
+                self._send(200, {"status": "ok"})
+                return
+            if not self._authorized():
+                return
             if self.path.rstrip("/") in ("/v1/models", "/models"):
                 self._send(200, {"object": "list", "data": [{"id": chat.name, "object": "model", "owned_by": "local"}]})
-            elif self.path in ("/health", "/healthz"):
-                self._send(200, {"status": "ok"})
             else:
                 self._error(404, f"no route for GET {self.path}", kind="not_found")
 
         def do_POST(self) -> None:
+            if not self._authorized():
+                return
             route = self.path.rstrip("/").removeprefix("/v1")
             if route not in ("/chat/completions", "/rewards") or (route == "/rewards" and rewards is None):
                 self._error(404, f"no route for POST {self.path}", kind="not_found")
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                self._error(413, f"the body is over {MAX_BODY} bytes")
+            length = self._body_length()
+            if length is None:
                 return
             try:
                 body = json.loads(self.rfile.read(length) or b"null")
@@ -345,16 +398,20 @@ def make_handler(chat: ChatModel, rewards: RewardModels | None = None) -> type[B
 
 
 def make_server(chat: ChatModel, host: str = "127.0.0.1", port: int = 8080,
-                reward_roots: list[str | Path] | None = None) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(chat, RewardModels(reward_roots) if reward_roots else None))
+                reward_roots: list[str | Path] | None = None, api_key: str | None = None) -> ThreadingHTTPServer:
+    if not api_key and not is_loopback(host):
+        raise ValueError(f"refusing to serve on {host} without an API key: pass --api-key (or set TRAINER_SERVE_API_KEY)")
+    server = ThreadingHTTPServer((host, port), make_handler(chat, RewardModels(reward_roots) if reward_roots else None, api_key))
     server.daemon_threads = True
     return server
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8080, name: str | None = None,
-          reward_roots: list[str | Path] | None = None) -> None:
+          reward_roots: list[str | Path] | None = None, api_key: str | None = None) -> None:
+    if not api_key and not is_loopback(host):  # before loading the model
+        raise ValueError(f"refusing to serve on {host} without an API key: pass --api-key (or set TRAINER_SERVE_API_KEY)")
     chat = ChatModel(model, name=name)
-    server = make_server(chat, host, port, reward_roots)
+    server = make_server(chat, host, port, reward_roots, api_key)
     log.warning("serving %s on http://%s:%d/v1 (OpenAI-compatible chat completions)", chat.name, host, server.server_port)
     try:
         server.serve_forever()

@@ -71,7 +71,7 @@ async def _run(dataset_name: str, spec, wait: bool, work: bool) -> str:
                 dataset = await datasets.get_by_name_or_404(session, dataset_name)
                 run = await runs.create(session, settings, dataset, spec, actor="cli", handler=KINDS[spec.kind])
                 await session.commit()
-            job_app = make_job_app(database.url)
+            job_app = make_job_app(database.url, settings=settings)
             async with job_app.open_async():
                 await defer_start(job_app, run.id)
                 console.print(f"run {run.id} ({run.kind}) queued for dataset {dataset_name!r}")

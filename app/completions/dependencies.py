@@ -10,7 +10,7 @@ from app.db import SessionDep
 from app.deps import SettingsDep
 from app.errors import InvalidInput
 from app.models import Completion
-from app.schemas import IdPath
+from app.schemas import CursorQuery, IdPath
 
 
 async def completion_or_404(session: SessionDep, completion_id: IdPath) -> Completion:
@@ -28,13 +28,11 @@ class Keyset:
 
 def keyset(
     settings: SettingsDep,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1)] = 100,
 ) -> Keyset:
     if limit > settings.page_size_max:
         raise InvalidInput(f"limit: at most {settings.page_size_max}", details={"field": "limit"})
-    if cursor is not None and not cursor.isdigit():
-        raise InvalidInput("cursor: not a cursor this API returned", details={"field": "cursor"})
     return Keyset(after_id=int(cursor) if cursor is not None else None, limit=limit)
 
 

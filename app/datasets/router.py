@@ -48,8 +48,8 @@ async def update_dataset(body: DatasetUpdate, dataset: DatasetDep, session: Sess
 
 
 @router.delete("/{dataset_id}", dependencies=[ADMIN], status_code=status.HTTP_204_NO_CONTENT)
-async def delete_dataset(dataset: DatasetDep, session: SessionDep, actor: ActorDep) -> None:
-    await service.delete(session, dataset, actor=actor)
+async def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsDep, actor: ActorDep) -> None:
+    await service.delete(session, dataset, settings, actor=actor)
 
 
 @router.get(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,6 +12,7 @@ from app.datasets import repository as repo
 from app.datasets.schemas import DatasetCreate, DatasetSettings, DatasetUpdate
 from app.errors import Conflict, NotFound
 from app.llm.endpoints import endpoint_config
+from app.exports import files as export_files
 from app.models import Dataset
 
 # what a dataset's audit events record: settings choose endpoints and budgets, so every change shows
@@ -89,10 +91,17 @@ async def update(session: AsyncSession, dataset: Dataset, data: DatasetUpdate, *
     return dataset
 
 
-async def delete(session: AsyncSession, dataset: Dataset, *, actor: str) -> None:
+async def delete(session: AsyncSession, dataset: Dataset, settings: Settings, *, actor: str) -> None:
     """Delete the dataset and its rows. Its audit events stay (review_event has no foreign key to
-    dataset), and this deletion is the last of them, with what the dataset was and held."""
+    dataset), and this deletion is the last of them, with what the dataset was and held. Its export
+    files go once the deletion is committed (not before: a delete that rolls back keeps its files)."""
+    dataset_id = dataset.id
     before = snapshot(dataset, AUDITED) | {"counts": (await repo.counts(session, [dataset.id]))[dataset.id]}
     await _audit(session, dataset, actor, "delete", before, None)
     await session.delete(dataset)
     await session.flush()
+
+    def purge(_session) -> None:
+        export_files.purge_dataset(settings, dataset_id)
+
+    event.listen(session.sync_session, "after_commit", purge, once=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
+
+import anyio
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import FileResponse, StreamingResponse
@@ -19,6 +22,28 @@ from app.jobs import JobsDep
 from app.schemas import ListOf
 
 router = APIRouter(prefix="/datasets/{dataset_id}/exports", tags=["exports"], dependencies=[EXPORT])
+log = logging.getLogger(__name__)
+
+
+class BoundedStreamingResponse(StreamingResponse):
+    """A streamed body whose every send must complete within `send_timeout` seconds: a client
+    that stops reading is dropped, and the export's connection goes back to its pool."""
+
+    def __init__(self, *args, send_timeout: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.send_timeout = send_timeout
+
+    async def stream_response(self, send) -> None:
+        async def bounded(message) -> None:
+            with anyio.fail_after(self.send_timeout):
+                await send(message)
+
+        try:
+            await super().stream_response(bounded)
+        except TimeoutError:
+            log.warning("dropped a streamed export whose client read nothing for %.0f s", self.send_timeout)
+        finally:
+            await self.body_iterator.aclose()
 
 VersionPath = Annotated[int, Path(ge=1, description="The dataset version (export) number.")]
 
@@ -50,9 +75,12 @@ async def stream_export(
         query, params = await service.live_query(
             session, dataset.id, fmt, q.filters(), q.split_spec(), q.render(), q.split, settings.synth_near_dup_threshold
         )
+    # a read-only route: hand its pool connection back before waiting for a streaming one
+    await session.commit()
     parts = [dataset.name, f"v{q.version}" if q.version else "live", fmt.value] + ([q.split.value] if q.split else [])
-    return StreamingResponse(
-        await service.primed(service.stream(request.app.state.engine, query, params, settings.export_work_mem)),
+    return BoundedStreamingResponse(
+        await service.primed(service.stream(request.app.state.stream_engine, query, params, settings.export_work_mem)),
+        send_timeout=settings.export_stream_send_timeout_s,
         media_type="application/jsonl",
         headers={"Content-Disposition": f'attachment; filename="{"-".join(parts)}.jsonl"'},
     )

@@ -155,7 +155,7 @@ class ExportPublic(ORMModel):
     options: dict[str, Any]
     manifest: dict[str, Any] | None
     integrity: dict[str, Any] | None = Field(None, description="Split groups and the leakage check, from freezing the version.")
-    path: str | None
+    # where the files lie on the server is not said: they are fetched through files_url/archive_url
     created_by: str | None
     created_at: datetime
     frozen_at: datetime | None

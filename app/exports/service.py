@@ -18,11 +18,12 @@ from typing import Any
 
 import anyio
 import psycopg
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.errors import Conflict, InvalidInput, NotFound
-from app.exports import groups
+from app.errors import Conflict, InvalidInput, NotFound, ServiceBusy
+from app.exports import files, groups
 from app.exports import repository as repo
 from app.exports.schemas import (
     ExportCreate,
@@ -54,7 +55,7 @@ def file_name(fmt: ExportFormat, split: SplitName) -> str:
 
 
 def export_dir(settings: Settings, export: Export) -> Path:
-    return settings.data_dir / "exports" / str(export.dataset_id) / f"v{export.version}"
+    return files.dataset_dir(settings, export.dataset_id) / f"v{export.version}"
 
 
 async def create(session: AsyncSession, dataset: Dataset, data: ExportCreate, actor: str | None) -> Export:
@@ -162,8 +163,14 @@ async def stream(engine: AsyncEngine, query: str, params: dict[str, Any], work_m
 
     Reads are shielded from cancellation: when the client hangs up, Starlette cancels the
     response at its next send, never halfway through a read, and closing this generator then
-    ends the COPY (psycopg cancels the query and drains it) and returns the connection clean."""
-    conn = await engine.connect()
+    ends the COPY (psycopg cancels the query and drains it) and returns the connection clean.
+
+    `engine` is the streaming pool (`db.stream_engine`): when all its connections are taken the
+    request waits `export_stream_wait_s`, then gets 503 with Retry-After."""
+    try:
+        conn = await engine.connect()
+    except sa_exc.TimeoutError:
+        raise ServiceBusy("every connection for streamed exports is in use; retry shortly", retry_after=5) from None
     chunks = _chunks(repo.copy_lines(conn, query, params, work_mem))
     try:
         while True:
@@ -336,14 +343,15 @@ def _iso(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
 
 
-def write_archive(out_dir: Path, names: list[str]) -> Path:
-    """{out_dir}.tar.gz holding the files and the manifest under the directory's name."""
-    archive = out_dir.with_name(out_dir.name + ".tar.gz")
-    tmp = archive.with_name(archive.name + ".part")
-    with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+def archive_of(out_dir: Path) -> Path:
+    return out_dir.with_name(out_dir.name + ".tar.gz")
+
+
+def write_archive(src_dir: Path, names: list[str], root: str, archive: Path) -> Path:
+    """`archive` (a .tar.gz) holding the files and the manifest of src_dir under `root/`."""
+    with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
         for name in [*names, "manifest.json"]:
-            tar.add(out_dir / name, arcname=f"{out_dir.name}/{name}")
-    tmp.replace(archive)
+            tar.add(src_dir / name, arcname=f"{root}/{name}")
     return archive
 
 
@@ -368,8 +376,7 @@ async def mark(sessions: async_sessionmaker[AsyncSession], export: Export, statu
 def archive_path(export: Export) -> Path | None:
     if not export.path or not export.options.get("archive"):
         return None
-    out_dir = Path(export.path)
-    path = out_dir.with_name(out_dir.name + ".tar.gz")
+    path = archive_of(Path(export.path))
     return path if path.is_file() else None
 
 

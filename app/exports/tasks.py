@@ -14,7 +14,8 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.errors import NotFound
+from app.errors import NotFound, describe
+from app.exports import files
 from app.exports import repository as repo
 from app.exports import service
 from app.models import Dataset, Export, ExportStatus
@@ -29,15 +30,23 @@ async def run_export(
     settings: Settings,
     out_dir: Path | None = None,
     on_progress: service.ProgressCallback | None = None,
+    retrying: bool = False,
 ) -> Export:
-    """Freeze the version (first run only), write its files, manifest and archive."""
+    """Freeze the version (first run only), write its files, manifest and archive. A failure
+    marks the version failed, unless `retrying` (the job queue decides: give_up/retry_later)."""
     async with sessions() as session:
         export = await repo.get(session, export_id)
         if export is None:
             raise NotFound(f"export {export_id} does not exist")
         dataset = await session.get(Dataset, export.dataset_id)
     await service.mark(sessions, export, ExportStatus.running, error=None)
+    directory = out_dir or service.export_dir(settings, export)
+    # rendered beside its place and renamed into it once complete and on disk (see files.py)
+    part = files.staging(directory)
+    archive_part = None
     try:
+        await asyncio.to_thread(files.discard_partials, directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
         async with sessions() as session:
             await service.freeze(
                 session, await repo.get(session, export_id), settings.export_work_mem, threshold=settings.synth_near_dup_threshold
@@ -45,19 +54,42 @@ async def run_export(
             await session.commit()
         async with sessions() as session:
             export = await repo.get(session, export_id)
-        directory = out_dir or service.export_dir(settings, export)
-        manifest = await service.write_files(sessions, export, dataset.name, directory, on_progress=on_progress)
+        manifest = await service.write_files(sessions, export, dataset.name, part, on_progress=on_progress)
         if export.options.get("archive"):
-            await asyncio.to_thread(service.write_archive, directory, list(manifest.files))
+            archive_part = files.staging(service.archive_of(directory))
+            await asyncio.to_thread(service.write_archive, part, list(manifest.files), directory.name, archive_part)
+        await asyncio.to_thread(
+            files.publish, part, directory, archive_part, service.archive_of(directory), whole=out_dir is None
+        )
         async with sessions() as session:
             await repo.set_status(session, export_id, manifest=manifest.to_dict(), path=str(directory))
             await session.commit()
         await service.mark(sessions, export, ExportStatus.succeeded)
-    except Exception as exc:
-        await service.mark(sessions, export, ExportStatus.failed, error=f"{type(exc).__name__}: {exc}"[:2000])
+    except BaseException as exc:
+        for leftover in (part, archive_part):
+            if leftover is not None:
+                files.remove(leftover)
+        if not retrying and isinstance(exc, Exception):
+            await service.mark(sessions, export, ExportStatus.failed, error=describe(exc))
         raise
     async with sessions() as session:
         return await repo.get(session, export_id)
+
+
+async def give_up(export_id: int, sessions: async_sessionmaker[AsyncSession], reason: str) -> None:
+    """The export's last attempt failed: the version is failed, saying why."""
+    async with sessions() as session:
+        export = await repo.get(session, export_id)
+    if export is not None and export.status != ExportStatus.succeeded:
+        await service.mark(sessions, export, ExportStatus.failed, error=reason)
+
+
+async def retry_later(export_id: int, sessions: async_sessionmaker[AsyncSession], reason: str) -> None:
+    """An attempt failed and the job will be tried again: queued, with what went wrong."""
+    async with sessions() as session:
+        export = await repo.get(session, export_id)
+    if export is not None and export.status != ExportStatus.succeeded:
+        await service.mark(sessions, export, ExportStatus.queued, error=f"retrying after {reason}"[:2000])
 
 
 async def render(export_id: int, *, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
@@ -71,4 +103,4 @@ async def render(export_id: int, *, sessions: async_sessionmaker[AsyncSession], 
     if export.status == ExportStatus.succeeded:
         log.info("export %s is already written", export_id)
         return
-    await run_export(export_id, sessions=sessions, settings=settings)
+    await run_export(export_id, sessions=sessions, settings=settings, retrying=True)

@@ -85,6 +85,7 @@ class GenerateHandler:
         for k, req, res in zip(todo, requests, results, strict=True):
             if isinstance(res, LLMCallFailed):
                 errors.append(f"sample {k}: {res.reason}")
+                outcome.charge(res)
                 continue
             if isinstance(res, BaseException):
                 raise res

@@ -184,6 +184,8 @@ class JudgeHandler:
         try:
             row = await self._rank(rt, ctx, item, cands, findings, outcome)
         except (InvalidJudgeReply, LLMCallFailed) as exc:
+            if isinstance(exc, LLMCallFailed):
+                outcome.charge(exc)
             reason = f"judge: {getattr(exc, 'reason', None) or exc}"
             outcome.error = reason[:2000]
 

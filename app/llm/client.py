@@ -31,12 +31,28 @@ log = logging.getLogger(__name__)
 
 
 class LLMCallFailed(Exception):
-    """A call that did not succeed within the attempts allowed; `reason` says why."""
+    """A call that did not succeed within the attempts allowed; `reason` says why. A reply that
+    came back but cannot be used (no choices, empty, a NUL byte) still cost its tokens: they
+    are carried here so that the item that asked is billed for them, once."""
 
-    def __init__(self, reason: str, attempts: int):
+    def __init__(self, reason: str, attempts: int, *, prompt_tokens: int = 0, completion_tokens: int = 0,
+                 cost: Decimal = Decimal(0)):
         super().__init__(reason)
         self.reason = reason
         self.attempts = attempts
+        self.prompt_tokens, self.completion_tokens, self.cost = prompt_tokens, completion_tokens, cost
+
+
+def unusable_text(text: str) -> str | None:
+    """Why a reply's text cannot be stored (Postgres text and jsonb refuse NUL; a lone surrogate,
+    from a JSON escape, has no UTF-8 form), or None."""
+    if "\x00" in text:
+        return "the reply holds a NUL byte"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the reply holds text with no UTF-8 form (a lone surrogate)"
+    return None
 
 
 @dataclass
@@ -234,30 +250,52 @@ class LLMClient:
                 with attempt:
                     attempts += 1
                     response, latency_ms = await self._once(endpoint, model, req, params)
-        except (openai.OpenAIError, OSError) as exc:
+        except (openai.OpenAIError, OSError, ValueError) as exc:  # ValueError: a body that is not JSON or not UTF-8
             # the reason is stored on the item: the endpoint's name, never its URL (credentials)
             reason = _describe(exc, endpoint.api_key).replace(endpoint.base_url, f"<endpoint {endpoint.name}>")
             suffix = f" after {attempts} attempts" if attempts > 1 else ""
             log.warning("LLM call to endpoint %s (%s) failed%s: %s", endpoint.name, model, suffix, reason)
             raise LLMCallFailed(reason + suffix, attempts) from None
-        choice = response.choices[0] if response.choices else None
-        usage = response.usage
-        prompt_tokens = usage.prompt_tokens if usage else 0
-        completion_tokens = usage.completion_tokens if usage else 0
+        return self._result(response, model, params, key, attempts, latency_ms)
+
+    def _result(self, response: Any, model: str, params: dict[str, Any], key: bytes, attempts: int, latency_ms: int) -> ChatResult:
+        """The reply as a ChatResult, or LLMCallFailed (with the tokens it cost) when it holds
+        nothing usable: a 200 is not an answer until it has a non-empty, storable text."""
+        usage = getattr(response, "usage", None)
+        prompt_tokens = _count(getattr(usage, "prompt_tokens", 0))
+        completion_tokens = _count(getattr(usage, "completion_tokens", 0))
+        cost = call_cost(price(self.settings, self.endpoint, model), prompt_tokens, completion_tokens)
+        choices = getattr(response, "choices", None)
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        message = getattr(choice, "message", None)
+        text = getattr(message, "content", None)
+        if choice is None:
+            problem = "the reply has no choices"
+        elif not isinstance(text, str) or not text.strip():
+            problem = f"the reply is empty (finish_reason {getattr(choice, 'finish_reason', None)!r})"
+        else:
+            problem = unusable_text(text)
+        if problem is not None:
+            log.warning("LLM call to endpoint %s (%s): %s", self.endpoint.name, model, problem)
+            raise LLMCallFailed(problem, attempts, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
         return ChatResult(
-            # Postgres text cannot hold a NUL character, and a small model can write one
-            text=(choice.message.content or "").replace("\x00", "") if choice else "",
-            model=response.model or model,
-            finish_reason=choice.finish_reason if choice else None,
+            text=text,
+            model=getattr(response, "model", None) or model,
+            finish_reason=getattr(choice, "finish_reason", None),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            cost=call_cost(price(s, endpoint, model), prompt_tokens, completion_tokens),
+            cost=cost,
             latency_ms=latency_ms,
             cached=False,
             attempts=attempts,
             cache_key=key,
             params=params,
         )
+
+
+def _count(value: Any) -> int:
+    """A token count from a reply we do not trust: a non-negative int, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 class LLMPool:

@@ -26,7 +26,7 @@ from app.prompts.schemas import (
     PromptUpdate,
     Split,
 )
-from app.schemas import IdPath, Page, UtcDatetime
+from app.schemas import CursorQuery, IdPath, Page, UtcDatetime
 from app.uploads import open_upload
 
 router = APIRouter(tags=["prompts"])
@@ -124,7 +124,7 @@ async def list_prompts(
     dataset: DatasetDep,
     session: SessionDep,
     settings: SettingsDep,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1)] = 100,
     review_status: ReviewStatus | None = None,
     source: PromptSource | None = None,
@@ -136,11 +136,7 @@ async def list_prompts(
 ):
     if limit > settings.page_size_max:
         raise InvalidInput(f"limit: at most {settings.page_size_max}", details={"field": "limit"})
-    after_id = None
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise InvalidInput("cursor: not a cursor this API returned", details={"field": "cursor"})
-        after_id = int(cursor)
+    after_id = int(cursor) if cursor is not None else None
     rows = await repo.list_page(
         session, dataset.id, after_id=after_id, limit=limit,
         review_status=review_status, source=source, split=split, tag=tag, q=q,

@@ -13,6 +13,9 @@ import logging
 from collections.abc import Mapping
 from decimal import Decimal
 
+from sqlalchemy import exc as sa_exc
+
+from app.errors import describe
 from app.llm import cache as llm_cache
 from app.models import Dataset, RunStatus
 from app.runs import repository as repo
@@ -62,6 +65,31 @@ async def finish_items(rt: Runtime, handler: Handler, run_id: int, batch: list[t
         await llm_cache.store(session, [row for _, o in mine for row in o.cache_rows])
 
 
+# what Postgres (or the driver, before sending) refuses to store: a NUL byte, a lone surrogate,
+# a value out of a column's range. A fault of one item's reply, never of the batch or the job.
+UNSTORABLE = (sa_exc.DataError, sa_exc.IntegrityError, UnicodeError)
+
+
+def _why(exc: BaseException) -> str:
+    return f"unstorable reply ({describe(exc, 450)})".replace("\x00", "\\x00")
+
+
+async def finish_batch(rt: Runtime, handler: Handler, run_id: int, batch: list[tuple[Item, ItemOutcome]]) -> None:
+    """`finish_items`, and when Postgres refuses the batch, each item alone: an item whose rows
+    cannot be stored fails with the reason (its tokens still billed), the others are written."""
+    try:
+        await finish_items(rt, handler, run_id, batch)
+    except UNSTORABLE as exc:
+        if len(batch) > 1:
+            for pair in batch:
+                await finish_batch(rt, handler, run_id, [pair])
+            return
+        item, o = batch[0]
+        log.warning("run %s item %s: %s", run_id, item.index, _why(exc))
+        failed = ItemOutcome(error=_why(exc), prompt_tokens=o.prompt_tokens, completion_tokens=o.completion_tokens, cost=o.cost)
+        await finish_items(rt, handler, run_id, [(item, failed)])
+
+
 async def process_chunk(rt: Runtime, kinds: Mapping[str, Handler], run_id: int, lo: int, hi: int) -> None:
     async with rt.sessions() as session:
         run = await repo.get(session, run_id)
@@ -88,7 +116,7 @@ async def process_chunk(rt: Runtime, kinds: Mapping[str, Handler], run_id: int, 
             if finished:
                 batch = finished.copy()
                 finished.clear()
-                await finish_items(rt, handler, run_id, batch)
+                await finish_batch(rt, handler, run_id, batch)
                 rt.monitor.spent(run_id, sum((o.cost or Decimal(0) for _, o in batch), Decimal(0)))
         if await rt.monitor.status(run_id) != RunStatus.running:
             for t in tasks:  # out of budget or cancelled: stop asking the LLM
@@ -113,3 +141,19 @@ async def process_chunk(rt: Runtime, kinds: Mapping[str, Handler], run_id: int, 
             t.cancel()
     # whoever finishes the last item sees every commit before its own, and closes the run
     await rt.monitor.status(run_id, fresh=True)
+
+
+async def give_up_chunk(rt: Runtime, run_id: int, lo: int, hi: int, reason: str) -> None:
+    """The chunk's job failed its last attempt: its pending items fail with the reason and the
+    run ends (`failed`, saying why) once nothing else is pending, instead of staying `running`."""
+    async with rt.sessions() as session, session.begin():
+        n = await repo.fail_pending_items(session, run_id, lo, hi, reason)
+    log.error("run %s: %d item(s) of chunk %d..%d failed: %s", run_id, n, lo, hi, reason)
+    await rt.monitor.status(run_id, fresh=True)
+
+
+async def give_up_run(rt: Runtime, run_id: int, reason: str) -> None:
+    """The run's planning job failed its last attempt: the run fails, saying why."""
+    async with rt.sessions() as session, session.begin():
+        if await repo.fail_run(session, run_id, reason):
+            log.error("run %s failed: %s", run_id, reason)

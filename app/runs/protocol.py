@@ -15,7 +15,7 @@ from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.llm import ChatResult, LLMPool
+from app.llm import ChatResult, LLMCallFailed, LLMPool
 from app.llm.cost import add_costs
 from app.models import Dataset, Run
 from app.runs.monitor import RunMonitor
@@ -51,6 +51,12 @@ class ItemOutcome:
         self.cost = add_costs(self.cost, r.cost)
         if cacheable and not r.cached:
             self.cache_rows.append(r.cache_row())
+
+    def charge(self, failed: LLMCallFailed) -> None:
+        """What a failed call still cost (a reply that came back unusable): billed to the item."""
+        self.prompt_tokens += failed.prompt_tokens
+        self.completion_tokens += failed.completion_tokens
+        self.cost += failed.cost
 
 
 @dataclass

@@ -141,7 +141,7 @@ _REFRESH = text(
         status = CASE
             WHEN run.status <> 'running' THEN run.status
             WHEN a.done + a.failed >= run.total THEN
-                CASE WHEN a.done = 0 AND a.failed > 0 THEN 'failed' ELSE 'succeeded' END
+                CASE WHEN (a.done = 0 AND a.failed > 0) OR run.error IS NOT NULL THEN 'failed' ELSE 'succeeded' END
             WHEN run.budget IS NOT NULL AND a.cost >= run.budget THEN 'budget_exhausted'
             ELSE run.status END,
         finished_at = CASE
@@ -225,6 +225,31 @@ async def cancel(session: AsyncSession, run_id: int) -> bool:
         update(Run)
         .where(Run.id == run_id, Run.status.in_(ACTIVE))
         .values(status=RunStatus.cancelled.value, finished_at=func.now())
+        .returning(Run.id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def fail_pending_items(session: AsyncSession, run_id: int, lo: int, hi: int, reason: str) -> int:
+    """A chunk whose job gave up: its items still pending fail with the reason, and the run
+    carries it (a run with an error ends `failed`, see _REFRESH)."""
+    stmt = (
+        update(RunItem)
+        .where(RunItem.run_id == run_id, RunItem.item_index >= lo, RunItem.item_index < hi, RunItem.status == "pending")
+        .values(status="failed", error=reason, updated_at=func.now())
+        .returning(RunItem.item_index)
+    )
+    n = len((await session.execute(stmt)).all())
+    await session.execute(update(Run).where(Run.id == run_id, Run.error.is_(None)).values(error=reason))
+    return n
+
+
+async def fail_run(session: AsyncSession, run_id: int, reason: str) -> bool:
+    """A run whose planning job gave up: failed, with the reason, unless it already ended."""
+    stmt = (
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_(ACTIVE))
+        .values(status=RunStatus.failed.value, error=reason, finished_at=func.now())
         .returning(Run.id)
     )
     return (await session.execute(stmt)).first() is not None

@@ -10,13 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound
 from app.llm.endpoints import resolve_endpoint
-from app.models import Dataset, Run, RunStatus
+from app.models import Dataset, Run, RunKind, RunStatus
 from app.runs import budget
 from app.runs import repository as repo
 from app.runs.protocol import Handler
 from app.runs.schemas import Progress, ResumeRun, RunPublic, RunRequest
 
-RESUMABLE = (RunStatus.failed.value, RunStatus.cancelled.value, RunStatus.budget_exhausted.value, RunStatus.succeeded.value)
 
 
 async def get_or_404(session: AsyncSession, run_id: int) -> Run:
@@ -52,10 +51,14 @@ async def cancel(session: AsyncSession, run: Run) -> Run:
 
 
 async def resume(session: AsyncSession, run: Run, body: ResumeRun) -> Run:
-    """Back to the queue: failed items are tried again, missing rows filled; done ones stay."""
+    """Back to the queue: failed items are tried again, missing rows filled; done ones stay.
+
+    Any run can be resumed, a `running` one too: one whose jobs were lost stays `running` with
+    items pending, and planning it again defers jobs for exactly those items (a chunk's lock
+    and the claim-then-write of its items keep a duplicate job from writing twice)."""
     run = await repo.get(session, run.id, for_update=True)
-    if run.status not in RESUMABLE:
-        raise Conflict(f"run {run.id} is {run.status}; only a finished run can be resumed", details={"status": run.status})
+    if run.kind == RunKind.export.value:
+        raise Conflict(f"run {run.id} renders an export; its job retries by itself", details={"kind": run.kind})
     if body.budget is not None:
         if run.cost is None:
             raise InvalidInput(

@@ -115,6 +115,7 @@ class SynthHandler:
                 req, texts, meta, res = await self._self_instruct(rt, ctx, item)
         except LLMCallFailed as exc:
             outcome.error = exc.reason
+            outcome.charge(exc)
             return outcome
         outcome.add(res)
         provenance = {

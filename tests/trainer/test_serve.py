@@ -112,3 +112,55 @@ def test_a_request_whose_client_left_is_skipped(server, chat, monkeypatch):
         s.sendall(request)
         assert s.recv(65536).startswith(b"HTTP/1.1 200")
     assert calls == [1]
+
+
+def _raw(url: str, head: str, body: bytes = b"") -> tuple[int, bytes]:
+    """One request written by hand (headers a client library would not send), its status and body."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall(head.encode() + b"\r\n" + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+            if b"\r\n\r\n" in data:
+                headers, _, rest = data.partition(b"\r\n\r\n")
+                length = next((int(h.split(b":")[1]) for h in headers.split(b"\r\n") if h.lower().startswith(b"content-length")), 0)
+                if len(rest) >= length:
+                    break
+    return int(data.split(b" ", 2)[1]), data.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize(
+    ("length_header", "status"),
+    [("Content-Length: -1\r\n", 400), ("", 400), ("Content-Length: abc\r\n", 400), ("Transfer-Encoding: chunked\r\n", 400),
+     ("Content-Length: 99999999\r\n", 413)],
+)
+def test_a_body_without_an_honest_length_is_refused(server, length_header, status):
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{length_header}"
+    got, body = _raw(server, head, b'{"messages": [{"role": "user", "content": "hi"}]}')
+    assert got == status, body
+    assert b"error" in body
+
+
+def test_a_key_is_required_when_one_is_set_and_beyond_loopback(chat):
+    with pytest.raises(ValueError, match="API key"):
+        make_server(chat, "0.0.0.0", 0)
+    srv = make_server(chat, "127.0.0.1", 0, api_key="s3cret-key-for-tests")
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{srv.server_port}/v1"
+    try:
+        kw = dict(model="tiny-local", messages=[{"role": "user", "content": "1+1="}], max_tokens=4)
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).chat.completions.create(**kw)
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
+        ok = openai.OpenAI(base_url=url, api_key="s3cret-key-for-tests", max_retries=0, timeout=60)
+        assert ok.chat.completions.create(**kw).choices[0].message.role == "assistant"
+        assert _raw(url, "GET /health HTTP/1.1\r\nHost: x\r\n")[0] == 200  # the health check needs no key
+    finally:
+        srv.shutdown()
+        srv.server_close()

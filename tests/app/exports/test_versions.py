@@ -36,7 +36,7 @@ def _post(http, ds_id: int, **body) -> dict:
     return r.json()
 
 
-async def test_bulk_export_writes_files_manifest_and_archive(http, seed, tmp_path):
+async def test_bulk_export_writes_files_manifest_and_archive(http, seed, tmp_path, base_settings):
     ds = await _reviewed(seed)
     created = _post(http, ds.id, formats=["sft", "rm", "rl", "pairs", "sft_chat", "pairs_chat"], margin=True,
                     split={"seed": 1, "train": 0.5, "validation": 0.25, "test": 0.25})
@@ -45,7 +45,8 @@ async def test_bulk_export_writes_files_manifest_and_archive(http, seed, tmp_pat
     assert done["status"] == "succeeded", done
     assert done["progress"]["total"] == done["progress"]["done"] > 0
     manifest = F.Manifest(**done["manifest"])
-    out = Path(done["path"])
+    assert "path" not in done  # where the files lie on the server is not said
+    out = base_settings.data_dir / "exports" / str(ds.id) / "v1"
     assert F.Manifest.load(out / "manifest.json") == manifest
     assert manifest.verify(out) == []  # every sha256 matches the file on disk
     assert manifest.format_version == F.FORMAT_VERSION and manifest.dataset == "helpful-v1"
@@ -85,14 +86,14 @@ async def test_bulk_export_writes_files_manifest_and_archive(http, seed, tmp_pat
     assert listed["count"] == 1 and listed["data"][0]["version"] == 1
 
 
-async def test_files_load_with_datasets(http, seed):
+async def test_files_load_with_datasets(http, seed, base_settings):
     import datasets
 
     ds = await _reviewed(seed, n=12)
     _post(http, ds.id, formats=["sft", "rm", "rl", "pairs", "sft_chat", "pairs_chat"], margin=True,
           split={"train": 1, "validation": 0, "test": 0})
     done = wait_for_export(http, ds.id, 1)
-    out = Path(done["path"])
+    out = base_settings.data_dir / "exports" / str(ds.id) / "v1"
     sft = datasets.load_dataset("json", data_files={"train": str(out / "sft.train.jsonl")})["train"]
     assert sft.num_rows == 12 and set(sft.column_names) == {"prompt", "completion", "id"}
     rm = datasets.load_dataset("json", data_files=str(out / "rm.train.jsonl"))["train"]
@@ -221,4 +222,5 @@ async def test_the_job_is_safe_to_run_twice_and_records_failures(seed, session, 
     with pytest.raises(OSError):
         await tasks.run_export(export2.id, sessions=sessions, settings=broken)
     (public,) = await service.public(session, [await session.get(type(export2), export2.id, populate_existing=True)])
-    assert public.status == "failed" and "blocker" in public.error and public.finished_at is not None
+    assert public.status == "failed" and public.error and public.finished_at is not None
+    assert str(tmp_path) not in public.error  # the reason, without this machine's paths
