@@ -77,7 +77,6 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.add_middleware(SecurityHeaders)  # nosniff & co. on every response, errors included
     install_error_handlers(app)
     # added last = run first: the rate, then the body size, both before routing, auth and parsing
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, larger=settings.max_import_bytes)
@@ -95,4 +94,5 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     )
     app.add_middleware(WriteGuard)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(SecurityHeaders)  # outermost: nosniff & co. on every response, the Host refusal's included
     return app

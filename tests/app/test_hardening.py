@@ -27,9 +27,10 @@ async def test_every_response_carries_the_security_headers(settings):
     async with app.router.lifespan_context(app):
         for scheme in ("http", "https"):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url=f"{scheme}://test") as c:
+            async with httpx.AsyncClient(transport=transport, base_url=f"{scheme}://localhost") as c:
                 for r in (await c.get("/healthz"), await c.get("/api/v1/datasets/999"), await c.get("/nowhere"),
-                          await c.get("/api/v1/datasets", params={"limit": "x"})):
+                          await c.get("/api/v1/datasets", params={"limit": "x"}),
+                          await c.get("/healthz", headers={"host": "evil.example"})):  # refused by the Host check
                     assert r.headers["x-content-type-options"] == "nosniff", r.url
                     assert r.headers["x-frame-options"] == "DENY" and r.headers["referrer-policy"] == "no-referrer"
                     assert ("strict-transport-security" in r.headers) == (scheme == "https")
