@@ -17,7 +17,7 @@ class LLMRole(BaseModel):
 
     base_url: str | None = Field(default=None, description="None: llm_base_url.")
     api_key: SecretStr | None = Field(default=None, description="None: llm_api_key.")
-    model: str = "default"
+    model: str | None = Field(default=None, description="None: llm_model.")
     params: dict[str, Any] = Field(default_factory=dict, description="Default sampling parameters.")
     concurrency: int = Field(default=64, ge=1, description="Requests in flight per process to this endpoint.")
     rpm: int | None = Field(default=None, ge=1, description="Requests per minute, across all workers.")
@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # set with JSON, e.g. FORGE_LLM_JUDGE='{"model": "gpt-4o", "rpm": 500}'.
     llm_base_url: str = Field(default="http://127.0.0.1:8080/v1", description="Default OpenAI-compatible endpoint.")
     llm_api_key: SecretStr | None = None
+    llm_model: str = Field(
+        default="default", min_length=1, description="Every role's model unless the role names its own (FORGE_LLM_MODEL)."
+    )
     # each role's params go over its defaults (app.llm.endpoints.ROLE_DEFAULT_PARAMS)
     llm_generator: LLMRole = Field(default_factory=LLMRole)
     llm_judge: LLMRole = Field(default_factory=LLMRole)

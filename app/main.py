@@ -12,6 +12,7 @@ from app import db
 from app.config import Settings, get_settings
 from app.deps import get_actor
 from app.errors import install_error_handlers
+from app.idempotency import IdempotencyMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(IdempotencyMiddleware, prefix=API_PREFIX)
     for router, prefix in _routers():
         # every API route needs a key when keys are configured (get_actor checks it)
         deps = [Depends(get_actor)] if prefix == API_PREFIX else []

@@ -437,3 +437,20 @@ class LLMRateLimit(Base):
 
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     tat: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IdempotencyKey(Base):
+    """A POST's `Idempotency-Key`: the same key and body get the first response back, another
+    body a 409. `status` is null while the first request is still being answered."""
+
+    __tablename__ = "idempotency_key"
+
+    actor: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(Text)
+    body_sha256: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    content_type: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _created()

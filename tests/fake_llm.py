@@ -37,6 +37,7 @@ _WORDS = (
     "hammer igloo jasmine kayak lemon mirror nectar oyster pillow quill ribbon shadow thunder "
     "velvet willow xylophone yogurt zenith atlas beacon cactus dolphin eclipse fossil galaxy"
 ).split()
+MODELS = ("default", "fake")
 _DATA = re.compile(r"```json\n(.*)\n```", re.S)
 
 
@@ -79,6 +80,8 @@ class FakeLLM:
         self.record = record
         self.requests: list[dict] = []
         self.faults: list[Fault] = []
+        # what GET /v1/models lists; None: the route answers 404, as on gateways without it
+        self.models: list[str] | None = list(MODELS)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -99,6 +102,7 @@ class FakeLLM:
         with self._lock:
             self.faults.clear()
             self.requests.clear()
+            self.models = list(MODELS)
 
     def count(self, match: str | None = None) -> int:
         with self._lock:
@@ -217,7 +221,9 @@ class FakeLLM:
 
     async def _respond(self, method: str, path: str, raw: bytes, headers: dict[str, str]) -> tuple[int, dict, Any]:
         if method == "GET" and path.endswith("/models"):
-            return 200, {}, {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "tests"}]}
+            if self.models is None:
+                return 404, {}, {"error": {"message": f"no route {method} {path}"}}
+            return 200, {}, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "tests"} for m in self.models]}
         if method != "POST" or not path.endswith("/chat/completions"):
             return 404, {}, {"error": {"message": f"no route {method} {path}"}}
         try:

@@ -109,6 +109,10 @@ def demo(
         if pipeline and "FORGE_LLM_BASE_URL" not in os.environ:
             # the local model answers one request at a time: queue in the worker, not at the server
             update["llm_timeout_s"] = max(settings.llm_timeout_s, 600.0)
+            if "FORGE_LLM_MODEL" not in os.environ:  # runs are checked against the models it lists
+                from app.demo import LOCAL_MODEL
+
+                update["llm_model"] = LOCAL_MODEL
             for role in ("llm_generator", "llm_judge", "llm_synthesizer"):
                 update[role] = getattr(settings, role).model_copy(update={"concurrency": 1})
         settings = settings.model_copy(update=update)

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from app.runs.schemas import PromptFilter, RunRequest
+from app.runs.schemas import Coverage, PromptFilter, RunRequest
 
 
-class JudgeRun(RunRequest):
+class JudgeRun(Coverage, RunRequest):
     kind: Literal["judge"]
     prompts: PromptFilter = Field(default_factory=PromptFilter)
     mode: Literal["listwise", "pairwise", "rubric"] = "listwise"

@@ -61,7 +61,7 @@ def resolve_endpoint(
     base = _role(settings, role)
     configured_url = (base.base_url or settings.llm_base_url).rstrip("/")
     key = base.api_key or settings.llm_api_key
-    url, model, params, key_env = configured_url, base.model, {**ROLE_DEFAULT_PARAMS[role], **base.params}, None
+    url, model, params, key_env = configured_url, base.model or settings.llm_model, {**ROLE_DEFAULT_PARAMS[role], **base.params}, None
     for source, layer in (("dataset settings", (dataset_settings or {}).get("llm", {})), ("run", run_llm or {})):
         raw = layer.get(role) if isinstance(layer, dict) else None
         if raw is None:

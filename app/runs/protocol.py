@@ -53,6 +53,21 @@ class ItemOutcome:
 
 
 @dataclass
+class Estimate:
+    """What a kind's `estimate` counts for a dry run; the engine prices it."""
+
+    prompts: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def approx_tokens(chars: int) -> int:
+    """About four characters a token (English, BPE tokenizers): an estimate, not a count."""
+    return (chars + 3) // 4
+
+
+@dataclass
 class Runtime:
     """What a job needs besides its ids: settings, database, LLM clients, this process's monitor."""
 
@@ -78,6 +93,8 @@ class Handler(Protocol):
 
     async def check(self, session: AsyncSession, settings: Settings, dataset: Dataset, body: RunRequest) -> None:
         """Refuse at creation what the job would trip on later (raise an AppError)."""
+
+    # optional: `async def estimate(session, settings, dataset, body, endpoint) -> Estimate` for dry runs
 
     async def create_items(self, session: AsyncSession, run: Run) -> None:
         """The run's items, once (the engine calls this only while the run has none)."""

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, and_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Prompt, Run, RunItem, RunStatus
+from app.models import Prompt, ReviewStatus, Run, RunItem, RunStatus
 
 ACTIVE = (RunStatus.queued.value, RunStatus.running.value)
 
@@ -46,22 +46,41 @@ def _prompt_conditions(dataset_id: int, flt: dict[str, Any]) -> list:
     return conds
 
 
+def still_open(flt: dict[str, Any]) -> tuple[ColumnElement[bool], ...]:
+    """A run that covers only what still needs it never touches an approved or rejected prompt,
+    unless the filter asks for a review status itself."""
+    if flt.get("review_status"):
+        return ()
+    return (Prompt.review_status.not_in([ReviewStatus.approved.value, ReviewStatus.rejected.value]),)
+
+
+def _chosen(dataset_id: int, flt: dict[str, Any], where: tuple[ColumnElement[bool], ...]):
+    chosen = select(Prompt.id, Prompt.text).where(and_(*_prompt_conditions(dataset_id, flt), *where)).order_by(Prompt.id)
+    if flt.get("limit"):
+        chosen = chosen.limit(flt["limit"])
+    return chosen.subquery()
+
+
 async def create_prompt_items(
     session: AsyncSession, run: Run, flt: dict[str, Any], where: tuple[ColumnElement[bool], ...] = ()
 ) -> None:
     """One item per selected prompt (and meeting `where`, a kind's own conditions on `Prompt`),
     numbered in prompt id order."""
-    conds = [*_prompt_conditions(run.dataset_id, flt), *where]
-    chosen = select(Prompt.id).where(and_(*conds)).order_by(Prompt.id)
-    if flt.get("limit"):
-        chosen = chosen.limit(flt["limit"])
-    chosen = chosen.subquery()
+    chosen = _chosen(run.dataset_id, flt, where)
     numbered = select(
         func.cast(run.id, Run.id.type), (func.row_number().over(order_by=chosen.c.id) - 1), chosen.c.id
     )
     await session.execute(
         insert(RunItem).from_select(["run_id", "item_index", "prompt_id"], numbered).on_conflict_do_nothing()
     )
+
+
+async def selected_prompts(
+    session: AsyncSession, dataset_id: int, flt: dict[str, Any], where: tuple[ColumnElement[bool], ...] = ()
+) -> list[tuple[int, int]]:
+    """(prompt id, characters) of the prompts `create_prompt_items` would choose: a dry run's base."""
+    chosen = _chosen(dataset_id, flt, where)
+    return [tuple(r) for r in await session.execute(select(chosen.c.id, func.length(chosen.c.text)))]
 
 
 async def create_numbered_items(session: AsyncSession, run_id: int, n: int) -> None:

@@ -9,6 +9,7 @@ import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request, status
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
@@ -21,7 +22,7 @@ from app.runs import repository as repo
 from app.runs import service
 from app.runs.dependencies import RunDep
 from app.runs.protocol import Kinds
-from app.runs.schemas import ResumeRun, RunItemPublic, RunPublic
+from app.runs.schemas import ResumeRun, RunEstimate, RunItemPublic, RunPublic
 from app.schemas import ListOf
 
 router = APIRouter(tags=["runs"])
@@ -33,11 +34,17 @@ def make_router(kinds: Kinds) -> APIRouter:
     run_create = kinds.run_create()
     with_kinds = APIRouter()
 
-    @with_kinds.post("/datasets/{dataset_id}/runs", status_code=status.HTTP_201_CREATED, response_model=RunPublic, tags=["runs"])
+    @with_kinds.post(
+        "/datasets/{dataset_id}/runs", status_code=status.HTTP_201_CREATED, response_model=RunPublic, tags=["runs"],
+        responses={200: {"model": RunEstimate, "description": "`dry_run: true`: what the run would cover and cost"}},
+    )
     async def create_run(
         body: Annotated[run_create, Body()], dataset: DatasetDep, session: SessionDep,
         settings: SettingsDep, actor: ActorDep, jobs: JobsDep,
     ):
+        if body.dry_run:
+            estimate = await service.estimate(session, settings, dataset, body, handler=kinds[body.kind])
+            return JSONResponse(estimate.model_dump(mode="json"), status_code=200)
         run = await service.create(session, settings, dataset, body, actor, handler=kinds[body.kind])
         await _commit_and_start(session, jobs, run)
         return service.public(run)

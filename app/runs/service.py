@@ -8,12 +8,14 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
+from app.llm.catalog import check_models
+from app.llm.cost import call_cost
 from app.llm.endpoints import resolve_endpoint
 from app.models import Dataset, Run, RunStatus
 from app.runs import repository as repo
 from app.runs.protocol import Handler
-from app.runs.schemas import Progress, ResumeRun, RunPublic, RunRequest
+from app.runs.schemas import Progress, ResumeRun, RunEstimate, RunPublic, RunRequest
 
 RESUMABLE = (RunStatus.failed.value, RunStatus.cancelled.value, RunStatus.budget_exhausted.value, RunStatus.succeeded.value)
 
@@ -29,15 +31,36 @@ async def create(
     session: AsyncSession, settings: Settings, dataset: Dataset, body: RunRequest, actor: str, *, handler: Handler
 ) -> Run:
     """A queued run of `handler`'s kind (the registry's handler for `body.kind`)."""
-    params = body.model_dump(mode="json", exclude_none=True, exclude={"budget"})
-    # refuse now what the job would trip on later: unknown overrides, and whatever the kind checks
-    resolve_endpoint(settings, handler.role, dataset.settings, params.get("llm"))
+    params = body.model_dump(mode="json", exclude_none=True, exclude={"budget", "dry_run"})
+    # refuse now what the job would trip on later: unknown overrides, models the endpoint does not
+    # serve, and whatever the kind checks
+    endpoint = resolve_endpoint(settings, handler.role, dataset.settings, params.get("llm"))
     await handler.check(session, settings, dataset, body)
+    await check_models(endpoint, {endpoint.model, *body.models()}, handler.role)
     run = Run(dataset_id=dataset.id, kind=body.kind, params=params, budget=body.budget, created_by=actor)
     session.add(run)
     await session.flush()
     await session.refresh(run)
     return run
+
+
+async def estimate(
+    session: AsyncSession, settings: Settings, dataset: Dataset, body: RunRequest, *, handler: Handler
+) -> RunEstimate:
+    """A dry run: the kind counts prompts, requests and tokens; nothing is stored or started."""
+    endpoint = resolve_endpoint(settings, handler.role, dataset.settings, body.model_dump(mode="json", exclude_none=True).get("llm"))
+    await handler.check(session, settings, dataset, body)
+    await check_models(endpoint, {endpoint.model, *body.models()}, handler.role)
+    counting = getattr(handler, "estimate", None)
+    if counting is None:
+        raise InvalidInput(f"a {body.kind} run has no dry run", details={"field": "dry_run"})
+    est = await counting(session, settings, dataset, body, endpoint)
+    priced = endpoint.model in settings.llm_prices
+    return RunEstimate(
+        kind=body.kind, model=endpoint.model, prompts=est.prompts, requests=est.requests,
+        estimated_prompt_tokens=est.prompt_tokens, estimated_completion_tokens=est.completion_tokens,
+        estimated_cost=call_cost(settings.llm_prices, endpoint.model, est.prompt_tokens, est.completion_tokens) if priced else None,
+    )
 
 
 async def cancel(session: AsyncSession, run: Run) -> Run:
