@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # set with JSON, e.g. FORGE_LLM_JUDGE='{"model": "gpt-4o", "rpm": 500}'.
     llm_base_url: str = Field(default="http://127.0.0.1:8080/v1", description="Default OpenAI-compatible endpoint.")
     llm_api_key: SecretStr | None = None
+    log_format: Literal["text", "json"] = Field(default="text", description="json: one JSON object a line, with request and run ids.")
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535, description="A standalone worker serves its own /metrics here.")
     llm_model: str = Field(
         default="default", min_length=1, description="Every role's model unless the role names its own (FORGE_LLM_MODEL)."
     )

@@ -13,6 +13,8 @@ from app.config import Settings, get_settings
 from app.deps import get_actor
 from app.errors import install_error_handlers
 from app.idempotency import IdempotencyMiddleware
+from app.metrics import RequestMiddleware, note_route
+from app.metrics import router as metrics_router
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +69,16 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         version="0.1.0",
         summary="Build SFT, reward-model and RL datasets with an LLM's help.",
         lifespan=lifespan,
+        dependencies=[Depends(note_route)],
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware, prefix=API_PREFIX)
+    app.add_middleware(RequestMiddleware)  # outermost: times everything, ids every log line
     for router, prefix in _routers():
         # every API route needs a key when keys are configured (get_actor checks it)
         deps = [Depends(get_actor)] if prefix == API_PREFIX else []
         app.include_router(router, prefix=prefix, dependencies=deps)
+    # metrics name datasets' runs and volumes: a key when keys are configured, like the API
+    app.include_router(metrics_router, dependencies=[Depends(get_actor)])
     return app

@@ -22,7 +22,7 @@ import procrastinate
 from procrastinate import PsycopgConnector
 from sqlalchemy.engine import make_url
 
-from app import db
+from app import db, metrics
 from app.config import Settings
 from app.exports import tasks as export_tasks
 from app.jobs import EXPORTS_QUEUE, PROCESS_CHUNK, RENDER_EXPORT, RUNS_QUEUE, START_RUN, Jobs
@@ -44,6 +44,7 @@ def conninfo(url: str) -> str:
 
 async def _start_run(context: procrastinate.JobContext, run_id: int) -> None:
     rt: Runtime = context.additional_context["runtime"]
+    metrics.run_id.set(run_id)  # every log line of this job names its run
     chunks = await pipeline.plan_run(rt, context.additional_context["kinds"], run_id)
     size = rt.settings.run_chunk_size
     jobs = Jobs(context.app)
@@ -52,6 +53,7 @@ async def _start_run(context: procrastinate.JobContext, run_id: int) -> None:
 
 
 async def _process_chunk(context: procrastinate.JobContext, run_id: int, lo: int, hi: int) -> None:
+    metrics.run_id.set(run_id)
     await pipeline.process_chunk(context.additional_context["runtime"], context.additional_context["kinds"], run_id, lo, hi)
 
 

@@ -37,8 +37,9 @@ def _serve(settings: Settings, host: str, port: int, log_level: str = "info") ->
     import uvicorn
 
     from app.main import create_app
+    from app.metrics import configure_logging
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level, settings.log_format)
     for noisy in ("pgserver", "alembic", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
@@ -54,12 +55,17 @@ def worker(
 ) -> None:
     """Run a job worker against the configured database (any number, on any machines)."""
     from app.errors import AppError
+    from app.metrics import configure_logging
     from app.worker import serve_worker
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level, get_settings().log_format)
     for noisy in ("httpx", "httpx2", "openai", "pgserver"):  # one line per LLM request otherwise
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = get_settings()
+    if settings.worker_metrics_port:  # this process's LLM calls and export rows, for Prometheus to scrape
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port)
     if queue:
         from app.jobs import QUEUES
 

@@ -20,6 +20,7 @@ import anyio
 import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.metrics import EXPORT_ROWS_WRITTEN
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound
 from app.exports import repository as repo
@@ -272,6 +273,7 @@ async def write_files(
                         size += len(chunk)
                         done += n
                         await report(name)
+                EXPORT_ROWS_WRITTEN.labels(fmt.value).inc(rows)
                 info: dict[str, Any] = {"kind": fmt.value, "split": split.value, "rows": rows, "bytes": size,
                                         "sha256": digest.hexdigest()}
                 if fmt is ExportFormat.rm:

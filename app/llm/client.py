@@ -25,6 +25,7 @@ from app.llm import cache
 from app.llm.cost import call_cost
 from app.llm.endpoints import Endpoint
 from app.llm.ratelimit import RateLimiter
+from app.metrics import record_llm_call
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,9 @@ class LLMClient:
         resolved = [self._resolve(endpoint, r) for r in reqs]
         async with self.engine.connect() as conn:
             hits = await cache.lookup_many(conn, [key for _, _, key in resolved])
+        for model, _, key in resolved:
+            if key in hits:
+                record_llm_call(endpoint.base_url, model, ok=True, cached=True)
         return [
             _from_cache(hits[key], model, params, key) if key in hits else None for model, params, key in resolved
         ]
@@ -238,18 +242,22 @@ class LLMClient:
             reason = _describe(exc, endpoint.api_key)
             suffix = f" after {attempts} attempts" if attempts > 1 else ""
             log.warning("LLM call to %s (%s) failed%s: %s", endpoint.base_url, model, suffix, reason)
+            record_llm_call(endpoint.base_url, model, ok=False, attempts=attempts)
             raise LLMCallFailed(reason + suffix, attempts) from None
         choice = response.choices[0] if response.choices else None
         usage = response.usage
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
+        cost = call_cost(s.llm_prices, model, prompt_tokens, completion_tokens)
+        record_llm_call(endpoint.base_url, model, ok=True, attempts=attempts, prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens, cost=cost, latency_ms=latency_ms)
         return ChatResult(
             text=(choice.message.content or "") if choice else "",
             model=response.model or model,
             finish_reason=choice.finish_reason if choice else None,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            cost=call_cost(s.llm_prices, model, prompt_tokens, completion_tokens),
+            cost=cost,
             latency_ms=latency_ms,
             cached=False,
             attempts=attempts,

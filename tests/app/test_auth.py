@@ -46,3 +46,9 @@ def test_production_refuses_missing_or_placeholder_keys():
         Settings(environment="production", api_keys={"changeme": "a"})
     assert Settings(environment="production", api_keys={KEY: "a"}).api_keys == {KEY: "a"}
     assert "api_keys" not in Settings(api_keys={KEY: "a"}).public()
+
+
+async def test_metrics_need_a_key_when_keys_are_configured(keyed):
+    assert (await keyed.get("/metrics")).status_code == 401
+    r = await keyed.get("/metrics", headers={"authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200 and "forge_http_request_duration_seconds" in r.text
