@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.errors import NotFound
 from app.exports import repository as repo
-from app.exports import service
+from app.exports import card, service
 from app.models import Dataset, Export, ExportStatus
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,16 @@ async def run_export(
             export = await repo.get(session, export_id)
         directory = out_dir or service.export_dir(settings, export)
         manifest = await service.write_files(sessions, export, dataset.name, directory, on_progress=on_progress)
+        extra = []
+        if export.options.get("parquet"):
+            extra += [p.name for p in await asyncio.to_thread(lambda: [card.write_parquet(directory / n) for n in manifest.files])]
+        async with sessions() as session:
+            facts = await card.figures(session, export_id)
+        card.write_card(directory, manifest.to_dict(), facts, license_id=export.options.get("license"),
+                        parquet=bool(export.options.get("parquet")))
+        extra.append(card.CARD)
         if export.options.get("archive"):
-            await asyncio.to_thread(service.write_archive, directory, list(manifest.files))
+            await asyncio.to_thread(service.write_archive, directory, [*manifest.files, *extra])
         async with sessions() as session:
             await repo.set_status(session, export_id, manifest=manifest.to_dict(), path=str(directory))
             await session.commit()

@@ -78,7 +78,7 @@ async def test_bulk_export_writes_files_manifest_and_archive(http, seed, tmp_pat
     assert r.status_code == 200
     with tarfile.open(fileobj=io.BytesIO(r.content), mode="r:gz") as tar:
         names = {m.name for m in tar.getmembers()}
-        assert names == {f"v1/{n}" for n in [*manifest.files, "manifest.json"]}
+        assert names == {f"v1/{n}" for n in [*manifest.files, "manifest.json", "README.md"]}
         data = tar.extractfile("v1/rm.train.jsonl").read()
         assert hashlib.sha256(data).hexdigest() == manifest.files["rm.train.jsonl"]["sha256"]
     listed = http.get(f"/api/v1/datasets/{ds.id}/exports").json()
