@@ -22,10 +22,10 @@ EXAMPLE_PROMPTS = Path(__file__).resolve().parent.parent / "examples" / "prompts
 
 @cli.command()
 def serve(
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     worker: Annotated[bool, typer.Option(help="Run a job worker inside the server process.")] = True,
-    log_level: str = "info",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the API (and, by default, a job worker) on HOST:PORT."""
     settings = get_settings()
@@ -82,8 +82,8 @@ def worker(
 
 @cli.command()
 def demo(
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     pipeline: Annotated[bool, typer.Option(help="Generate and judge answers for a few example prompts.")] = True,
     prompts: Annotated[int, typer.Option(min=1, help="How many example prompts the pipeline covers.")] = 4,
     k: Annotated[int, typer.Option(min=2, max=4, help="Answers per prompt.")] = 2,
