@@ -60,6 +60,13 @@ class SchemaOutdated(AppError):
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict:
+    """The one error shape; `details` is always an object (a list goes under `errors`, text under `reason`)."""
+    if details is None:
+        details = {}
+    elif isinstance(details, list):
+        details = {"errors": details}
+    elif not isinstance(details, dict):
+        details = {"reason": str(details)}
     return {"error": {"code": code, "message": message, "details": details}}
 
 

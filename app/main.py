@@ -14,6 +14,7 @@ from app.deps import get_actor
 from app.errors import install_error_handlers
 from app.idempotency import IdempotencyMiddleware
 from app.metrics import RequestMiddleware, note_route
+from app.openapi import install_openapi, operation_id
 from app.metrics import router as metrics_router
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         summary="Build SFT, reward-model and RL datasets with an LLM's help.",
         lifespan=lifespan,
         dependencies=[Depends(note_route)],
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -81,4 +83,5 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         app.include_router(router, prefix=prefix, dependencies=deps)
     # metrics name datasets' runs and volumes: a key when keys are configured, like the API
     app.include_router(metrics_router, dependencies=[Depends(get_actor)])
+    install_openapi(app)
     return app

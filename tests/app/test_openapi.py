@@ -1,0 +1,49 @@
+"""The generated OpenAPI document: the real error shape on every operation, readable operation
+ids, a tag everywhere, Idempotency-Key on every POST; and `details` is always an object."""
+
+from __future__ import annotations
+
+import re
+
+from app.config import Settings
+from app.main import create_app
+
+
+def _doc() -> dict:
+    return create_app(Settings(database_url="postgresql://nobody@127.0.0.1:1/none")).openapi()
+
+
+def test_every_operation_declares_the_error_shape_tags_and_a_readable_id():
+    doc = _doc()
+    text = str(doc)
+    assert "HTTPValidationError" not in text and "'detail'" not in text
+    error = doc["components"]["schemas"]["ErrorResponse"]
+    assert error["properties"]["error"]["$ref"] == "#/components/schemas/ErrorDetail"
+    assert doc["components"]["schemas"]["ErrorDetail"]["properties"]["details"]["type"] == "object"
+    ids = []
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            where = f"{method.upper()} {path}"
+            ids.append(op["operationId"])
+            assert re.fullmatch(r"[a-z][a-z0-9_]*", op["operationId"]) and "api_v1" not in op["operationId"], where
+            assert op.get("tags"), where
+            for status in ("401", "404", "422", "500") + (("400", "409") if method != "get" else ()):
+                schema = op["responses"][status]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (where, status)
+            headers = {p["name"] for p in op.get("parameters", []) if p["in"] == "header"}
+            assert ("Idempotency-Key" in headers) == (method == "post" and path.startswith("/api/")), where
+    assert len(ids) == len(set(ids)) > 40
+    assert {"create_run", "create_export", "list_runs", "get_run"} <= set(ids)
+
+
+def test_details_is_always_an_object(http):
+    invalid = http.post("/api/v1/datasets", json={"name": ""}).json()["error"]
+    assert invalid["code"] == "invalid_input" and isinstance(invalid["details"]["errors"], list)
+    missing = http.get("/api/v1/datasets/999999").json()["error"]
+    assert missing["code"] == "not_found" and missing["details"] == {}
+    no_route = http.get("/api/v1/nothing-here").json()["error"]
+    assert no_route["details"] == {}
+    from app.errors import error_body
+
+    assert error_body("invalid_input", "m", "free text")["error"]["details"] == {"reason": "free text"}
+    assert error_body("invalid_input", "m", [1])["error"]["details"] == {"errors": [1]}
