@@ -22,8 +22,13 @@ async def get(session: AsyncSession, run_id: int, *, for_update: bool = False) -
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def list_for_dataset(session: AsyncSession, dataset_id: int, kind: str | None, limit: int) -> list[Run]:
+async def list_for_dataset(
+    session: AsyncSession, dataset_id: int, kind: str | None, limit: int, *, before_id: int | None = None
+) -> list[Run]:
+    """Newest first; `before_id` is the page's keyset cursor."""
     stmt = select(Run).where(Run.dataset_id == dataset_id)
+    if before_id is not None:
+        stmt = stmt.where(Run.id < before_id)
     if kind:
         stmt = stmt.where(Run.kind == kind)
     return list((await session.execute(stmt.order_by(Run.id.desc()).limit(limit))).scalars())
@@ -218,8 +223,12 @@ async def reset_failed_items(session: AsyncSession, run_id: int) -> int:
     return len((await session.execute(stmt)).all())
 
 
-async def items(session: AsyncSession, run_id: int, status: str | None, limit: int) -> list[RunItem]:
+async def items(
+    session: AsyncSession, run_id: int, status: str | None, limit: int, *, after_index: int | None = None
+) -> list[RunItem]:
     stmt = select(RunItem).where(RunItem.run_id == run_id)
+    if after_index is not None:
+        stmt = stmt.where(RunItem.item_index > after_index)
     if status:
         stmt = stmt.where(RunItem.status == status)
     return list((await session.execute(stmt.order_by(RunItem.item_index).limit(limit))).scalars())

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
+from app.completions.dependencies import KeysetDep, next_cursor
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
@@ -23,7 +24,7 @@ from app.runs import service
 from app.runs.dependencies import RunDep
 from app.runs.protocol import Kinds
 from app.runs.schemas import ResumeRun, RunEstimate, RunItemPublic, RunPublic
-from app.schemas import ListOf
+from app.schemas import Page
 
 router = APIRouter(tags=["runs"])
 """The routes that hold for every kind; `make_router` puts the creating one in front."""
@@ -59,14 +60,13 @@ async def _commit_and_start(session: AsyncSession, jobs: Jobs, run: Run) -> None
     await jobs.defer_run(run.id)
 
 
-@router.get("/datasets/{dataset_id}/runs", response_model=ListOf[RunPublic])
+@router.get("/datasets/{dataset_id}/runs", response_model=Page[RunPublic], summary="A dataset's runs, newest first")
 async def list_runs(
-    dataset: DatasetDep, session: SessionDep,
+    dataset: DatasetDep, session: SessionDep, page: KeysetDep,
     kind: Literal["synth", "generate", "judge", "export"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ):
-    runs = await repo.list_for_dataset(session, dataset.id, kind, limit)
-    return ListOf(data=[service.public(r) for r in runs], count=len(runs))
+    runs = await repo.list_for_dataset(session, dataset.id, kind, page.limit, before_id=page.after_id)
+    return Page[RunPublic](data=[service.public(r) for r in runs], next_cursor=next_cursor(runs, page))
 
 
 @router.get("/runs/{run_id}", response_model=RunPublic)
@@ -74,14 +74,14 @@ async def get_run(run: RunDep):
     return service.public(run)
 
 
-@router.get("/runs/{run_id}/items", response_model=ListOf[RunItemPublic])
+@router.get("/runs/{run_id}/items", response_model=Page[RunItemPublic])
 async def list_run_items(
-    run: RunDep, session: SessionDep,
+    run: RunDep, session: SessionDep, page: KeysetDep,
     status_: Annotated[Literal["pending", "done", "failed"] | None, Query(alias="status")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ):
-    items = await repo.items(session, run.id, status_, limit)
-    return ListOf(data=[RunItemPublic.model_validate(i) for i in items], count=len(items))
+    items = await repo.items(session, run.id, status_, page.limit, after_index=page.after_id)
+    last = str(items[-1].item_index) if len(items) == page.limit else None
+    return Page[RunItemPublic](data=[RunItemPublic.model_validate(i) for i in items], next_cursor=last)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic)
