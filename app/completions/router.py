@@ -16,7 +16,7 @@ from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
 from app.models import Completion, CompletionSource, ReviewStatus
 from app.prompts import service as prompts_service
-from app.schemas import IdPath, ListOf, Page, ReviewStatusUpdate
+from app.schemas import IdPath, Page, ReviewStatusUpdate
 
 router = APIRouter(tags=["completions"])
 
@@ -29,11 +29,12 @@ async def add_completion(prompt_id: PromptId, body: CompletionCreate, session: S
     return await service.add_human(session, prompt, body, actor=actor, max_chars=settings.max_text_chars)
 
 
-@router.get("/prompts/{prompt_id}/completions", response_model=ListOf[CompletionPublic])
+@router.get("/prompts/{prompt_id}/completions", response_model=Page[CompletionPublic])
 async def list_prompt_completions(prompt_id: PromptId, session: SessionDep):
+    """One prompt's completions, all in one page (next_cursor is always null)."""
     await prompts_service.get_or_404(session, prompt_id)
     rows = await repo.for_prompt(session, prompt_id)
-    return ListOf(data=rows, count=len(rows))
+    return Page[CompletionPublic](data=rows)
 
 
 @router.get("/datasets/{dataset_id}/completions", response_model=Page[CompletionPublic])

@@ -16,8 +16,11 @@ async def get_by_name(session: AsyncSession, name: str) -> Dataset | None:
     return (await session.execute(select(Dataset).where(Dataset.name == name))).scalar_one_or_none()
 
 
-async def list_all(session: AsyncSession) -> list[Dataset]:
-    return list((await session.execute(select(Dataset).order_by(Dataset.id))).scalars())
+async def list_all(session: AsyncSession, *, after_id: int | None = None, limit: int | None = None) -> list[Dataset]:
+    stmt = select(Dataset).order_by(Dataset.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(Dataset.id > after_id)
+    return list((await session.execute(stmt)).scalars())
 
 
 async def counts(session: AsyncSession, dataset_ids: list[int]) -> dict[int, dict]:

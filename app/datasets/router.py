@@ -9,7 +9,8 @@ from app.datasets import service
 from app.datasets.dependencies import DatasetDep
 from app.datasets.schemas import DatasetCounts, DatasetCreate, DatasetPublic, DatasetUpdate
 from app.db import SessionDep
-from app.schemas import ListOf
+from app.pagination import KeysetDep, next_cursor
+from app.schemas import Page
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -25,10 +26,10 @@ async def create_dataset(body: DatasetCreate, session: SessionDep):
     return (await _public(session, [dataset]))[0]
 
 
-@router.get("", response_model=ListOf[DatasetPublic])
-async def list_datasets(session: SessionDep):
-    datasets = await repo.list_all(session)
-    return ListOf(data=await _public(session, datasets), count=len(datasets))
+@router.get("", response_model=Page[DatasetPublic])
+async def list_datasets(session: SessionDep, page: KeysetDep):
+    datasets = await repo.list_all(session, after_id=page.after_id, limit=page.limit)
+    return Page[DatasetPublic](data=await _public(session, datasets), next_cursor=next_cursor(datasets, page))
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic)

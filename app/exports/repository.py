@@ -342,10 +342,13 @@ async def get_version(session: AsyncSession, dataset_id: int, version: int) -> E
     ).scalar_one_or_none()
 
 
-async def list_for_dataset(session: AsyncSession, dataset_id: int) -> list[Export]:
-    return list(
-        (await session.execute(select(Export).where(Export.dataset_id == dataset_id).order_by(Export.version))).scalars()
-    )
+async def list_for_dataset(
+    session: AsyncSession, dataset_id: int, *, after_version: int | None = None, limit: int | None = None
+) -> list[Export]:
+    stmt = select(Export).where(Export.dataset_id == dataset_id).order_by(Export.version).limit(limit)
+    if after_version is not None:
+        stmt = stmt.where(Export.version > after_version)
+    return list((await session.execute(stmt)).scalars())
 
 
 async def runs(session: AsyncSession, run_ids: list[int]) -> dict[int, Run]:

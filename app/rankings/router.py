@@ -17,7 +17,7 @@ from app.prompts import service as prompts_service
 from app.rankings import repository as repo
 from app.rankings import service
 from app.rankings.schemas import RankingCreate, RankingPublic
-from app.schemas import IdPath, ListOf, Page, ReviewStatusUpdate
+from app.schemas import IdPath, Page, ReviewStatusUpdate
 
 router = APIRouter(tags=["rankings"])
 
@@ -38,11 +38,12 @@ async def create_ranking(prompt_id: IdPath, body: RankingCreate, session: Sessio
     return await service.create_human(session, prompt, body, actor=actor)
 
 
-@router.get("/prompts/{prompt_id}/rankings", response_model=ListOf[RankingPublic])
+@router.get("/prompts/{prompt_id}/rankings", response_model=Page[RankingPublic])
 async def list_prompt_rankings(prompt_id: IdPath, session: SessionDep):
+    """One prompt's rankings, all in one page (next_cursor is always null)."""
     await prompts_service.get_or_404(session, prompt_id)
     rows = await repo.for_prompt(session, prompt_id)
-    return ListOf(data=rows, count=len(rows))
+    return Page[RankingPublic](data=rows)
 
 
 @router.get("/datasets/{dataset_id}/rankings", response_model=Page[RankingPublic])

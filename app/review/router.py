@@ -18,7 +18,7 @@ from app.models import PromptSource, ReviewStatus
 from app.review import agreement, service
 from app.review import repository as repo
 from app.review.schemas import AgreementReport, ApproveBody, CommentBody, EventPublic, NextItem, RejectBody, ReviewItem
-from app.schemas import IdPath, ListOf
+from app.schemas import IdPath, Page
 
 router = APIRouter(tags=["review"])
 
@@ -92,7 +92,8 @@ async def undo_item(prompt_id: PromptId, session: SessionDep, actor: ActorDep):
     return await service.undo(session, prompt_id, actor)
 
 
-@router.get("/prompts/{prompt_id}/history", response_model=ListOf[EventPublic], summary="Every human change to this item")
+@router.get("/prompts/{prompt_id}/history", response_model=Page[EventPublic], summary="Every human change to this item")
 async def item_history(prompt_id: PromptId, session: SessionDep):
+    """All in one page (next_cursor is always null)."""
     events = await service.history(session, prompt_id)
-    return ListOf(data=events, count=len(events))
+    return Page[EventPublic](data=events)

@@ -13,12 +13,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
-from app.completions.dependencies import KeysetDep, next_cursor
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
 from app.jobs import Jobs, JobsDep
 from app.models import Run
+from app.pagination import KeysetDep, next_cursor
 from app.runs import repository as repo
 from app.runs import service
 from app.runs.dependencies import RunDep

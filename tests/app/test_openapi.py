@@ -32,8 +32,21 @@ def test_every_operation_declares_the_error_shape_tags_and_a_readable_id():
                 assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (where, status)
             headers = {p["name"] for p in op.get("parameters", []) if p["in"] == "header"}
             assert ("Idempotency-Key" in headers) == (method == "post" and path.startswith("/api/")), where
+            ok = op["responses"].get("200", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            listed = doc["components"]["schemas"].get(ok.get("$ref", "").rsplit("/", 1)[-1], {}).get("properties", {})
+            if "data" in listed:  # every list: the same envelope, with a cursor
+                assert set(listed) == {"data", "next_cursor"}, where
     assert len(ids) == len(set(ids)) > 40
     assert {"create_run", "create_export", "list_runs", "get_run"} <= set(ids)
+
+
+def test_datasets_and_exports_page_with_a_cursor(http):
+    ids = [http.post("/api/v1/datasets", json={"name": f"d{i}"}).json()["id"] for i in range(3)]
+    first = http.get("/api/v1/datasets", params={"limit": 2}).json()
+    assert [d["id"] for d in first["data"]] == ids[:2] and first["next_cursor"] == str(ids[1])
+    rest = http.get("/api/v1/datasets", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert [d["id"] for d in rest["data"]] == ids[2:] and rest["next_cursor"] is None
+    assert http.get("/api/v1/datasets", params={"cursor": "x"}).status_code == 422
 
 
 def test_details_is_always_an_object(http):
