@@ -35,6 +35,11 @@ def test_the_same_idempotency_key_and_body_return_the_first_run(api, sql, fake):
     ex = [api.post(f"/datasets/{dataset_id}/exports", json={}, headers={"Idempotency-Key": "ex"}) for _ in range(2)]
     assert ex[0].status_code == ex[1].status_code and ex[0].status_code < 300
     assert ex[0].json()["id"] == ex[1].json()["id"]
+    # imports: without the key the second would report two duplicates
+    imp = [api.post(f"/datasets/{dataset_id}/prompts/import", json=["new one?", "new two?"], headers={"Idempotency-Key": "imp"})
+           for _ in range(2)]
+    assert imp[0].status_code == imp[1].status_code == 200 or imp[0].status_code == imp[1].status_code == 201
+    assert imp[0].json() == imp[1].json() and imp[1].json()["inserted"] == 2
 
 
 def test_runs_cover_only_the_prompts_that_still_need_them(api, sql, fake):
