@@ -32,12 +32,20 @@ async def _source(seed):
     return ds
 
 
-def export(http, ds_id: int, **options) -> tuple[Path, dict]:
+def export(http, ds_id: int, tmp: Path, **options) -> tuple[Path, dict]:
+    """Freeze a version and download its files (the API never says where they lie on the server)."""
     r = http.post(f"/api/v1/datasets/{ds_id}/exports", json={"formats": FORMATS, "split": {"seed": 3}, **options})
     assert r.status_code == 202, r.text
-    done = wait_for_export(http, ds_id, r.json()["version"])
+    version = r.json()["version"]
+    done = wait_for_export(http, ds_id, version)
     assert done["status"] == "succeeded", done
-    return Path(done["path"]), done["manifest"]
+    out = tmp / f"{ds_id}-v{version}"
+    out.mkdir(parents=True)
+    for name in done["manifest"]["files"]:
+        got = http.get(f"/api/v1/datasets/{ds_id}/exports/{version}/files/{name}")
+        assert got.status_code == 200, got.text
+        (out / name).write_bytes(got.content)
+    return out, done["manifest"]
 
 
 def content(out: Path, manifest: dict, fmt: str) -> list[dict]:
@@ -51,9 +59,9 @@ def content(out: Path, manifest: dict, fmt: str) -> list[dict]:
 
 
 @pytest.mark.parametrize(("fmt", "pairs_mode"), [*[(f, "all") for f in FORMATS], ("pairs", "best_vs_rest")])
-async def test_export_import_export_keeps_the_content(http, seed, fmt, pairs_mode):
+async def test_export_import_export_keeps_the_content(http, seed, fmt, pairs_mode, tmp_path):
     src = await _source(seed)
-    out, manifest = export(http, src.id, pairs_mode=pairs_mode)
+    out, manifest = export(http, src.id, tmp_path, pairs_mode=pairs_mode)
     before = content(out, manifest, fmt)
     assert len(before) >= 25
 
@@ -70,7 +78,7 @@ async def test_export_import_export_keeps_the_content(http, seed, fmt, pairs_mod
         assert report["split"] == info["split"] and report["file"] == name
         splits[info["split"]] = splits.get(info["split"], 0) + report["prompts_created"]
 
-    out2, manifest2 = export(http, copy, pairs_mode=pairs_mode)
+    out2, manifest2 = export(http, copy, tmp_path, pairs_mode=pairs_mode)
     assert content(out2, manifest2, fmt) == before
     # each prompt got the split of the file it came from
     for split, n in splits.items():
