@@ -74,12 +74,14 @@ def test_a_new_user_goes_from_an_empty_dataset_to_a_downloaded_export(browser, f
         page.check("input[name=kind][value=generate]")
         page.fill("#gen-k", "3")
         page.locator("#estimate", has_text="no earlier generate run").wait_for()
+        page.fill("#run-budget", "100")  # the fake\'s model is priced: a paid run needs a budget
         page.click("#start-form button[type=submit]")
         gen = wait_run_in_page(page)
         assert page.text_content("#detail-figures").count("3 / 3") == 1
         shot(page, "console-run-generate")
         page.check("input[name=kind][value=judge]")
         page.select_option("#judge-source", str(gen))
+        page.fill("#run-budget", "100")  # the fake\'s model is priced: a paid run needs a budget
         page.click("#start-form button[type=submit]")
         page.wait_for_selector(f"#run-detail:not([data-run-id='{gen}'])")
         judge = wait_run_in_page(page)
@@ -152,6 +154,7 @@ def test_runs_page_shows_failures_and_cancels_and_resumes(browser, forge_server,
     try:
         page.goto(f"/ui/datasets/{dataset_id}/runs")
         page.fill("#gen-k", "1")
+        page.fill("#run-budget", "100")  # the fake\'s model is priced: a paid run needs a budget
         page.click("#start-form button[type=submit]")
         run_id = wait_run_in_page(page)
         page.locator("#failed-items tbody tr").first.wait_for()
@@ -167,6 +170,7 @@ def test_runs_page_shows_failures_and_cancels_and_resumes(browser, forge_server,
         page.check("input[name=kind][value=judge]")
         page.check("input[name=kind][value=generate]")
         page.fill("#gen-k", "2")
+        page.fill("#run-budget", "100")  # the fake\'s model is priced: a paid run needs a budget
         page.click("#start-form button[type=submit]")
         page.wait_for_selector(f"#run-detail:not([data-run-id='{run_id}'])")
         slow = int(page.get_attribute("#run-detail", "data-run-id"))
@@ -184,6 +188,7 @@ def test_runs_page_shows_failures_and_cancels_and_resumes(browser, forge_server,
         page.check("input[name=kind][value=synth]")
         page.fill("#synth-n", "4")
         page.fill("#synth-topics", "sorting algorithms\nunicode")
+        page.fill("#run-budget", "100")  # the fake\'s model is priced: a paid run needs a budget
         page.click("#start-form button[type=submit]")
         page.wait_for_selector(f"#run-detail:not([data-run-id='{slow}'])")
         synth = wait_run_in_page(page)
