@@ -328,10 +328,11 @@ class Chain:
             table.add_row(f"flag {flag}", f"{n}, e.g. {why}")
         runs = [self.http.get(f"/runs/{self.state[k]}").json() for k in
                 ("synth_run", "generate_run", "judge_run", "fresh_run", "rm_judge_run") if k in self.state]
-        cost = sum(Decimal(r["cost"]) for r in runs)
+        # an unpriced model's cost is unknown (null), never 0: say so rather than add it up
+        cost = None if any(r["cost"] is None for r in runs) else sum(Decimal(r["cost"]) for r in runs)
         tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in runs)
         table.add_row("runs", ", ".join(f"{r['kind']} {r['id']} {r['status']}" for r in runs))
-        table.add_row("cost", f"${cost:.4f} ({tokens} tokens; the local model is free)")
+        table.add_row("cost", (f"${cost:.4f}" if cost is not None else "unknown (a model without a price)") + f" ({tokens} tokens)")
         rm_ranked = [r for r in rankings if r["run_id"] == self.state.get("rm_judge_run")]
         if rm_ranked:
             r = rm_ranked[0]

@@ -56,7 +56,7 @@ class ItemOutcome:
         """What a failed call still cost (a reply that came back unusable): billed to the item."""
         self.prompt_tokens += failed.prompt_tokens
         self.completion_tokens += failed.completion_tokens
-        self.cost += failed.cost
+        self.cost = add_costs(self.cost, failed.cost)
 
 
 @dataclass
