@@ -63,7 +63,8 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 
 def _powers(base: np.uint32, n: int) -> np.ndarray:
     out = np.full(n, base, dtype=np.uint32)
-    out[0] = 1
+    if n:  # a batch whose texts all normalise to nothing has no code points
+        out[0] = 1
     return np.cumprod(out, dtype=np.uint32)
 
 

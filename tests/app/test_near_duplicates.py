@@ -223,3 +223,13 @@ def test_prompts_made_by_the_records_import_are_keyed_and_checked_against(http, 
     (stored,) = _prompts(http, ds)
     flagged = _add(http, ds, NEAR).json()
     assert flagged["meta"]["flag_details"]["near_duplicate"]["prompt_id"] == stored["id"]
+
+
+def test_band_keys_of_texts_that_normalise_to_nothing():
+    """The fuzzer found it: a batch whose texts have no code point left after NFKC + casefold
+    (an empty text) made the vectorised hashing index an empty array (a 500 on import)."""
+    from app.prompts import dedup
+
+    keys = dedup.lsh_keys(["", "a b", " "], 1)
+    assert keys.shape == (3, 3)
+    assert (dedup.lsh_keys([""], 1) == keys[0]).all()
