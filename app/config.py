@@ -28,7 +28,7 @@ class EndpointConfig(BaseModel):
 
     base_url: str | None = Field(default=None, pattern=r"^https?://", description="None (the 'default' one only): llm_base_url.")
     api_key: SecretStr | None = Field(default=None, description="None (the 'default' one only): llm_api_key.")
-    model: str = Field(default="default", min_length=1, max_length=200)
+    model: str | None = Field(default=None, min_length=1, max_length=200, description="None: llm_model (FORGE_LLM_MODEL).")
     params: dict[str, Any] = Field(default_factory=dict, description="Default sampling parameters.")
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
@@ -154,8 +154,16 @@ class Settings(BaseSettings):
     # datasets and runs choose among these names, never a URL or a key.
     llm_base_url: str = Field(default="http://127.0.0.1:8080/v1", description="The 'default' endpoint's URL.")
     llm_api_key: SecretStr | None = None
+    llm_model: str = Field(
+        default="default", min_length=1, max_length=200,
+        description="The model of every endpoint and role that names none of its own (FORGE_LLM_MODEL).",
+    )
     llm_endpoints: dict[str, EndpointConfig] = Field(
         default_factory=dict, description="name -> endpoint; 'default' may omit base_url / api_key (llm_base_url / llm_api_key)."
+    )
+    log_format: Literal["text", "json"] = Field(default="text", description="json: one JSON object a line, with request and run ids.")
+    worker_metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="A standalone worker serves its own /metrics here."
     )
     # each role's params go over its defaults (app.llm.endpoints.ROLE_DEFAULT_PARAMS)
     llm_generator: LLMRole = Field(default_factory=LLMRole)

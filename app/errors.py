@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError as DBDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -60,11 +60,6 @@ class Unauthorized(AppError):
     code = "unauthorized"
 
 
-class Forbidden(AppError):
-    status_code = 403
-    code = "forbidden"
-
-
 class UnsupportedMediaType(AppError):
     status_code = 415
     code = "unsupported_media_type"
@@ -101,9 +96,11 @@ def describe(exc: BaseException, limit: int = 2000) -> str:
 
 
 class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    details: Any = None
+    code: str = Field(description="Stable, machine-readable: not_found, invalid_input, conflict, ...")
+    message: str = Field(description="For people: what is wrong and where, and how to fix it.")
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="Always an object; `errors` lists each invalid field for invalid_input."
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -112,16 +109,22 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in (
-        (400, "Bad request"), (401, "No or unknown API key"), (404, "Not found"), (409, "Conflict with the current state"),
-        (413, "Too large"), (422, "Invalid input"), (503, "Busy or not ready; see Retry-After"),
-    )
+ERROR_STATUSES: dict[int, str] = {
+    400: "Bad request", 401: "No or unknown API key", 403: "The key's role may not do this",
+    404: "Not found", 409: "Conflict with the current state (or an Idempotency-Key used for another request)",
+    413: "Too large", 415: "Not a content type this route takes", 422: "Invalid input",
+    429: "Too many requests; see Retry-After", 500: "Internal error", 503: "Busy or not ready; see Retry-After",
 }
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict:
+    """The one error shape; `details` is always an object (a list goes under `errors`, text under `reason`)."""
+    if details is None:
+        details = {}
+    elif isinstance(details, list):
+        details = {"errors": details}
+    elif not isinstance(details, dict):
+        details = {"reason": str(details)}
     return {"error": {"code": code, "message": message, "details": details}}
 
 

@@ -1,8 +1,9 @@
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from app import db
-from app.auth.dependencies import PUBLIC
+from app import db, metrics
+from app.auth.dependencies import PUBLIC, READ
 from app.errors import error_body
 
 router = APIRouter(tags=["health"])
@@ -27,3 +28,12 @@ async def readyz(request: Request):
             error_body("not_ready", f"the job worker is restarting ({cause}; restart {worker.restarts})"), status_code=503
         )
     return {"status": "ready"}
+
+
+@router.get(
+    "/metrics", dependencies=[READ], summary="Prometheus metrics", response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+)
+async def prometheus_metrics(request: Request) -> Response:
+    # run ids, volumes and queue depths of every dataset: a key when keys exist (a viewer's will do)
+    return Response(await metrics.exposition(request.app.state.sessions), media_type=CONTENT_TYPE_LATEST)

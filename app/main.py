@@ -6,7 +6,7 @@ import logging
 import secrets
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -15,9 +15,12 @@ from app import db
 from app.auth.dependencies import check_routes
 from app.auth.guard import WriteGuard
 from app.config import Settings, get_settings
-from app.errors import ERROR_RESPONSES, install_error_handlers
+from app.errors import install_error_handlers
 from app.headers import SecurityHeaders
 from app.http_limits import BodyLimit, RateLimit
+from app.idempotency import IdempotencyMiddleware
+from app.metrics import RequestMiddleware, note_route
+from app.openapi import install_openapi, operation_id
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +78,19 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         version="0.1.0",
         summary="Build SFT, reward-model and RL datasets with an LLM's help.",
         lifespan=lifespan,
+        dependencies=[Depends(note_route)],
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     install_error_handlers(app)
-    # added last = run first: the rate, then the body size, both before routing, auth and parsing
+    # added last = run first: the rate, then the body size, both before routing, auth and parsing;
+    # inside them a POST's Idempotency-Key (it reads the caller's key, so inside the session too)
+    app.add_middleware(IdempotencyMiddleware, prefix=API_PREFIX)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, larger=settings.max_import_bytes)
     if settings.rate_limit:
         app.add_middleware(RateLimit, rate=settings.rate_limit)
     for router, prefix in _routers():
-        # the spec states the error shape for every error status (schemathesis checks it)
-        app.include_router(router, prefix=prefix, responses=ERROR_RESPONSES if prefix == API_PREFIX else {})
+        app.include_router(router, prefix=prefix)
     check_routes(app)  # every route carries exactly one access rule (app.auth.dependencies)
     # outermost last: the Host check, then cross-site and content-type refusals, then the session cookie
     secret = settings.session_secret.get_secret_value() if settings.session_secret else secrets.token_urlsafe(32)
@@ -94,5 +100,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     )
     app.add_middleware(WriteGuard)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
-    app.add_middleware(SecurityHeaders)  # outermost: nosniff & co. on every response, the Host refusal's included
+    app.add_middleware(SecurityHeaders)  # nosniff & co. on every response, the Host refusal's included
+    app.add_middleware(RequestMiddleware)  # outermost: times everything, ids every log line (X-Request-ID)
+    install_openapi(app)  # the spec states the error shape for every error status (schemathesis checks it)
     return app

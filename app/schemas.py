@@ -63,11 +63,6 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
-class ListOf(BaseModel, Generic[T]):
-    data: list[T]
-    count: int
-
-
 class ORMModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -40,7 +40,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from app import db
+from app import db, metrics
 from app.config import Settings
 from app.errors import describe
 from app.exports import tasks as export_tasks
@@ -113,6 +113,7 @@ def make_job_app(url: str, *, pool_size: int = 4, settings: Settings | None = No
 
     async def start_run(context: procrastinate.JobContext, run_id: int) -> None:
         rt: Runtime = context.additional_context["runtime"]
+        metrics.run_id.set(run_id)  # every log line of this job names its run
         try:
             chunks = await pipeline.plan_run(rt, context.additional_context["kinds"], run_id)
             jobs = Jobs(context.app)
@@ -126,6 +127,7 @@ def make_job_app(url: str, *, pool_size: int = 4, settings: Settings | None = No
 
     async def process_chunk(context: procrastinate.JobContext, run_id: int, lo: int, hi: int) -> None:
         rt: Runtime = context.additional_context["runtime"]
+        metrics.run_id.set(run_id)
         try:
             await pipeline.process_chunk(rt, context.additional_context["kinds"], run_id, lo, hi)
         except Exception as exc:

@@ -46,6 +46,7 @@ _WORDS = (
     "hammer igloo jasmine kayak lemon mirror nectar oyster pillow quill ribbon shadow thunder "
     "velvet willow xylophone yogurt zenith atlas beacon cactus dolphin eclipse fossil galaxy"
 ).split()
+MODELS = ("default", "fake")
 _DATA = re.compile(r"```json\n(.*)\n```", re.S)
 JUDGE_FAULTS = ("invalid_json", "fenced_json", "position_bias", "obey_injection", "prefer_long", "model_taste", "nul_rationale")
 
@@ -95,6 +96,9 @@ class FakeLLM:
         self.injections: list[str] = []  # phrasings that address the judge (the honest check and obey_injection know them)
         self.known: dict[str, float] = {}  # text -> the judge's opinion, over `quality`
         self.known_for: dict[str, dict[str, float]] = {}  # model -> its own `known`, over `known`
+        # what GET /v1/models lists; None (the default): the route answers 404, as on gateways
+        # without it, and run creation does not check model names
+        self.models: list[str] | None = None
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -118,6 +122,7 @@ class FakeLLM:
             self.injections.clear()
             self.known.clear()
             self.known_for.clear()
+            self.models = None
 
     def count(self, match: str | None = None) -> int:
         with self._lock:
@@ -269,7 +274,9 @@ class FakeLLM:
 
     async def _respond(self, method: str, path: str, raw: bytes, headers: dict[str, str]) -> tuple[int, dict, Any]:
         if method == "GET" and path.endswith("/models"):
-            return 200, {}, {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "tests"}]}
+            if self.models is None:
+                return 404, {}, {"error": {"message": f"no route {method} {path}"}}
+            return 200, {}, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "tests"} for m in self.models]}
         if method != "POST" or not path.endswith("/chat/completions"):
             return 404, {}, {"error": {"message": f"no route {method} {path}"}}
         try:

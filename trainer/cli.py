@@ -52,7 +52,7 @@ def _summary(method: str, result: dict) -> str:
 def _make_command(method: str):
     cls: type[TrainConfig] = CONFIGS[method]
     hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if f.init]
+    fields = [f for f in dataclasses.fields(cls) if f.init and f.metadata.get("cli", True)]
     fields.sort(key=lambda f: _FIRST.index(f.name) if f.name in _FIRST else len(_FIRST))
     params = [
         inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_option(f, hints[f.name]), annotation=hints[f.name])

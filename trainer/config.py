@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 
-def opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def opt(default: Any, help: str, *, cli: bool = True) -> Any:
+    """A config field with its help; `cli=False` keeps it off the command line (a method that ignores it)."""
+    return field(default=default, metadata={"help": help, "cli": cli})
 
 
 @dataclass
@@ -133,8 +134,8 @@ class PPOConfig(TrainConfig):
     vf_coef: float = opt(0.1, "Weight of the value loss.")
     whiten_advantages: bool = opt(True, "Normalise advantages per rollout batch.")
     score_clip: float = opt(0.0, "Clip reward-model scores to [-x, x] (0: no clipping).")
-    eval_every: int = opt(0, "Unused by PPO: every step logs its rollout statistics.")
-    val_fraction: float = opt(0.0, "Unused by PPO.")
+    eval_every: int = opt(0, "Unused by PPO: every step logs its rollout statistics.", cli=False)
+    val_fraction: float = opt(0.0, "Unused by PPO.", cli=False)
     samples_every: int = opt(5, "Write sample completions to samples.jsonl every N steps.")
 
     def __post_init__(self) -> None:

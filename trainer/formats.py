@@ -140,8 +140,9 @@ class RMRecord(_Record):
         return cls(prompt=prompt, completion=completion, ranking=ranking, **_common(obj))
 
     def pairs(self) -> list[tuple[int, int, int]]:
-        """Every (better, worse, rank_gap) index pair of the ranking; ties are skipped."""
-        return ranking_pairs(self.ranking)
+        """Every (better, worse, rank_gap) index pair of the ranking; ties are skipped, and so are two
+        equal texts (chosen == rejected teaches nothing), as the export's pairs files do."""
+        return [(i, j, gap) for i, j, gap in ranking_pairs(self.ranking) if self.completion[i] != self.completion[j]]
 
 
 @dataclass(frozen=True, slots=True)

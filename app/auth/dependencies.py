@@ -47,6 +47,11 @@ def _loopback(request: Request) -> bool:
 _bearer = HTTPBearer(auto_error=False, description="An API key (`rlhf-forge keys create`), or one of FORGE_API_KEYS.")
 
 
+async def bearer_credentials(request: Request) -> HTTPAuthorizationCredentials | None:
+    """The bearer key as `authenticate` takes it, for callers outside a route (middleware)."""
+    return await _bearer(request)
+
+
 async def authenticate(
     request: Request, session: SessionDep, bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
 ) -> Principal:

@@ -41,8 +41,11 @@ async def get(session: AsyncSession, key_id: int) -> ApiKey | None:
     return await session.get(ApiKey, key_id)
 
 
-async def list_all(session: AsyncSession) -> list[ApiKey]:
-    return list((await session.execute(select(ApiKey).order_by(ApiKey.id))).scalars())
+async def list_all(session: AsyncSession, *, after_id: int | None = None, limit: int | None = None) -> list[ApiKey]:
+    stmt = select(ApiKey).order_by(ApiKey.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(ApiKey.id > after_id)
+    return list((await session.execute(stmt)).scalars())
 
 
 async def grants(session: AsyncSession, key_ids: list[int]) -> dict[int, list[int]]:

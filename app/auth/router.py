@@ -12,7 +12,8 @@ from app.auth.dependencies import ADMIN, PUBLIC, READ, SESSION_CSRF, SESSION_KEY
 from app.auth.schemas import KeyCreate, KeyCreated, KeyPublic, Me, SignIn
 from app.db import SessionDep
 from app.deps import SettingsDep
-from app.schemas import IdPath, ListOf
+from app.pagination import KeysetDep, next_cursor
+from app.schemas import IdPath, Page
 
 router = APIRouter(tags=["auth"])
 keys = APIRouter(prefix="/keys", tags=["keys"], dependencies=[ADMIN])
@@ -58,10 +59,10 @@ async def create_key(body: KeyCreate, session: SessionDep, actor: ActorDep):
     return KeyCreated(**KeyPublic.model_validate(row).model_dump(exclude={"datasets"}), datasets=datasets, key=key)
 
 
-@keys.get("", response_model=ListOf[KeyPublic])
-async def list_keys(session: SessionDep):
-    rows = await repo.list_all(session)
-    return ListOf(data=await _public(session, rows), count=len(rows))
+@keys.get("", response_model=Page[KeyPublic])
+async def list_keys(session: SessionDep, page: KeysetDep):
+    rows = await repo.list_all(session, after_id=page.after_id, limit=page.limit)
+    return Page[KeyPublic](data=await _public(session, rows), next_cursor=next_cursor(rows, page))
 
 
 @keys.post("/{key_id}/revoke", response_model=KeyPublic, summary="Revoke a key at once (the record stays)")

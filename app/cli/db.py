@@ -14,7 +14,7 @@ cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=
 
 
 @cli.command("upgrade")
-def db_upgrade(revision: str = "head") -> None:
+def db_upgrade(revision: Annotated[str, typer.Option(help="Target revision (default: the newest).")] = "head") -> None:
     """Apply the migrations up to REVISION (default: head)."""
     with database_url(get_settings(), check=False) as url:
         db.upgrade(url, revision)

@@ -25,10 +25,10 @@ EXAMPLE_PROMPTS = Path(__file__).resolve().parent.parent / "examples" / "prompts
 
 @cli.command()
 def serve(
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     worker: Annotated[bool, typer.Option(help="Run a job worker inside the server process.")] = True,
-    log_level: str = "info",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the API (and, by default, a job worker) on HOST:PORT."""
     settings = get_settings()
@@ -70,10 +70,11 @@ def _serve(settings: Settings, host: str, port: int, log_level: str = "info") ->
     import uvicorn
 
     from app.main import create_app
+    from app.metrics import configure_logging
 
     settings = _bind(settings, host)
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level, settings.log_format)
     for noisy in ("pgserver", "alembic", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
@@ -89,12 +90,17 @@ def worker(
 ) -> None:
     """Run a job worker against the configured database (any number, on any machines)."""
     from app.errors import AppError
+    from app.metrics import configure_logging
     from app.worker import serve_worker
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level, get_settings().log_format)
     for noisy in ("httpx", "httpx2", "openai", "pgserver"):  # one line per LLM request otherwise
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = get_settings()
+    if settings.worker_metrics_port:  # this process's LLM calls and export rows, for Prometheus to scrape
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port)
     if queue:
         from app.jobs import QUEUES
 
@@ -111,8 +117,8 @@ def worker(
 
 @cli.command()
 def demo(
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     quick: Annotated[bool, typer.Option("--quick", help="The tiny in-code model and short training: the chain in minutes; exit when done.")] = False,
     serve_after: Annotated[bool | None, typer.Option("--serve/--no-serve", help="Keep serving the review page after the chain (default: not with --quick).")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Print the API's access log lines.")] = False,

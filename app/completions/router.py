@@ -10,14 +10,15 @@ from app.audit import set_review_status
 from app.auth.dependencies import READ, REVIEW
 from app.completions import repository as repo
 from app.completions import service
-from app.completions.dependencies import CompletionDep, KeysetDep, next_cursor
+from app.completions.dependencies import CompletionDep
+from app.pagination import KeysetDep, next_cursor
 from app.completions.schemas import CompletionCreate, CompletionEdit, CompletionPublic
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
 from app.models import Completion, CompletionSource, ReviewStatus
 from app.prompts import service as prompts_service
-from app.schemas import IdPath, ListOf, Page, ReviewStatusUpdate
+from app.schemas import IdPath, Page, ReviewStatusUpdate
 
 router = APIRouter(tags=["completions"])
 
@@ -30,11 +31,12 @@ async def add_completion(prompt_id: PromptId, body: CompletionCreate, session: S
     return await service.add_human(session, prompt, body, actor=actor, max_chars=settings.max_text_chars)
 
 
-@router.get("/prompts/{prompt_id}/completions", dependencies=[READ], response_model=ListOf[CompletionPublic])
+@router.get("/prompts/{prompt_id}/completions", dependencies=[READ], response_model=Page[CompletionPublic])
 async def list_prompt_completions(prompt_id: PromptId, session: SessionDep):
+    """One prompt's completions, all in one page (next_cursor is always null)."""
     await prompts_service.get_or_404(session, prompt_id)
     rows = await repo.for_prompt(session, prompt_id)
-    return ListOf(data=rows, count=len(rows))
+    return Page[CompletionPublic](data=rows)
 
 
 @router.get("/datasets/{dataset_id}/completions", dependencies=[READ], response_model=Page[CompletionPublic])

@@ -16,8 +16,16 @@ async def get_by_name(session: AsyncSession, name: str) -> Dataset | None:
     return (await session.execute(select(Dataset).where(Dataset.name == name))).scalar_one_or_none()
 
 
-async def list_all(session: AsyncSession) -> list[Dataset]:
-    return list((await session.execute(select(Dataset).order_by(Dataset.id))).scalars())
+async def list_all(
+    session: AsyncSession, *, after_id: int | None = None, limit: int | None = None, only: frozenset[int] | None = None
+) -> list[Dataset]:
+    """In id order; `only`: just these ids (a key's grants), None: all."""
+    stmt = select(Dataset).order_by(Dataset.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(Dataset.id > after_id)
+    if only is not None:
+        stmt = stmt.where(Dataset.id.in_(only))
+    return list((await session.execute(stmt)).scalars())
 
 
 async def counts(session: AsyncSession, dataset_ids: list[int]) -> dict[int, dict]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 
 from app.auth.dependencies import ADMIN, READ, PrincipalDep
 from app.datasets import repository as repo
@@ -14,7 +12,8 @@ from app.datasets.schemas import AuditEvent, DatasetCounts, DatasetCreate, Datas
 from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
 from app.errors import NotFound
-from app.schemas import ID_MAX, IdPath, ListOf
+from app.pagination import KeysetDep, next_cursor
+from app.schemas import IdPath, Page
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -30,10 +29,10 @@ async def create_dataset(body: DatasetCreate, session: SessionDep, settings: Set
     return (await _public(session, [dataset]))[0]
 
 
-@router.get("", dependencies=[READ], response_model=ListOf[DatasetPublic])
-async def list_datasets(session: SessionDep, caller: PrincipalDep):
-    datasets = [d for d in await repo.list_all(session) if caller.sees(d.id)]
-    return ListOf(data=await _public(session, datasets), count=len(datasets))
+@router.get("", dependencies=[READ], response_model=Page[DatasetPublic])
+async def list_datasets(session: SessionDep, caller: PrincipalDep, page: KeysetDep):
+    datasets = await repo.list_all(session, after_id=page.after_id, limit=page.limit, only=caller.datasets)
+    return Page[DatasetPublic](data=await _public(session, datasets), next_cursor=next_cursor(datasets, page))
 
 
 @router.get("/{dataset_id}", dependencies=[READ], response_model=DatasetPublic)
@@ -53,15 +52,11 @@ async def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: Set
 
 
 @router.get(
-    "/{dataset_id}/audit", response_model=ListOf[AuditEvent], dependencies=[ADMIN],
+    "/{dataset_id}/audit", response_model=Page[AuditEvent], dependencies=[ADMIN],
     summary="The dataset's audit trail (settings changes, deletion, every human change); kept after the dataset is deleted",
 )
-async def dataset_audit(
-    dataset_id: IdPath, session: SessionDep,
-    after_id: Annotated[int, Query(ge=0, le=ID_MAX, description="Events after this id (paging).")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-):
-    events = await repo.audit_events(session, dataset_id, after_id, limit)
-    if not events and after_id == 0 and await repo.get(session, dataset_id) is None:
+async def dataset_audit(dataset_id: IdPath, session: SessionDep, page: KeysetDep):
+    events = await repo.audit_events(session, dataset_id, page.after_id or 0, page.limit)
+    if not events and page.after_id is None and await repo.get(session, dataset_id) is None:
         raise NotFound(f"dataset {dataset_id} does not exist and left no audit trail")
-    return ListOf(data=[AuditEvent.model_validate(e) for e in events], count=len(events))
+    return Page[AuditEvent](data=[AuditEvent.model_validate(e) for e in events], next_cursor=next_cursor(events, page))

@@ -235,7 +235,8 @@ def format_sql(fmt: ExportFormat, source: str, render: RenderOptions, split: Spl
     if fmt is ExportFormat.rl:
         line = record_sql(fmt, prompt=_s("e.prompt"), id=pid)
         return f"SELECT {line} FROM {source} e WHERE e.in_rl{where} ORDER BY e.prompt_id"
-    # pairs: every index pair i < j of the ranking with different ranks, the better one chosen
+    # pairs: every index pair i < j of the ranking with different ranks and different texts (a pair
+    # whose chosen equals its rejected teaches nothing and confuses DPO), the better one chosen
     better = "a.r < b.r"
     chosen = f"CASE WHEN {better} THEN a.c ELSE b.c END"
     rejected = f"CASE WHEN {better} THEN b.c ELSE a.c END"
@@ -261,7 +262,7 @@ def format_sql(fmt: ExportFormat, source: str, render: RenderOptions, split: Spl
         f"SELECT {record_sql(fmt, **values)} FROM {source} e "
         "CROSS JOIN LATERAL unnest(e.rm_completions, e.rm_ranks) WITH ORDINALITY AS a(c, r, i) "
         "JOIN LATERAL unnest(e.rm_completions, e.rm_ranks) WITH ORDINALITY AS b(c, r, i) "
-        "ON b.i > a.i AND b.r <> a.r "
+        "ON b.i > a.i AND b.r <> a.r AND b.c <> a.c "
         f"WHERE e.rm_completions IS NOT NULL{where} ORDER BY e.prompt_id, a.i, b.i"
     )
 
@@ -323,11 +324,12 @@ SELECT split,
        count(*) FILTER (WHERE sft_completion IS NOT NULL) AS sft,
        count(*) FILTER (WHERE rm_completions IS NOT NULL) AS rm,
        count(*) FILTER (WHERE in_rl) AS rl,
-       coalesce(sum((SELECT count(*) FROM unnest(rm_ranks) WITH ORDINALITY a(r, i)
-                     JOIN unnest(rm_ranks) WITH ORDINALITY b(r, i) ON b.i > a.i AND b.r <> a.r)), 0) AS pairs_all,
-       coalesce(sum((SELECT count(*) FROM unnest(rm_ranks) WITH ORDINALITY a(r, i)
-                     JOIN unnest(rm_ranks) WITH ORDINALITY b(r, i)
-                       ON b.i > a.i AND b.r <> a.r AND least(a.r, b.r) = 1)), 0) AS pairs_best
+       coalesce(sum((SELECT count(*) FROM unnest(rm_completions, rm_ranks) WITH ORDINALITY a(c, r, i)
+                     JOIN unnest(rm_completions, rm_ranks) WITH ORDINALITY b(c, r, i)
+                       ON b.i > a.i AND b.r <> a.r AND b.c <> a.c)), 0) AS pairs_all,
+       coalesce(sum((SELECT count(*) FROM unnest(rm_completions, rm_ranks) WITH ORDINALITY a(c, r, i)
+                     JOIN unnest(rm_completions, rm_ranks) WITH ORDINALITY b(c, r, i)
+                       ON b.i > a.i AND b.r <> a.r AND b.c <> a.c AND least(a.r, b.r) = 1)), 0) AS pairs_best
 FROM export_item WHERE export_id = :export_id GROUP BY split
 """
         ),
@@ -360,10 +362,13 @@ async def get_version(session: AsyncSession, dataset_id: int, version: int) -> E
     ).scalar_one_or_none()
 
 
-async def list_for_dataset(session: AsyncSession, dataset_id: int) -> list[Export]:
-    return list(
-        (await session.execute(select(Export).where(Export.dataset_id == dataset_id).order_by(Export.version))).scalars()
-    )
+async def list_for_dataset(
+    session: AsyncSession, dataset_id: int, *, after_version: int | None = None, limit: int | None = None
+) -> list[Export]:
+    stmt = select(Export).where(Export.dataset_id == dataset_id).order_by(Export.version).limit(limit)
+    if after_version is not None:
+        stmt = stmt.where(Export.version > after_version)
+    return list((await session.execute(stmt)).scalars())
 
 
 async def runs(session: AsyncSession, run_ids: list[int]) -> dict[int, Run]:

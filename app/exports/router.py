@@ -19,7 +19,8 @@ from app.exports import repository as repo
 from app.exports import service
 from app.exports.schemas import ExportCreate, ExportFormat, ExportPublic, StreamQuery
 from app.jobs import JobsDep
-from app.schemas import ListOf
+from app.pagination import KeysetDep
+from app.schemas import Page
 
 router = APIRouter(prefix="/datasets/{dataset_id}/exports", tags=["exports"], dependencies=[EXPORT])
 log = logging.getLogger(__name__)
@@ -103,10 +104,11 @@ async def create_export(
     return (await service.public(session, [export], _prefix(request, dataset.id)))[0]
 
 
-@router.get("", response_model=ListOf[ExportPublic])
-async def list_exports(dataset: DatasetDep, session: SessionDep, request: Request):
-    exports = await repo.list_for_dataset(session, dataset.id)
-    return ListOf(data=await service.public(session, exports, _prefix(request, dataset.id)), count=len(exports))
+@router.get("", response_model=Page[ExportPublic])
+async def list_exports(dataset: DatasetDep, session: SessionDep, request: Request, page: KeysetDep):
+    exports = await repo.list_for_dataset(session, dataset.id, after_version=page.after_id, limit=page.limit)
+    last = str(exports[-1].version) if len(exports) == page.limit else None  # the cursor is the version
+    return Page[ExportPublic](data=await service.public(session, exports, _prefix(request, dataset.id)), next_cursor=last)
 
 
 @router.get("/{version}", response_model=ExportPublic)

@@ -105,6 +105,10 @@ class ExportCreate(RenderOptions):
     split: SplitSpec = Field(default_factory=SplitSpec)
     formats: list[ExportFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS), min_length=1)
     archive: bool = Field(default=True, description="Also write one .tar.gz of the files and manifest.")
+    parquet: bool = Field(default=False, description="Also write each file as Parquet (needs pyarrow: rlhf-forge[parquet]).")
+    license: str | None = Field(
+        default=None, max_length=100, pattern=r"^[A-Za-z0-9.+-]+$", description="SPDX licence id for the dataset card."
+    )
 
     @model_validator(mode="after")
     def _unique_formats(self) -> ExportCreate:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound, ServiceBusy
-from app.exports import files, groups
+from app.exports import card, files, groups
 from app.exports import repository as repo
 from app.exports.schemas import (
     ExportCreate,
@@ -36,6 +36,7 @@ from app.exports.schemas import (
     SplitName,
     SplitSpec,
 )
+from app.metrics import EXPORT_ROWS_WRITTEN
 from app.models import Dataset, Export, ExportStatus, Run, RunKind, RunStatus
 from trainer.formats import FORMAT_VERSION, Manifest
 
@@ -60,6 +61,8 @@ def export_dir(settings: Settings, export: Export) -> Path:
 
 async def create(session: AsyncSession, dataset: Dataset, data: ExportCreate, actor: str | None) -> Export:
     """A new version of the dataset, queued; the job that freezes and writes it comes after commit."""
+    if data.parquet:
+        card.require_parquet()  # now, not in the job
     await repo.lock_dataset(session, dataset.id)  # versions are numbered one at a time
     version = await repo.next_version(session, dataset.id)
     run = Run(dataset_id=dataset.id, kind=RunKind.export.value, params={"version": version}, created_by=actor)
@@ -75,6 +78,8 @@ async def create(session: AsyncSession, dataset: Dataset, data: ExportCreate, ac
             "pairs_mode": data.pairs_mode.value,
             "margin": data.margin,
             "archive": data.archive,
+            "parquet": data.parquet,
+            "license": data.license,
         },
         run_id=run.id,
         created_by=actor,
@@ -312,6 +317,7 @@ async def write_files(
                         size += len(chunk)
                         done += n
                         await report(name)
+                EXPORT_ROWS_WRITTEN.labels(fmt.value).inc(rows)
                 info: dict[str, Any] = {"kind": fmt.value, "split": split.value, "rows": rows, "bytes": size,
                                         "sha256": digest.hexdigest()}
                 if fmt is ExportFormat.rm:

@@ -15,9 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.errors import NotFound, describe
-from app.exports import files
+from app.exports import card, files, service
 from app.exports import repository as repo
-from app.exports import service
 from app.models import Dataset, Export, ExportStatus
 
 log = logging.getLogger(__name__)
@@ -55,9 +54,18 @@ async def run_export(
         async with sessions() as session:
             export = await repo.get(session, export_id)
         manifest = await service.write_files(sessions, export, dataset.name, part, on_progress=on_progress)
+        extra = []
+        if export.options.get("parquet"):
+            extra += [p.name for p in await asyncio.to_thread(lambda: [card.write_parquet(part / n) for n in manifest.files])]
+        async with sessions() as session:
+            facts = await card.figures(session, export_id)
+        # the card names the folder where it will lie, not the staging one
+        card.write_card(part, manifest.to_dict(), facts, license_id=export.options.get("license"),
+                        parquet=bool(export.options.get("parquet")), shown_as=directory)
+        extra.append(card.CARD)
         if export.options.get("archive"):
             archive_part = files.staging(service.archive_of(directory))
-            await asyncio.to_thread(service.write_archive, part, list(manifest.files), directory.name, archive_part)
+            await asyncio.to_thread(service.write_archive, part, [*manifest.files, *extra], directory.name, archive_part)
         await asyncio.to_thread(
             files.publish, part, directory, archive_part, service.archive_of(directory), whole=out_dir is None
         )

@@ -13,7 +13,7 @@ from app.llm import ChatRequest, ChatResult, Endpoint, LLMCallFailed, resolve_en
 from app.models import CompletionSource, Dataset, FlagReason, Run, RunKind
 from app.prompts import repository as prompts
 from app.runs import repository as runs
-from app.runs.protocol import Item, ItemOutcome
+from app.runs.protocol import Estimate, Item, ItemOutcome, approx_tokens
 
 TEMPLATE_VERSION = "generate-v1"
 
@@ -57,7 +57,31 @@ class GenerateHandler:
         return {e.model for e in body.sampling_plan() if e.model}
 
     async def create_items(self, session, run: Run) -> None:
-        await runs.create_prompt_items(session, run, run.params.get("prompts") or {})
+        await runs.create_prompt_items(session, run, run.params.get("prompts") or {}, self._coverage(run.dataset_id, run.params))
+
+    @staticmethod
+    def _coverage(dataset_id: int, params: dict[str, Any]) -> tuple:
+        """By default only the prompts with fewer than K samples of this plan, never approved or rejected ones."""
+        if params.get("all"):
+            return ()
+        return (*runs.still_open(params.get("prompts") or {}), repo.needs_samples(dataset_id, params))
+
+    async def estimate(self, session, settings, dataset: Dataset, body: GenerateRun, endpoint: Endpoint) -> Estimate:
+        params = body.model_dump(mode="json", exclude_none=True)
+        chosen = await runs.selected_prompts(session, dataset.id, params.get("prompts") or {}, self._coverage(dataset.id, params))
+        existing = set() if body.all else await repo.existing_samples(
+            session, repo.same_plan_runs(dataset.id, params), [p for p, _ in chosen]
+        )
+        plan, estimate = body.sampling_plan(), Estimate(prompts=len(chosen))
+        for prompt_id, chars in chosen:
+            for k in range(body.k):
+                if (prompt_id, k) in existing:
+                    continue
+                entry = plan[k % len(plan)]
+                estimate.requests += 1
+                estimate.prompt_tokens += approx_tokens(chars + len(entry.system_prompt or ""))
+                estimate.completion_tokens += entry.max_tokens or endpoint.params.get("max_tokens") or 0
+        return estimate
 
     async def write_rows(self, session, rows: list[dict[str, Any]]) -> None:
         await repo.insert_completions(session, rows)
@@ -65,8 +89,10 @@ class GenerateHandler:
     async def prepare(self, rt, run: Run, dataset: Dataset, items: list[Item]) -> _Ctx:
         spec = GenerateRun.model_validate(run.params)
         endpoint = resolve_endpoint(rt.settings, "generator", dataset.settings, run.params.get("llm"))
+        # a run that covers what still needs it makes only the samples this plan lacks
+        made_by = run.id if spec.all else repo.same_plan_runs(run.dataset_id, run.params)
         async with rt.sessions() as session:
-            existing = await repo.existing_samples(session, run.id, [i.prompt_id for i in items])
+            existing = await repo.existing_samples(session, made_by, [i.prompt_id for i in items])
         todo = [(i.prompt_id, k, i.prompt_text) for i in items for k in range(spec.k) if (i.prompt_id, k) not in existing]
         hits = await rt.llm.cached_many(endpoint, [sample_request(spec, endpoint, text, k) for _, k, text in todo])
         cached = {(p, k): hit for (p, k, _), hit in zip(todo, hits, strict=True) if hit is not None}

@@ -4,18 +4,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import ColumnElement, Select, cast, func, literal, null, select
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Completion
+from app.models import Completion, Prompt, Run, RunKind
 
 
-async def existing_samples(session: AsyncSession, run_id: int, prompt_ids: list[int]) -> set[tuple[int, int]]:
+def same_plan_runs(dataset_id: int, params: dict[str, Any]) -> Select:
+    """The dataset's generate runs asked with this run's plan: the same sampling plan, seed and
+    generator override (JSONB equality, so key order does not matter). Their completions are
+    this plan's samples, whichever run made them."""
+
+    def same(path: tuple[str, ...], value: Any) -> ColumnElement[bool]:
+        stored = Run.params[path] if len(path) > 1 else Run.params[path[0]]
+        return stored.is_not_distinct_from(null() if value is None else cast(literal(value, JSONB), JSONB))
+
+    llm = params.get("llm") or {}
+    return select(Run.id).where(
+        Run.dataset_id == dataset_id, Run.kind == RunKind.generate.value,
+        same(("plan",), params.get("plan")), same(("seed",), params.get("seed", 0)),
+        same(("llm", "generator"), llm.get("generator")),
+    )
+
+
+def needs_samples(dataset_id: int, params: dict[str, Any]) -> ColumnElement[bool]:
+    """A prompt still has fewer than K samples from this plan."""
+    made = select(func.count(func.distinct(Completion.sample_index))).where(
+        Completion.prompt_id == Prompt.id, Completion.run_id.in_(same_plan_runs(dataset_id, params))
+    )
+    return made.scalar_subquery() < params.get("k", 4)
+
+
+async def existing_samples(session: AsyncSession, runs: Select | int, prompt_ids: list[int]) -> set[tuple[int, int]]:
+    """(prompt, sample index) already made by the run, or by any of `runs`."""
+    of_runs = Completion.run_id == runs if isinstance(runs, int) else Completion.run_id.in_(runs)
     rows = await session.execute(
-        select(Completion.prompt_id, Completion.sample_index).where(
-            Completion.run_id == run_id, Completion.prompt_id.in_(prompt_ids)
-        )
+        select(Completion.prompt_id, Completion.sample_index).where(of_runs, Completion.prompt_id.in_(prompt_ids))
     )
     return {(p, s) for p, s in rows}
 

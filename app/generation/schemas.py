@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from app.runs.schemas import PromptFilter, RunRequest, Strict
+from app.runs.schemas import Coverage, PromptFilter, RunRequest, Strict
 
 
 class SamplingPlanEntry(Strict):
@@ -22,7 +22,7 @@ class SamplingPlanEntry(Strict):
 DEFAULT_TEMPERATURES = (0.3, 0.7, 1.0, 1.2)
 
 
-class GenerateRun(RunRequest):
+class GenerateRun(Coverage, RunRequest):
     kind: Literal["generate"]
     prompts: PromptFilter = Field(default_factory=PromptFilter)
     k: int = Field(default=4, ge=1, le=32, description="Completions per prompt.")

@@ -38,7 +38,7 @@ from app.llm import ChatRequest, ChatResult, Endpoint, LLMCallFailed, resolve_en
 from app.models import Dataset, FlagReason, RankerKind, ReviewStatus, Run, RunKind
 from app.prompts import repository as prompts
 from app.runs import repository as runs
-from app.runs.protocol import Item, ItemOutcome
+from app.runs.protocol import Estimate, Item, ItemOutcome, approx_tokens
 
 
 @dataclass
@@ -108,8 +108,54 @@ class JudgeHandler:
 
     async def create_items(self, session, run: Run) -> None:
         # a judge run covers the prompts that have something to rank
-        p = run.params
-        await runs.create_prompt_items(session, run, p.get("prompts") or {}, (repo.has_completions(p.get("source_run_id")),))
+        await runs.create_prompt_items(session, run, run.params.get("prompts") or {}, self._coverage(run.params))
+
+    @staticmethod
+    def _coverage(params: dict[str, Any]) -> tuple:
+        """Prompts with something to rank; by default only those without a current judge ranking,
+        never approved or rejected ones."""
+        has = (repo.has_completions(params.get("source_run_id")),)
+        if params.get("all"):
+            return has
+        return (*has, *runs.still_open(params.get("prompts") or {}), repo.not_judged())
+
+    def endpoints(self, settings, dataset: Dataset, body: JudgeRun) -> list[Endpoint]:
+        """The chat endpoints the run calls, each with its model (checked against its /v1/models):
+        every judge, and the injection check's. A reward-model run calls /rewards (`check` asks it)."""
+        if body.mode == "reward_model":
+            return []
+        called = _judge_endpoints(settings, dataset.settings, body)
+        if body.injection_llm is not None and (body.injection_check or settings.judge_injection_check) == "llm":
+            called.append(resolve_endpoint(settings, "judge", dataset.settings, {"judge": body.injection_llm.model_dump(exclude_none=True)}))
+        return called
+
+    async def estimate(self, session, settings, dataset: Dataset, body: JudgeRun, endpoint: Endpoint) -> Estimate:
+        """The judges' calls: each judge asks every order (pairwise: every pair both ways); a reward
+        model scores a prompt's candidates in one call that costs no tokens."""
+        params = body.model_dump(mode="json", exclude_none=True)
+        chosen = await runs.selected_prompts(session, dataset.id, params.get("prompts") or {}, self._coverage(params))
+        lengths = await repo.candidate_lengths(session, [p for p, _ in chosen], body.source_run_id)
+        judges = len(body.judges or [None])
+        template = rm.TEMPLATE if body.mode == "reward_model" else await tpl.dataset_template(body.mode, dataset.settings)
+        overhead = len(template.system) + len(template.user)
+        orders = body.orders or settings.judge_orders
+        estimate = Estimate(prompts=len(chosen))
+        for prompt_id, chars in chosen:
+            cands = lengths[prompt_id][: body.max_candidates]
+            if len(cands) < 2:
+                continue
+            if body.mode == "reward_model":
+                estimate.requests += judges
+                continue
+            if body.mode == "pairwise":
+                pairs = list(itertools.combinations(cands, 2))
+                asks = [overhead + chars + a + b for a, b in pairs] * 2
+            else:
+                asks = [overhead + chars + sum(cands)] * orders
+            estimate.requests += len(asks) * judges
+            estimate.prompt_tokens += sum(approx_tokens(n) for n in asks) * judges
+            estimate.completion_tokens += len(asks) * judges * int(endpoint.params.get("max_tokens") or 0)
+        return estimate
 
     async def write_rows(self, session, rows: list[dict[str, Any]]) -> None:
         pass  # a ranking is written by its item's own `write`

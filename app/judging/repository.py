@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Completion, Prompt, Ranking, Run, RunStatus
+from app.models import Completion, Prompt, RankerKind, Ranking, ReviewStatus, Run, RunStatus
 
 _GATE_LOCK = 16016  # advisory lock namespace: a judge run's canary gate
 
@@ -21,6 +21,29 @@ def has_completions(of_run: int | None) -> ColumnElement[bool]:
     if of_run is not None:
         has = has.where(Completion.run_id == of_run)
     return has.exists()
+
+
+def not_judged() -> ColumnElement[bool]:
+    """A prompt has no current judge ranking: none, a rejected one, or one older than its newest completion."""
+    newest = select(func.max(Completion.created_at)).where(Completion.prompt_id == Ranking.prompt_id).scalar_subquery()
+    current = select(Ranking.id).where(
+        Ranking.prompt_id == Prompt.id, Ranking.ranker_kind == RankerKind.judge.value,
+        Ranking.review_status != ReviewStatus.rejected.value, Ranking.created_at >= func.coalesce(newest, Ranking.created_at),
+    )
+    return ~current.exists()
+
+
+async def candidate_lengths(session: AsyncSession, prompt_ids: list[int], source_run_id: int | None) -> dict[int, list[int]]:
+    """Each prompt's candidates' lengths in characters, in the order `completions_for_prompts` takes them."""
+    stmt = select(Completion.prompt_id, func.length(func.coalesce(Completion.edited_text, Completion.text))).where(
+        Completion.prompt_id.in_(prompt_ids), Completion.review_status != "rejected"
+    )
+    if source_run_id is not None:
+        stmt = stmt.where(Completion.run_id == source_run_id)
+    out: dict[int, list[int]] = {p: [] for p in prompt_ids}
+    for prompt_id, chars in await session.execute(stmt.order_by(Completion.prompt_id, Completion.id)):
+        out[prompt_id].append(chars)
+    return out
 
 
 async def completions_for_prompts(

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.llm.endpoints import RoleOverride
-from app.runs.schemas import PromptFilter, RunRequest, Strict
+from app.runs.schemas import Coverage, PromptFilter, RunRequest, Strict
 
 
 class CanaryPair(Strict):
@@ -27,7 +27,7 @@ class Canaries(Strict):
     min_accuracy: float = Field(default=0.8, ge=0, le=1)
 
 
-class JudgeRun(RunRequest):
+class JudgeRun(Coverage, RunRequest):
     kind: Literal["judge"]
     prompts: PromptFilter = Field(default_factory=PromptFilter)
     mode: Literal["listwise", "pairwise", "rubric", "reward_model"] = "listwise"

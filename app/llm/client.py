@@ -25,6 +25,7 @@ from app.llm import cache
 from app.llm.cost import call_cost
 from app.llm.endpoints import Endpoint, price
 from app.llm.ratelimit import RateLimiter
+from app.metrics import record_llm_call
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,9 @@ class LLMClient:
         resolved = [self._resolve(endpoint, r) for r in reqs]
         async with self.engine.connect() as conn:
             hits = await cache.lookup_many(conn, [key for _, _, key in resolved])
+        for model, _, key in resolved:
+            if key in hits:
+                record_llm_call(endpoint.name, model, ok=True, cached=True)
         return [
             _from_cache(hits[key], model, params, key) if key in hits else None for model, params, key in resolved
         ]
@@ -255,6 +259,7 @@ class LLMClient:
             reason = _describe(exc, endpoint.api_key).replace(endpoint.base_url, f"<endpoint {endpoint.name}>")
             suffix = f" after {attempts} attempts" if attempts > 1 else ""
             log.warning("LLM call to endpoint %s (%s) failed%s: %s", endpoint.name, model, suffix, reason)
+            record_llm_call(endpoint.name, model, ok=False, attempts=attempts)
             raise LLMCallFailed(reason + suffix, attempts) from None
         return self._result(response, model, params, key, attempts, latency_ms)
 
@@ -275,6 +280,8 @@ class LLMClient:
             problem = f"the reply is empty (finish_reason {getattr(choice, 'finish_reason', None)!r})"
         else:
             problem = unusable_text(text)
+        record_llm_call(self.endpoint.name, model, ok=problem is None, attempts=attempts, prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens, cost=cost, latency_ms=latency_ms)
         if problem is not None:
             log.warning("LLM call to endpoint %s (%s): %s", self.endpoint.name, model, problem)
             raise LLMCallFailed(problem, attempts, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)

@@ -128,7 +128,7 @@ def resolve_endpoint(
         params.update(override.params)
     limits = base if name == base.endpoint else None  # the role's limits are for its own endpoint
     return Endpoint(
-        name=name, base_url=config.base_url.rstrip("/"), model=model or config.model, params=params,
+        name=name, base_url=config.base_url.rstrip("/"), model=model or config.model or settings.llm_model, params=params,
         api_key=config.api_key.get_secret_value() if config.api_key else None,
         concurrency=(limits and limits.concurrency) or config.concurrency,
         rpm=(limits and limits.rpm) or config.rpm, tpm=(limits and limits.tpm) or config.tpm,

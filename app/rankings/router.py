@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, status
 from app.audit import set_review_status
 from app.auth.dependencies import READ, REVIEW
 from app.completions import repository as completions_repo
-from app.completions.dependencies import KeysetDep, next_cursor
+from app.pagination import KeysetDep, next_cursor
 from app.datasets.dependencies import DatasetDep
 from app.db import SessionDep
 from app.deps import ActorDep
@@ -18,7 +18,7 @@ from app.prompts import service as prompts_service
 from app.rankings import repository as repo
 from app.rankings import service
 from app.rankings.schemas import RankingCreate, RankingPublic
-from app.schemas import IdPath, ListOf, Page, ReviewStatusUpdate
+from app.schemas import IdPath, Page, ReviewStatusUpdate
 
 router = APIRouter(tags=["rankings"])
 
@@ -39,11 +39,12 @@ async def create_ranking(prompt_id: IdPath, body: RankingCreate, session: Sessio
     return await service.create_human(session, prompt, body, actor=actor)
 
 
-@router.get("/prompts/{prompt_id}/rankings", dependencies=[READ], response_model=ListOf[RankingPublic])
+@router.get("/prompts/{prompt_id}/rankings", dependencies=[READ], response_model=Page[RankingPublic])
 async def list_prompt_rankings(prompt_id: IdPath, session: SessionDep):
+    """One prompt's rankings, all in one page (next_cursor is always null)."""
     await prompts_service.get_or_404(session, prompt_id)
     rows = await repo.for_prompt(session, prompt_id)
-    return ListOf(data=rows, count=len(rows))
+    return Page[RankingPublic](data=rows)
 
 
 @router.get("/datasets/{dataset_id}/rankings", dependencies=[READ], response_model=Page[RankingPublic])

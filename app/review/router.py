@@ -28,7 +28,7 @@ from app.review.schemas import (
     ReviewItem,
     ReviewProgress,
 )
-from app.schemas import IdPath, ListOf
+from app.schemas import IdPath, Page
 
 router = APIRouter(tags=["review"])
 
@@ -104,7 +104,8 @@ async def undo_item(prompt_id: PromptId, session: SessionDep, actor: ActorDep):
     return await service.undo(session, prompt_id, actor)
 
 
-@router.get("/prompts/{prompt_id}/history", dependencies=[READ], response_model=ListOf[EventPublic], summary="Every human change to this item")
+@router.get("/prompts/{prompt_id}/history", dependencies=[READ], response_model=Page[EventPublic], summary="Every human change to this item")
 async def item_history(prompt_id: PromptId, session: SessionDep):
+    """All in one page (next_cursor is always null)."""
     events = await service.history(session, prompt_id)
-    return ListOf(data=events, count=len(events))
+    return Page[EventPublic](data=events)

@@ -60,6 +60,21 @@ class ItemOutcome:
 
 
 @dataclass
+class Estimate:
+    """What a kind's `estimate` counts for a dry run; the engine prices it."""
+
+    prompts: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def approx_tokens(chars: int) -> int:
+    """About four characters a token (English, BPE tokenizers): an estimate, not a count."""
+    return (chars + 3) // 4
+
+
+@dataclass
 class Runtime:
     """What a job needs besides its ids: settings, database, LLM clients, this process's monitor."""
 
@@ -87,7 +102,10 @@ class Handler(Protocol):
         """Refuse at creation what the job would trip on later (raise an AppError)."""
 
     # optional: `models(body) -> set[str]`, the models a request names besides its endpoint's
-    # (the engine checks each one's price against the run's budget)
+    # (the engine checks each one's price against the run's budget, and against the endpoint's /v1/models)
+    # optional: `endpoints(settings, dataset, body) -> list[Endpoint]`, the endpoints a run calls when
+    # not only its role's (each one's model is checked against its /v1/models)
+    # optional: `async def estimate(session, settings, dataset, body, endpoint) -> Estimate` for dry runs
 
     async def create_items(self, session: AsyncSession, run: Run) -> None:
         """The run's items, once (the engine calls this only while the run has none)."""

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, and_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Prompt, Run, RunItem, RunStatus
+from app.models import Prompt, ReviewStatus, Run, RunItem, RunStatus
 
 ACTIVE = (RunStatus.queued.value, RunStatus.running.value)
 
@@ -22,8 +22,13 @@ async def get(session: AsyncSession, run_id: int, *, for_update: bool = False) -
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def list_for_dataset(session: AsyncSession, dataset_id: int, kind: str | None, limit: int) -> list[Run]:
+async def list_for_dataset(
+    session: AsyncSession, dataset_id: int, kind: str | None, limit: int, *, before_id: int | None = None
+) -> list[Run]:
+    """Newest first; `before_id` is the page's keyset cursor."""
     stmt = select(Run).where(Run.dataset_id == dataset_id)
+    if before_id is not None:
+        stmt = stmt.where(Run.id < before_id)
     if kind:
         stmt = stmt.where(Run.kind == kind)
     return list((await session.execute(stmt.order_by(Run.id.desc()).limit(limit))).scalars())
@@ -46,22 +51,41 @@ def _prompt_conditions(dataset_id: int, flt: dict[str, Any]) -> list:
     return conds
 
 
+def still_open(flt: dict[str, Any]) -> tuple[ColumnElement[bool], ...]:
+    """A run that covers only what still needs it never touches an approved or rejected prompt,
+    unless the filter asks for a review status itself."""
+    if flt.get("review_status"):
+        return ()
+    return (Prompt.review_status.not_in([ReviewStatus.approved.value, ReviewStatus.rejected.value]),)
+
+
+def _chosen(dataset_id: int, flt: dict[str, Any], where: tuple[ColumnElement[bool], ...]):
+    chosen = select(Prompt.id, Prompt.text).where(and_(*_prompt_conditions(dataset_id, flt), *where)).order_by(Prompt.id)
+    if flt.get("limit"):
+        chosen = chosen.limit(flt["limit"])
+    return chosen.subquery()
+
+
 async def create_prompt_items(
     session: AsyncSession, run: Run, flt: dict[str, Any], where: tuple[ColumnElement[bool], ...] = ()
 ) -> None:
     """One item per selected prompt (and meeting `where`, a kind's own conditions on `Prompt`),
     numbered in prompt id order."""
-    conds = [*_prompt_conditions(run.dataset_id, flt), *where]
-    chosen = select(Prompt.id).where(and_(*conds)).order_by(Prompt.id)
-    if flt.get("limit"):
-        chosen = chosen.limit(flt["limit"])
-    chosen = chosen.subquery()
+    chosen = _chosen(run.dataset_id, flt, where)
     numbered = select(
         func.cast(run.id, Run.id.type), (func.row_number().over(order_by=chosen.c.id) - 1), chosen.c.id
     )
     await session.execute(
         insert(RunItem).from_select(["run_id", "item_index", "prompt_id"], numbered).on_conflict_do_nothing()
     )
+
+
+async def selected_prompts(
+    session: AsyncSession, dataset_id: int, flt: dict[str, Any], where: tuple[ColumnElement[bool], ...] = ()
+) -> list[tuple[int, int]]:
+    """(prompt id, characters) of the prompts `create_prompt_items` would choose: a dry run's base."""
+    chosen = _chosen(dataset_id, flt, where)
+    return [tuple(r) for r in await session.execute(select(chosen.c.id, func.length(chosen.c.text)))]
 
 
 async def create_numbered_items(session: AsyncSession, run_id: int, n: int) -> None:
@@ -265,8 +289,12 @@ async def reset_failed_items(session: AsyncSession, run_id: int) -> int:
     return len((await session.execute(stmt)).all())
 
 
-async def items(session: AsyncSession, run_id: int, status: str | None, limit: int) -> list[RunItem]:
+async def items(
+    session: AsyncSession, run_id: int, status: str | None, limit: int, *, after_index: int | None = None
+) -> list[RunItem]:
     stmt = select(RunItem).where(RunItem.run_id == run_id)
+    if after_index is not None:
+        stmt = stmt.where(RunItem.item_index > after_index)
     if status:
         stmt = stmt.where(RunItem.status == status)
     return list((await session.execute(stmt.order_by(RunItem.item_index).limit(limit))).scalars())

@@ -9,6 +9,7 @@ import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request, status
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
@@ -18,12 +19,13 @@ from app.db import SessionDep
 from app.deps import ActorDep, SettingsDep
 from app.jobs import Jobs, JobsDep
 from app.models import Run
+from app.pagination import KeysetDep, next_cursor
 from app.runs import repository as repo
 from app.runs import service
 from app.runs.dependencies import RunDep
 from app.runs.protocol import Kinds
-from app.runs.schemas import ResumeRun, RunItemPublic, RunPublic
-from app.schemas import ListOf
+from app.runs.schemas import ResumeRun, RunEstimate, RunItemPublic, RunPublic
+from app.schemas import Page
 
 router = APIRouter(tags=["runs"], dependencies=[ADMIN])  # runs spend money: admins only
 """The routes that hold for every kind; `make_router` puts the creating one in front."""
@@ -34,11 +36,17 @@ def make_router(kinds: Kinds) -> APIRouter:
     run_create = kinds.run_create()
     with_kinds = APIRouter()
 
-    @with_kinds.post("/datasets/{dataset_id}/runs", dependencies=[ADMIN], status_code=status.HTTP_201_CREATED, response_model=RunPublic, tags=["runs"])
+    @with_kinds.post(
+        "/datasets/{dataset_id}/runs", dependencies=[ADMIN], status_code=status.HTTP_201_CREATED, response_model=RunPublic,
+        tags=["runs"], responses={200: {"model": RunEstimate, "description": "`dry_run: true`: what the run would cover and cost"}},
+    )
     async def create_run(
         body: Annotated[run_create, Body()], dataset: DatasetDep, session: SessionDep,
         settings: SettingsDep, actor: ActorDep, jobs: JobsDep,
     ):
+        if body.dry_run:
+            estimate = await service.estimate(session, settings, dataset, body, handler=kinds[body.kind])
+            return JSONResponse(estimate.model_dump(mode="json"), status_code=200)
         run = await service.create(session, settings, dataset, body, actor, handler=kinds[body.kind])
         await _commit_and_start(session, jobs, run)
         return service.public(run)
@@ -57,24 +65,23 @@ async def _commit_and_start(session: AsyncSession, jobs: Jobs, run: Run) -> None
     await jobs.defer_run(run.id)
 
 
-@router.get("/datasets/{dataset_id}/runs", response_model=ListOf[RunPublic])
+@router.get("/datasets/{dataset_id}/runs", response_model=Page[RunPublic], summary="A dataset's runs, newest first")
 async def list_runs(
-    dataset: DatasetDep, session: SessionDep,
+    dataset: DatasetDep, session: SessionDep, page: KeysetDep,
     kind: Literal["synth", "generate", "judge", "export"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ):
-    runs = await repo.list_for_dataset(session, dataset.id, kind, limit)
-    return ListOf(data=[service.public(r) for r in runs], count=len(runs))
+    runs = await repo.list_for_dataset(session, dataset.id, kind, page.limit, before_id=page.after_id)
+    return Page[RunPublic](data=[service.public(r) for r in runs], next_cursor=next_cursor(runs, page))
 
 
-@router.get("/runs/{run_id}/items", response_model=ListOf[RunItemPublic])
+@router.get("/runs/{run_id}/items", response_model=Page[RunItemPublic])
 async def list_run_items(
-    run: RunDep, session: SessionDep,
+    run: RunDep, session: SessionDep, page: KeysetDep,
     status_: Annotated[Literal["pending", "done", "failed"] | None, Query(alias="status")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ):
-    items = await repo.items(session, run.id, status_, limit)
-    return ListOf(data=[RunItemPublic.model_validate(i) for i in items], count=len(items))
+    items = await repo.items(session, run.id, status_, page.limit, after_index=page.after_id)
+    last = str(items[-1].item_index) if len(items) == page.limit else None
+    return Page[RunItemPublic](data=[RunItemPublic.model_validate(i) for i in items], next_cursor=last)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic)

@@ -38,6 +38,33 @@ class RunRequest(Strict):
 
     budget: Decimal | None = Field(default=None, ge=0, description="USD; the run stops with budget_exhausted past it.")
     llm: LLMOverrides | None = None
+    dry_run: bool = Field(
+        default=False, description="Start nothing: answer 200 with the prompts, requests, tokens and cost the run would take."
+    )
+
+
+class Coverage(Strict):
+    """What generate and judge runs share: by default they cover only the prompts that still need them."""
+
+    all: bool = Field(
+        default=False,
+        description="Cover every selected prompt, even those already done and those approved or rejected "
+        "(default: only the prompts that still need this run, never approved or rejected ones).",
+    )
+
+
+class RunEstimate(BaseModel):
+    """A dry run's answer: what the run would cover and cost, with nothing started."""
+
+    dry_run: Literal[True] = True
+    kind: str
+    endpoint: str = Field(description="The role's endpoint, by name.")
+    model: str
+    prompts: int = Field(description="Prompts the run would cover.")
+    requests: int = Field(description="LLM requests it would make (fewer when answers are cached).")
+    estimated_prompt_tokens: int = Field(description="About 4 characters a token, templates included.")
+    estimated_completion_tokens: int = Field(description="The max_tokens of every request: an upper bound.")
+    estimated_cost: Decimal | None = Field(description="USD at the model's price (app/llm/prices.py); null when it has none.")
 
 
 class ResumeRun(Strict):

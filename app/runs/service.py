@@ -9,12 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound
-from app.llm.endpoints import resolve_endpoint
+from app.llm.catalog import check_models
+from app.llm.cost import call_cost
+from app.llm.endpoints import Endpoint, price, resolve_endpoint
 from app.models import Dataset, Run, RunKind, RunStatus
 from app.runs import budget
 from app.runs import repository as repo
 from app.runs.protocol import Handler
-from app.runs.schemas import Progress, ResumeRun, RunPublic, RunRequest
+from app.runs.schemas import Progress, ResumeRun, RunEstimate, RunPublic, RunRequest
 
 
 
@@ -29,18 +31,51 @@ async def create(
     session: AsyncSession, settings: Settings, dataset: Dataset, body: RunRequest, actor: str, *, handler: Handler
 ) -> Run:
     """A queued run of `handler`'s kind (the registry's handler for `body.kind`)."""
-    params = body.model_dump(mode="json", exclude_none=True, exclude={"budget"})
+    params = body.model_dump(mode="json", exclude_none=True, exclude={"budget", "dry_run"})
     budget.bound_prompts(settings, params)
-    # refuse now what the job would trip on later: unknown endpoints, and whatever the kind checks
-    endpoint = resolve_endpoint(settings, handler.role, dataset.settings, params.get("llm"))
-    await handler.check(session, settings, dataset, body)
-    extra = getattr(handler, "models", None)  # models the request names besides the endpoint's
-    await budget.check(session, settings, dataset, endpoint, {endpoint.model, *(extra(body) if extra else ())}, body.budget)
+    await _checked(session, settings, dataset, body, params, handler)
     run = Run(dataset_id=dataset.id, kind=body.kind, params=params, budget=body.budget, created_by=actor)
     session.add(run)
     await session.flush()
     await session.refresh(run)
     return run
+
+
+async def _checked(
+    session: AsyncSession, settings: Settings, dataset: Dataset, body: RunRequest, params: dict, handler: Handler,
+    *, money: bool = True,
+) -> Endpoint:
+    """Refuse now what the job would trip on later: unknown endpoints, whatever the kind checks,
+    models an endpoint does not serve (its /v1/models), and (`money`) the money rules. The role's endpoint."""
+    endpoint = resolve_endpoint(settings, handler.role, dataset.settings, params.get("llm"))
+    await handler.check(session, settings, dataset, body)
+    extra = getattr(handler, "models", None)  # models the request names besides the endpoint's
+    models = {endpoint.model, *(extra(body) if extra else ())}
+    called = getattr(handler, "endpoints", None)  # the endpoints a run calls, when not just the role's
+    for ep in called(settings, dataset, body) if called else [endpoint]:
+        await check_models(ep, models if ep == endpoint else {ep.model}, handler.role)
+    if money:
+        await budget.check(session, settings, dataset, endpoint, models, body.budget)
+    return endpoint
+
+
+async def estimate(
+    session: AsyncSession, settings: Settings, dataset: Dataset, body: RunRequest, *, handler: Handler
+) -> RunEstimate:
+    """A dry run: the kind counts prompts, requests and tokens; nothing is stored or started."""
+    counting = getattr(handler, "estimate", None)
+    if counting is None:
+        raise InvalidInput(f"a {body.kind} run has no dry run", details={"field": "dry_run"})
+    params = body.model_dump(mode="json", exclude_none=True, exclude={"budget", "dry_run"})
+    budget.bound_prompts(settings, params)
+    # no budget needed to ask what a run would cost
+    endpoint = await _checked(session, settings, dataset, body, params, handler, money=False)
+    est = await counting(session, settings, dataset, body.model_validate(params), endpoint)
+    return RunEstimate(
+        kind=body.kind, endpoint=endpoint.name, model=endpoint.model, prompts=est.prompts, requests=est.requests,
+        estimated_prompt_tokens=est.prompt_tokens, estimated_completion_tokens=est.completion_tokens,
+        estimated_cost=call_cost(price(settings, endpoint), est.prompt_tokens, est.completion_tokens),
+    )
 
 
 async def cancel(session: AsyncSession, run: Run) -> Run:

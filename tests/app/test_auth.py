@@ -79,7 +79,7 @@ async def test_a_key_is_random_shown_once_and_stored_as_its_sha256(keyed, factor
     stored = factory.rows("SELECT key_hash, prefix FROM api_key WHERE id = :i", i=made["id"])
     assert stored == [(hashlib.sha256(key.encode()).hexdigest(), key[:10])]
     listed = (await keyed.get(f"{API}/keys", headers=ROOT)).json()
-    assert listed["count"] == 2 and key not in str(listed) and "key" not in listed["data"][0]
+    assert len(listed["data"]) == 2 and listed["next_cursor"] is None and key not in str(listed) and "key" not in listed["data"][0]
     assert (await keyed.get(f"{API}/me", headers=bearer(key))).json()["role"] == "viewer"
 
 
@@ -275,3 +275,9 @@ async def test_a_bodyless_write_needs_no_type_but_must_come_from_here(open_, fac
     assert (await open_.post(url, headers={"origin": "http://evil.example"})).status_code == 403
     assert (await open_.post(url, headers={"content-type": "text/plain"})).status_code == 415
     assert (await open_.post(url)).status_code == 200
+
+
+async def test_metrics_need_a_key_when_keys_are_configured(keyed):
+    assert (await keyed.get("/metrics")).status_code == 401
+    r = await keyed.get("/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert r.status_code == 200 and "forge_http_request_duration_seconds" in r.text

@@ -131,3 +131,35 @@ def test_serve_without_keys_refuses_any_address_but_loopback(clean_db, factory, 
         proc.terminate()
         _, errout = proc.communicate(timeout=30)
     assert "FORGE_ALLOWED_HOSTS" in errout
+
+
+def _options(command, path=()):
+    """(command path, option) for every option of every command, recursively."""
+    from typer.core import TyperOption
+
+    name = (*path, command.name)
+    for param in command.params:
+        if isinstance(param, TyperOption) and not param.hidden and param.name not in ("help", "install_completion", "show_completion"):
+            yield " ".join(name), param
+    for sub in getattr(command, "commands", {}).values():
+        yield from _options(sub, name)
+
+
+def test_every_option_has_help_and_the_version_prints():
+    import typer
+
+    from app.cli import cli as app_cli
+    from typer.testing import CliRunner
+
+    from trainer.cli import cli as train_cli
+
+    seen = 0
+    for tree in (app_cli, train_cli):
+        for where, option in _options(typer.main.get_command(tree)):
+            seen += 1
+            assert option.help and option.help.strip(), f"{where} {option.opts[0]} has no help text"
+    assert seen > 80
+    result = CliRunner().invoke(app_cli, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("rlhf-forge ")
+    ppo = CliRunner().invoke(train_cli, ["ppo", "--help"], terminal_width=200)
+    assert "--val-fraction" not in ppo.output and "Unused" not in ppo.output and "--kl-coef" in ppo.output

@@ -30,7 +30,7 @@ def test_add_human_completion_records_author_and_event(http, factory, item):
     assert ev.after["text"] == "Four."
 
     listed = http.get(f"{API}/prompts/{pid}/completions").json()
-    assert listed["count"] == 2 and [x["text"] for x in listed["data"]] == ["4", "Four."]
+    assert len(listed["data"]) == 2 and listed["next_cursor"] is None and [x["text"] for x in listed["data"]] == ["4", "Four."]
     assert http.get(f"{API}/completions/{c['id']}").json()["text"] == "Four."
 
 

@@ -11,7 +11,7 @@ def test_create_get_list_update_delete(http):
 
     assert http.get(f"/api/v1/datasets/{ds['id']}").json()["description"] == "first"
     listed = http.get("/api/v1/datasets").json()
-    assert listed["count"] == 1 and listed["data"][0]["id"] == ds["id"]
+    assert len(listed["data"]) == 1 and listed["next_cursor"] is None and listed["data"][0]["id"] == ds["id"]
 
     r = http.patch(f"/api/v1/datasets/{ds['id']}", json={"description": "second"})
     assert r.status_code == 200 and r.json()["description"] == "second"
@@ -28,7 +28,7 @@ def test_duplicate_name_is_409_and_writes_nothing(http):
     r = http.post("/api/v1/datasets", json={"name": "a"})
     assert r.status_code == 409
     assert "already exists" in r.json()["error"]["message"]
-    assert http.get("/api/v1/datasets").json()["count"] == 1
+    assert len(http.get("/api/v1/datasets").json()["data"]) == 1
 
 
 def test_rename_onto_existing_name_is_409(http):
@@ -92,4 +92,4 @@ def test_values_postgres_refuses_are_422_and_write_nothing(http, body):
     assert r.status_code == 422, r.text
     err = r.json()["error"]
     assert err["code"] == "invalid_value" and "cannot be stored" in err["message"]
-    assert http.get("/api/v1/datasets").json()["count"] == 0
+    assert http.get("/api/v1/datasets").json()["data"] == []

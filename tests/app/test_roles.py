@@ -24,6 +24,7 @@ TABLE: dict[tuple[str, str], str] = {
     # FastAPI's own pages and the service's health
     ("GET", "/openapi.json"): "public", ("GET", "/docs"): "public", ("GET", "/docs/oauth2-redirect"): "public",
     ("GET", "/redoc"): "public", ("GET", "/healthz"): "public", ("GET", "/readyz"): "public",
+    ("GET", "/metrics"): "read",  # every dataset's run progress, queue depth and volumes: any key (Prometheus's a viewer's)
     # the review page's shells (their data comes from the API) and signing in
     ("GET", "/ui"): "public", ("GET", "/ui/"): "public", ("GET", "/ui/datasets/{dataset_id}"): "public",
     ("GET", "/ui/static/{name}"): "public", ("GET", "/ui/static/vendor/{name}"): "public",

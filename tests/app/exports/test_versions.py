@@ -79,11 +79,11 @@ async def test_bulk_export_writes_files_manifest_and_archive(http, seed, tmp_pat
     assert r.status_code == 200
     with tarfile.open(fileobj=io.BytesIO(r.content), mode="r:gz") as tar:
         names = {m.name for m in tar.getmembers()}
-        assert names == {f"v1/{n}" for n in [*manifest.files, "manifest.json"]}
+        assert names == {f"v1/{n}" for n in [*manifest.files, "manifest.json", "README.md"]}
         data = tar.extractfile("v1/rm.train.jsonl").read()
         assert hashlib.sha256(data).hexdigest() == manifest.files["rm.train.jsonl"]["sha256"]
     listed = http.get(f"/api/v1/datasets/{ds.id}/exports").json()
-    assert listed["count"] == 1 and listed["data"][0]["version"] == 1
+    assert len(listed["data"]) == 1 and listed["next_cursor"] is None and listed["data"][0]["version"] == 1
 
 
 async def test_files_load_with_datasets(http, seed, base_settings):
@@ -189,7 +189,7 @@ async def test_bad_bulk_requests(http, seed):
     for body, word in cases:
         r = http.post(f"/api/v1/datasets/{ds.id}/exports", json=body)
         assert r.status_code == 422 and word in r.json()["error"]["message"], (body, r.text)
-    assert http.get(f"/api/v1/datasets/{ds.id}/exports").json()["count"] == 0
+    assert http.get(f"/api/v1/datasets/{ds.id}/exports").json()["data"] == []
     r = http.get(f"/api/v1/datasets/{ds.id}/exports/1/archive")
     assert r.status_code == 404
 

@@ -44,3 +44,34 @@ def test_synth_generate_judge_from_the_command_line(env, sql):
     assert rows(sql, "SELECT count(*) AS n FROM ranking")[0]["n"] == 5
     missing = runner.invoke(cli, ["generate", "--dataset", "nope", "--wait"])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_runs_group_dry_run_and_prompt_filters(env, sql):
+    with sql.begin() as conn:
+        dataset_id = conn.exec_driver_sql("INSERT INTO dataset (name) VALUES ('cli') RETURNING id").scalar_one()
+    ids = add_prompts(sql, dataset_id, ["Explain tides to a child.", "Write a haiku about rain.", "What is a prime number?"])
+    runner = CliRunner()
+    dry = runner.invoke(cli, ["generate", "-d", "cli", "--k", "2", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert '"prompts": 3' in dry.output and '"requests": 6' in dry.output
+    assert rows(sql, "SELECT count(*) AS n FROM run")[0]["n"] == 0
+    gen = runner.invoke(cli, ["generate", "-d", "cli", "--k", "2", "--prompt-id", str(ids[0]), "--prompt-id", str(ids[1]), "--wait"])
+    assert gen.exit_code == 0, gen.output
+    judged = runner.invoke(cli, ["judge", "-d", "cli", "--prompt-id", str(ids[0]), "--wait"])
+    assert judged.exit_code == 0 and rows(sql, "SELECT prompt_id FROM ranking") == [{"prompt_id": ids[0]}]
+    [gen_id, judge_id] = [r["id"] for r in rows(sql, "SELECT id FROM run ORDER BY id")]
+    listed = runner.invoke(cli, ["runs", "list", "-d", "cli"])
+    assert listed.exit_code == 0 and f"{gen_id}" in listed.output and "judge" in listed.output
+    shown = runner.invoke(cli, ["runs", "show", str(gen_id)])
+    assert shown.exit_code == 0 and '"status": "succeeded"' in shown.output and '"total": 2' in shown.output
+    assert runner.invoke(cli, ["runs", "watch", str(judge_id)]).exit_code == 0
+    again = runner.invoke(cli, ["runs", "cancel", str(gen_id)])
+    assert again.exit_code == 2 and "already succeeded" in again.output
+    queued = runner.invoke(cli, ["generate", "-d", "cli", "--k", "1", "--seed", "5"])  # no worker: stays queued
+    assert queued.exit_code == 0
+    new_id = rows(sql, "SELECT max(id) AS id FROM run")[0]["id"]
+    cancelled = runner.invoke(cli, ["runs", "cancel", str(new_id)])
+    assert cancelled.exit_code == 0 and '"status": "cancelled"' in cancelled.output
+    resumed = runner.invoke(cli, ["runs", "resume", str(new_id), "--budget", "5"])
+    assert resumed.exit_code == 0 and '"status": "queued"' in resumed.output
+    assert runner.invoke(cli, ["runs", "show", "999999"]).exit_code == 2

@@ -82,7 +82,7 @@ def test_a_killed_worker_loses_nothing(api, sql, fake, database_url, tmp_path):
         # what an undisturbed run makes
         fake.latency_s = 0
         asked_before = fake.count()
-        calm = wait_run(api, start(api, dataset_id, {"kind": "generate", "k": 2})["id"])
+        calm = wait_run(api, start(api, dataset_id, {"kind": "generate", "k": 2, "all": True})["id"])
         assert calm["status"] == "succeeded" and fake.count() == asked_before + 80
         # it answers exactly as the resumed run did: none of its answers is stored twice, each is
         # recorded in its item as a duplicate of the resumed run's completion of that sample

@@ -37,7 +37,7 @@ def test_a_rerun_pays_nothing_for_what_is_cached(api, sql, fake):
     body = {"kind": "generate", "k": 2, "plan": [{"temperature": 0.5, "system_prompt": "Be brief."}]}
     first = wait_run(api, start(api, dataset_id, body)["id"])
     calls = fake.count()
-    second = wait_run(api, start(api, dataset_id, body)["id"])
+    second = wait_run(api, start(api, dataset_id, {**body, "all": True})["id"])
     assert first["status"] == second["status"] == "succeeded"
     assert fake.count() == calls == 6  # the second run asked nothing
     assert Decimal(str(second["cost"])) == 0 < Decimal(str(first["cost"]))
@@ -177,9 +177,18 @@ def test_runs_list_and_items_and_no_key_in_any_answer(api, sql):
     dataset_id, _ = make_dataset(api, sql, n_prompts=2)
     run = wait_run(api, start(api, dataset_id, {"kind": "generate", "k": 1})["id"])
     listed = api.get(f"/datasets/{dataset_id}/runs")
-    assert listed.json()["count"] == 1 and listed.json()["data"][0]["id"] == run["id"]
-    assert api.get(f"/datasets/{dataset_id}/runs", params={"kind": "judge"}).json()["count"] == 0
+    assert listed.json() == {"data": [listed.json()["data"][0]], "next_cursor": None} and listed.json()["data"][0]["id"] == run["id"]
+    assert api.get(f"/datasets/{dataset_id}/runs", params={"kind": "judge"}).json()["data"] == []
     items = api.get(f"/runs/{run['id']}/items")
     assert [i["status"] for i in items.json()["data"]] == ["done", "done"]
+    # keyset pages: newest run first, items in order
+    second = wait_run(api, start(api, dataset_id, {"kind": "generate", "k": 1, "seed": 9})["id"])
+    first_page = api.get(f"/datasets/{dataset_id}/runs", params={"limit": 1}).json()
+    assert [r["id"] for r in first_page["data"]] == [second["id"]] and first_page["next_cursor"] == str(second["id"])
+    rest = api.get(f"/datasets/{dataset_id}/runs", params={"limit": 1, "cursor": first_page["next_cursor"]}).json()
+    assert [r["id"] for r in rest["data"]] == [run["id"]]
+    page = api.get(f"/runs/{run['id']}/items", params={"limit": 1}).json()
+    assert [i["item_index"] for i in page["data"]] == [0] and page["next_cursor"] == "0"
+    assert [i["item_index"] for i in api.get(f"/runs/{run['id']}/items", params={"cursor": "0"}).json()["data"]] == [1]
     for text in (listed.text, items.text, api.get(f"/runs/{run['id']}").text):
         assert KEY not in text
