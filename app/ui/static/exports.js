@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { api, el, download, datasetPage, say, when } = Forge;
+  const { api, apiList, el, download, datasetPage, say, when } = Forge;
   const $ = (id) => document.getElementById(id);
   const datasetId = document.querySelector("nav.tabs").dataset.datasetId;
   const base = "/datasets/" + datasetId + "/exports";
@@ -49,7 +49,7 @@
   }
 
   async function refresh() {
-    const list = (await api("GET", base)).data.sort((a, b) => b.version - a.version);
+    const list = (await apiList(base)).data.sort((a, b) => b.version - a.version);
     showHistory(list);
     const current = list.find((x) => x.version === shown);
     if (current) showVersion(current);

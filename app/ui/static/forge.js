@@ -77,6 +77,19 @@ const Forge = (() => {
     return r.status === 204 ? null : r.json();
   }
 
+  // Every list answers {data, next_cursor}: this follows the cursor to the end (up to `most` rows).
+  async function apiList(path, most = 10000) {
+    const data = [];
+    let cursor = null;
+    do {
+      const sep = path.includes("?") ? "&" : "?";
+      const page = await api("GET", cursor ? path + sep + "cursor=" + encodeURIComponent(cursor) : path);
+      data.push(...page.data);
+      cursor = page.next_cursor;
+    } while (cursor && data.length < most);
+    return { data };
+  }
+
   // Server-sent events read through fetch (EventSource cannot send the auth header).
   // onEvent(name, data) for each event; resolves when the stream ends; abort with the signal.
   async function stream(path, onEvent, signal) {
@@ -264,7 +277,7 @@ const Forge = (() => {
   const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
 
   return {
-    auth, signIn, signOut, resumeSession, request, api, stream, download, el, markdown, showText, wordDiff, whoami, role, can,
+    auth, signIn, signOut, resumeSession, request, api, apiList, stream, download, el, markdown, showText, wordDiff, whoami, role, can,
     applyRole, showWho, requireAuth, say, datasetPage, flagChip, chip, pct, num, money, when,
   };
 })();

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { api, el, auth, signIn, signOut, resumeSession, showWho, applyRole } = Forge;
+  const { api, apiList, el, auth, signIn, signOut, resumeSession, showWho, applyRole } = Forge;
   const mode = document.body.dataset.authMode;
   const $ = (id) => document.getElementById(id);
 
@@ -21,7 +21,7 @@
   }
 
   async function showDatasets() {
-    const list = await api("GET", "/datasets");
+    const list = await apiList("/datasets");
     const rows = $("dataset-rows");
     rows.replaceChildren();
     for (const d of list.data) {

@@ -2,13 +2,13 @@
 "use strict";
 
 (() => {
-  const { api, el, requireAuth, showWho, applyRole, say, when, can } = Forge;
+  const { api, apiList, el, requireAuth, showWho, applyRole, say, when, can } = Forge;
   const $ = (id) => document.getElementById(id);
 
   async function show() {
     let list;
     try {
-      list = await api("GET", "/keys");
+      list = await apiList("/keys");
     } catch (e) {
       if (e.status === 404 || e.status === 405) { $("no-keys-api").hidden = false; return; }
       throw e;

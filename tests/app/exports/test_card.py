@@ -38,20 +38,26 @@ def _export(http, ds_id: int, **body) -> dict:
     return done
 
 
+def _folder(settings, done: dict) -> Path:
+    """Where the version lies on the server (the API does not say)."""
+    return settings.data_dir / "exports" / str(done["dataset_id"]) / f"v{done['version']}"
+
+
 @pytest.mark.parametrize("parquet", [False, True])
-async def test_each_format_loads_by_name_with_its_splits(http, seed, parquet):
+async def test_each_format_loads_by_name_with_its_splits(http, seed, parquet, base_settings):
     ds = await _dataset(seed)
     done = _export(http, ds.id, formats=FORMATS, parquet=parquet, license="cc-by-4.0",
                    split={"seed": 3, "train": 0.6, "validation": 0.2, "test": 0.2})
-    out, counts = Path(done["path"]), done["manifest"]["counts"]
+    out, counts = _folder(base_settings, done), done["manifest"]["counts"]
     for fmt in FORMATS:
         loaded = datasets.load_dataset(str(out), fmt)
         expected = {split: n for split, n in counts[fmt].items() if n}
         assert {split: loaded[split].num_rows for split in loaded} == expected, fmt
     pairs = datasets.load_dataset(str(out), "pairs")
     assert all(row["chosen"] != row["rejected"] for split in pairs for row in pairs[split])
-    # 8 of 24 prompts hold two equal texts: those give 2 pairs, not 3
-    assert sum(counts["pairs"].values()) == 16 * 3 + 8 * 2
+    # 8 of 24 prompts hold two equal texts ranked apart: the RM row keeps the better-ranked copy,
+    # so those give 1 pair, not 3 (and never one with chosen == rejected)
+    assert sum(counts["pairs"].values()) == 16 * 3 + 8 * 1
     for name, info in done["manifest"]["files"].items():
         recs = F.read_jsonl(out / name, info["kind"])
         if info["kind"] == "rm":
@@ -69,11 +75,11 @@ async def test_each_format_loads_by_name_with_its_splits(http, seed, parquet):
     assert f"| `sft` | {counts['sft']['train']} | {counts['sft']['validation']} | {counts['sft']['test']} |" in card
 
 
-async def test_a_card_without_licence_says_so(http, seed):
+async def test_a_card_without_licence_says_so(http, seed, base_settings):
     ds = await _dataset(seed, n=3)
     done = _export(http, ds.id, formats=["sft"], split={"train": 1, "validation": 0, "test": 0})
-    card = (Path(done["path"]) / "README.md").read_text()
+    card = (_folder(base_settings, done) / "README.md").read_text()
     assert yaml.safe_load(card.split("---")[1])["license"] == "other" and "Not set" in card
-    assert json.loads((Path(done["path"]) / "manifest.json").read_text())["options"]["license"] is None
+    assert json.loads((_folder(base_settings, done) / "manifest.json").read_text())["options"]["license"] is None
     r = http.post(f"/api/v1/datasets/{ds.id}/exports", json={"license": "not a licence!"})
     assert r.status_code == 422 and "license" in r.text

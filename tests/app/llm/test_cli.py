@@ -55,9 +55,10 @@ def test_runs_group_dry_run_and_prompt_filters(env, sql):
     assert dry.exit_code == 0, dry.output
     assert '"prompts": 3' in dry.output and '"requests": 6' in dry.output
     assert rows(sql, "SELECT count(*) AS n FROM run")[0]["n"] == 0
-    gen = runner.invoke(cli, ["generate", "-d", "cli", "--k", "2", "--prompt-id", str(ids[0]), "--prompt-id", str(ids[1]), "--wait"])
+    gen = runner.invoke(cli, ["generate", "-d", "cli", "--k", "2", "--prompt-id", str(ids[0]), "--prompt-id", str(ids[1]), "--wait",
+                              "--budget", "100"])
     assert gen.exit_code == 0, gen.output
-    judged = runner.invoke(cli, ["judge", "-d", "cli", "--prompt-id", str(ids[0]), "--wait"])
+    judged = runner.invoke(cli, ["judge", "-d", "cli", "--prompt-id", str(ids[0]), "--wait", "--budget", "100"])
     assert judged.exit_code == 0 and rows(sql, "SELECT prompt_id FROM ranking") == [{"prompt_id": ids[0]}]
     [gen_id, judge_id] = [r["id"] for r in rows(sql, "SELECT id FROM run ORDER BY id")]
     listed = runner.invoke(cli, ["runs", "list", "-d", "cli"])
@@ -67,7 +68,7 @@ def test_runs_group_dry_run_and_prompt_filters(env, sql):
     assert runner.invoke(cli, ["runs", "watch", str(judge_id)]).exit_code == 0
     again = runner.invoke(cli, ["runs", "cancel", str(gen_id)])
     assert again.exit_code == 2 and "already succeeded" in again.output
-    queued = runner.invoke(cli, ["generate", "-d", "cli", "--k", "1", "--seed", "5"])  # no worker: stays queued
+    queued = runner.invoke(cli, ["generate", "-d", "cli", "--k", "1", "--seed", "5", "--budget", "1"])  # no worker: stays queued
     assert queued.exit_code == 0
     new_id = rows(sql, "SELECT max(id) AS id FROM run")[0]["id"]
     cancelled = runner.invoke(cli, ["runs", "cancel", str(new_id)])

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from app.config import Settings
+import pytest
+
+from app.config import EndpointConfig, Settings
 from app.llm import resolve_endpoint
+
+from tests.fake_llm import MODELS
 
 from .conftest import add_prompts, make_dataset, rows, start, wait_run
 
 
 def test_the_same_idempotency_key_and_body_return_the_first_run(api, sql, fake):
     dataset_id, _ = make_dataset(api, sql, n_prompts=2)
-    body = {"kind": "generate", "k": 2}
+    body = {"kind": "generate", "k": 2, "budget": "1000"}
     first = api.post(f"/datasets/{dataset_id}/runs", json=body, headers={"Idempotency-Key": "retry-1"})
     again = api.post(f"/datasets/{dataset_id}/runs", json=body, headers={"Idempotency-Key": "retry-1"})
     assert first.status_code == again.status_code == 201
     assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
-    other = api.post(f"/datasets/{dataset_id}/runs", json={"kind": "generate", "k": 3}, headers={"Idempotency-Key": "retry-1"})
+    other = api.post(f"/datasets/{dataset_id}/runs", json={**body, "k": 3}, headers={"Idempotency-Key": "retry-1"})
     assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
     # another caller's key of the same name is its own
     bob = api.post(f"/datasets/{dataset_id}/runs", json=body, headers={"Idempotency-Key": "retry-1", "X-Actor": "bob"})
@@ -28,8 +32,8 @@ def test_the_same_idempotency_key_and_body_return_the_first_run(api, sql, fake):
     wait_run(api, bob.json()["id"])
     assert rows(sql, "SELECT count(*) AS n FROM run")[0]["n"] == 2
     # a failed request frees its key: the corrected one may use it
-    bad = api.post(f"/datasets/{dataset_id}/runs", json={"kind": "generate", "k": 0}, headers={"Idempotency-Key": "k2"})
-    good = api.post(f"/datasets/{dataset_id}/runs", json={"kind": "generate", "k": 1}, headers={"Idempotency-Key": "k2"})
+    bad = api.post(f"/datasets/{dataset_id}/runs", json={"kind": "generate", "k": 1}, headers={"Idempotency-Key": "k2"})
+    good = api.post(f"/datasets/{dataset_id}/runs", json={**body, "k": 1}, headers={"Idempotency-Key": "k2"})
     assert bad.status_code == 422 and good.status_code == 201
     # exports too
     ex = [api.post(f"/datasets/{dataset_id}/exports", json={}, headers={"Idempotency-Key": "ex"}) for _ in range(2)]
@@ -96,6 +100,7 @@ def test_a_dry_run_counts_and_prices_without_starting(api, sql, fake):
 
 
 def test_the_model_is_checked_against_the_endpoint(api, sql, fake):
+    fake.models = list(MODELS)
     dataset_id, _ = make_dataset(api, sql, n_prompts=1)
     r = api.post(f"/datasets/{dataset_id}/runs", json={"kind": "generate", "llm": {"generator": {"model": "gpt-nope"}}})
     assert r.status_code == 422, r.text
@@ -118,3 +123,37 @@ def test_one_setting_names_every_roles_model(monkeypatch, forge_settings):
     assert resolve_endpoint(settings, "generator").model == resolve_endpoint(settings, "synthesizer").model == "gpt-4o-mini"
     assert resolve_endpoint(settings, "judge").model == "gpt-4o"
     assert resolve_endpoint(forge_settings, "generator").model == "default"
+
+
+def test_the_model_setting_fits_named_endpoints(monkeypatch):
+    monkeypatch.setenv("FORGE_LLM_MODEL", "qwen-7b")
+    monkeypatch.setenv("FORGE_LLM_ENDPOINTS", '{"vllm": {"base_url": "http://10.0.0.2:8000/v1"}, '
+                       '"openai": {"base_url": "https://api.openai.com/v1", "model": "gpt-4o-mini"}}')
+    settings = Settings(_env_file=None)
+    assert resolve_endpoint(settings, "generator").model == "qwen-7b"  # "default" names no model of its own
+    assert resolve_endpoint(settings, "judge", run_llm={"judge": {"endpoint": "vllm"}}).model == "qwen-7b"
+    assert resolve_endpoint(settings, "judge", run_llm={"judge": {"endpoint": "openai"}}).model == "gpt-4o-mini"
+    assert resolve_endpoint(settings, "judge", run_llm={"judge": {"endpoint": "openai", "model": "gpt-4o"}}).model == "gpt-4o"
+
+
+async def test_each_named_endpoint_is_asked_for_its_own_models(fake, forge_settings):
+    """A run that names another endpoint is checked against that endpoint's /v1/models, and the
+    refusal names the endpoint, never its URL."""
+    from app.errors import InvalidInput
+    from app.llm.catalog import check_models
+    from tests.fake_llm import FakeLLM
+
+    with FakeLLM() as second:
+        fake.models, second.models = ["default", "fake"], ["local-llama"]
+        settings = forge_settings.model_copy(update={"llm_endpoints": {"second": EndpointConfig(base_url=second.url, model="local-llama")}})
+        there = resolve_endpoint(settings, "judge", run_llm={"judge": {"endpoint": "second"}})
+        await check_models(there, {there.model}, "judge")  # served there, though not by the default endpoint
+        with pytest.raises(InvalidInput) as refused:
+            await check_models(there, {"fake"}, "judge")
+        assert "endpoint 'second'" in refused.value.message and second.url not in refused.value.message
+        assert refused.value.details == {"field": "model", "endpoint": "second", "missing": ["fake"], "served": ["local-llama"]}
+        here = resolve_endpoint(settings, "judge")
+        with pytest.raises(InvalidInput, match="local-llama"):
+            await check_models(here, {"local-llama"}, "judge")
+        second.models = None  # no /v1/models there: let through
+        await check_models(there, {"anything"}, "judge")
