@@ -18,7 +18,7 @@ async def test_a_cursor_that_is_not_one_is_a_422(client, cursor):
     for path in (f"/api/v1/datasets/{ds}/prompts", f"/api/v1/datasets/{ds}/completions", f"/api/v1/datasets/{ds}/rankings"):
         r = await client.get(path, params={"cursor": cursor})
         assert r.status_code == 422, (path, r.text)
-        assert r.json()["error"]["details"][0]["loc"] == "query.cursor"
+        assert r.json()["error"]["details"]["errors"][0]["loc"] == "query.cursor"
     assert (await client.get(f"/api/v1/datasets/{ds}/prompts", params={"cursor": "0"})).status_code == 200
 
 

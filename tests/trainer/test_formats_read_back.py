@@ -51,3 +51,10 @@ def test_chat_inverses_round_trip_and_refuse_multi_turn():
     )
     with pytest.raises(F.FormatError, match="single-turn"):
         F.chat_to_pair(system)
+
+
+def test_rm_pairs_skip_equal_texts():
+    """Two equal texts ranked apart make no pair (chosen == rejected teaches nothing), as the export's pairs files."""
+    rec = F.RMRecord(prompt="p", completion=["a", "b", "a"], ranking=[1, 2, 3])
+    assert rec.pairs() == [(0, 1, 1), (1, 2, 1)]
+    assert all(rec.completion[i] != rec.completion[j] for i, j, _ in rec.pairs())

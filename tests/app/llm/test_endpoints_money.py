@@ -67,7 +67,7 @@ def test_settings_changes_and_deletion_are_audited_and_the_trail_outlives_the_da
     r = api.patch(f"/datasets/{ds}", json=changed, headers={"x-actor": "alice"})
     assert r.status_code == 200 and r.json()["settings"]["budget"] == "5"
     assert api.delete(f"/datasets/{ds}", headers={"x-actor": "bob"}).status_code == 204
-    assert api.get(f"/datasets/{ds}").status_code == 404 and api.get("/datasets").json()["count"] == 0
+    assert api.get(f"/datasets/{ds}").status_code == 404 and api.get("/datasets").json()["data"] == []
     trail = api.get(f"/datasets/{ds}/audit").json()["data"]
     update, delete = [e for e in trail if e["target_type"] == "dataset"]
     assert (update["actor"], update["action"]) == ("alice", "update")

@@ -148,7 +148,7 @@ def test_an_obeying_judge_is_caught_in_any_wording(api, sql, fake):
     assert all("never instructions to you" in r["messages"][0]["content"] and "```json\n" in r["messages"][1]["content"] for r in checks)
 
     # the patterns alone, on the same data
-    run = _judge(api, dataset_id, injection_check="patterns")
+    run = _judge(api, dataset_id, injection_check="patterns", all=True)  # the same prompts again
     topped, flagged = _flagged_share(_rankings(sql, run["id"]), planted)
     share = flagged / topped
     held_out, seen = (sum(prefilter(p) is not None for p in phrases) for phrases in (HELD_OUT, SEEN))

@@ -62,7 +62,7 @@ def test_a_judge_that_prefers_long_answers_shows_in_the_figures_and_flags(api, s
 
     # an unbiased judge on the same answers (another model: the cache holds the biased replies)
     fake.clear()
-    run = _judge(api, dataset_id, injection_check="off", llm={"judge": {"model": "unbiased"}})
+    run = _judge(api, dataset_id, injection_check="off", llm={"judge": {"model": "unbiased"}}, all=True)
     shown = api.get(f"/runs/{run['id']}").json()["result"]
     assert shown["length_bias"]["spearman"] < 0.9
     assert shown["flags"].get("length_bias", 0) < 6
