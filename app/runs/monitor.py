@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from decimal import Decimal
@@ -17,16 +18,58 @@ class RunMonitor:
     """A run's status as this process sees it. Its counters are recomputed from the items at
     most every `interval` seconds however many jobs ask, and at once when this process's own
     spending since then reaches the budget; that refresh is what finishes a run or stops it at
-    its budget (other processes' spending shows at their next refresh)."""
+    its budget (other processes' spending shows at their next refresh).
+
+    A run with a budget also reserves before it calls: an item starts only while the items in
+    flight in this process, at the mean cost of the items it finished so far, fit in what is left
+    of the budget (the first item goes alone, to learn that mean). So a run stops near its
+    budget however slowly the refreshes come, instead of with every queued call spent past it."""
 
     def __init__(self, sessions, interval: float):
         self.sessions, self.interval = sessions, interval
         self._seen: dict[int, tuple[float, str | None, Decimal, Decimal | None]] = {}
         self._spent: dict[int, Decimal] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._inflight: dict[int, int] = {}
+        self._finished: dict[int, tuple[int, Decimal]] = {}  # items this process finished, and their cost
+        self._room: dict[int, asyncio.Event] = {}  # set when an item gives its room back
 
     def spent(self, run_id: int, cost: Decimal) -> None:
         self._spent[run_id] = self._spent.get(run_id, Decimal(0)) + cost
+
+    def _fits(self, run_id: int) -> bool:
+        _, _, cost, budget = self._seen.get(run_id, (0.0, None, Decimal(0), None))
+        inflight = self._inflight.get(run_id, 0)
+        if budget is None or inflight == 0:
+            return True
+        n, total = self._finished.get(run_id, (0, Decimal(0)))
+        if n == 0:
+            return False  # the first item's cost is not known yet
+        left = budget - (cost or Decimal(0)) - self._spent.get(run_id, Decimal(0))
+        return (inflight + 1) * (total / n) <= left
+
+    async def reserve(self, run_id: int) -> bool:
+        """Wait until one more item fits the budget (see the class); False once the run stops."""
+        while True:
+            if await self.status(run_id) != "running":
+                return False
+            if self._fits(run_id):  # no await between the check and the count: one item takes the room
+                self._inflight[run_id] = self._inflight.get(run_id, 0) + 1
+                return True
+            room = self._room.setdefault(run_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):  # other processes' spending shows at a refresh
+                await asyncio.wait_for(room.wait(), timeout=self.interval)
+
+    def release(self, run_id: int, cost: Decimal | None) -> None:
+        """An item `reserve` let in is over (`cost`: what it spent; None if it never finished).
+        Synchronous, so that a cancelled item always gives its room back."""
+        self._inflight[run_id] = max(0, self._inflight.get(run_id, 0) - 1)
+        if cost is not None:
+            n, total = self._finished.get(run_id, (0, Decimal(0)))
+            self._finished[run_id] = (n + 1, total + cost)
+        room = self._room.pop(run_id, None)
+        if room is not None:
+            room.set()
 
     def _over_budget(self, run_id: int) -> bool:
         _, status, cost, budget = self._seen.get(run_id, (0.0, None, Decimal(0), None))

@@ -111,13 +111,21 @@ async def process_chunk(rt: Runtime, kinds: Mapping[str, Handler], run_id: int, 
     write_lock = asyncio.Lock()
 
     async def work(item: Item) -> None:
-        finished.append((item, await handler.process(rt, ctx, item)))
-        async with write_lock:
-            if finished:
-                batch = finished.copy()
-                finished.clear()
-                await finish_batch(rt, handler, run_id, batch)
-                rt.monitor.spent(run_id, sum((o.cost or Decimal(0) for _, o in batch), Decimal(0)))
+        if not await rt.monitor.reserve(run_id):  # stopped, or cancelled, while waiting for room in the budget
+            return
+        cost = None
+        try:
+            outcome = await handler.process(rt, ctx, item)
+            finished.append((item, outcome))
+            async with write_lock:
+                if finished:
+                    batch = finished.copy()
+                    finished.clear()
+                    await finish_batch(rt, handler, run_id, batch)
+                    rt.monitor.spent(run_id, sum((o.cost or Decimal(0) for _, o in batch), Decimal(0)))
+            cost = outcome.cost or Decimal(0)
+        finally:
+            rt.monitor.release(run_id, cost)
         if await rt.monitor.status(run_id) != RunStatus.running:
             for t in tasks:  # out of budget or cancelled: stop asking the LLM
                 if t is not asyncio.current_task():
