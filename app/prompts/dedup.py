@@ -169,14 +169,16 @@ def lsh_keys(texts: Sequence[str], dataset_id: int) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """Text `index` of a batch nearly duplicates stored prompt `prompt_id`."""
+    """Text `index` of a batch nearly duplicates stored prompt `prompt_id`, or (`earlier` set)
+    the text at index `earlier` of the same batch, whose prompt id is known once it is stored."""
 
     index: int
-    prompt_id: int
+    prompt_id: int | None
     similarity: float
+    earlier: int | None = None
 
-    def details(self) -> dict:
-        return {"prompt_id": self.prompt_id, "similarity": round(self.similarity, 4)}
+    def details(self, prompt_id: int | None = None) -> dict:
+        return {"prompt_id": self.prompt_id if prompt_id is None else prompt_id, "similarity": round(self.similarity, 4)}
 
 
 def best_matches(pairs: Iterable[tuple[int, int, str, str]], threshold: float) -> dict[int, Match]:
@@ -192,6 +194,26 @@ def best_matches(pairs: Iterable[tuple[int, int, str, str]], threshold: float) -
             if old is None or (s, -prompt_id) > (old.similarity, -old.prompt_id):
                 best[index] = Match(index, prompt_id, s)
     return best
+
+
+def first_come(stored: dict[int, Match], within: Iterable[tuple[int, int, float]], *, skip: bool) -> list[Match]:
+    """Each text's match, in batch order: its stored near-duplicate (`stored`, from best_matches)
+    or an earlier text of the batch it nearly duplicates (`within`: verified pairs (index, earlier
+    index, similarity)), the most similar (ties: the stored prompt, then the earliest text). With
+    `skip`, a text left out is nobody's match: later texts count against what is stored."""
+    earlier: dict[int, list[tuple[int, float]]] = {}
+    for index, before, s in within:
+        earlier.setdefault(index, []).append((before, s))
+    out: list[Match] = []
+    dropped: set[int] = set()
+    for index in sorted(stored.keys() | earlier.keys()):
+        options = [stored[index]] if index in stored else []
+        options += [Match(index, None, s, before) for before, s in earlier.get(index, ()) if before not in dropped]
+        if options:
+            out.append(max(options, key=lambda m: (m.similarity, m.earlier is None, -(m.earlier or 0))))
+            if skip:
+                dropped.add(index)
+    return out
 
 
 async def find_near_duplicates(
