@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 
 import numpy as np
@@ -120,12 +120,13 @@ async def stage_near_duplicate_candidates(
 
 
 async def stage_batch_candidates(
-    pg: psycopg.AsyncConnection, dataset_id: int, stage: str = PROMPT_STAGE, *, exact_duplicates: bool = True
-) -> list[tuple[int, int]]:
-    """(line, earlier line) pairs of staged rows sharing a band key: each row with the first row
-    holding each of its keys (dedup.py's star, as in the dataset-wide pass). Rows that will not be
-    stored for their exact text (stored already, or earlier in the input) are left out; with
-    `exact_duplicates=False` the caller knows the stage has none (it saves a sort)."""
+    pg: psycopg.AsyncConnection, dataset_id: int, stage: str = PROMPT_STAGE, *, exact_duplicates: bool = True, chunk: int
+) -> AsyncIterator[list[tuple[int, int, str, str]]]:
+    """(line, earlier line, text, earlier text) of staged rows sharing a band key, `chunk` at a
+    time (a server-side cursor: memory stays flat however many there are): each row with the
+    first row holding each of its keys (dedup.py's star, as in the dataset-wide pass). Rows that
+    will not be stored for their exact text (stored already, or earlier in the input) are left
+    out; with `exact_duplicates=False` the caller knows the stage has none (it saves a sort)."""
     stage = _stage(stage)
     rows = f"SELECT line, lsh_keys FROM {stage}"
     if exact_duplicates:
@@ -134,20 +135,19 @@ async def stage_batch_candidates(
             SELECT line, lsh_keys, content_hash, row_number() OVER (PARTITION BY content_hash ORDER BY line) AS rn FROM {stage}
         ) t
         WHERE t.rn = 1 AND NOT EXISTS (SELECT 1 FROM prompt e WHERE e.dataset_id = %(ds)s AND e.content_hash = t.content_hash)"""
-    cur = await pg.execute(
-        f"""
-        WITH sk AS (SELECT line, unnest(lsh_keys) AS k FROM ({rows}) r),
-        head AS (SELECT k, min(line) AS line FROM sk GROUP BY k HAVING count(*) > 1)
-        SELECT DISTINCT sk.line, head.line FROM sk JOIN head USING (k) WHERE sk.line <> head.line
-        """,
-        {"ds": dataset_id},
-    )
-    return await cur.fetchall()
-
-
-async def stage_texts(pg: psycopg.AsyncConnection, lines: Iterable[int], stage: str = PROMPT_STAGE) -> dict[int, str]:
-    cur = await pg.execute(f"SELECT line, text FROM {_stage(stage)} WHERE line = ANY(%s)", (list(lines),))
-    return dict(await cur.fetchall())
+    async with pg.cursor(name="near_duplicate_batch_candidates") as cur:
+        await cur.execute(
+            f"""
+            WITH sk AS (SELECT line, unnest(lsh_keys) AS k FROM ({rows}) r),
+            head AS (SELECT k, min(line) AS line FROM sk GROUP BY k HAVING count(*) > 1)
+            SELECT c.line, c.head, s.text, h.text
+            FROM (SELECT DISTINCT sk.line, head.line AS head FROM sk JOIN head USING (k) WHERE sk.line <> head.line) c
+            JOIN {stage} s ON s.line = c.line JOIN {stage} h ON h.line = c.head
+            """,
+            {"ds": dataset_id},
+        )
+        while batch := await cur.fetchmany(chunk):
+            yield batch
 
 
 async def stage_prompt_ids(pg: psycopg.AsyncConnection, dataset_id: int, lines: Iterable[int], stage: str = PROMPT_STAGE) -> dict[int, int]:

@@ -142,8 +142,10 @@ async def stage_near_duplicates(
         candidates = await repo.stage_near_duplicate_candidates(pg, dataset_id, dedup.CANDIDATES_PER_KEY, stage)
         stored = dedup.best_matches(candidates, threshold)
     within: list[tuple[int, int, float]] = []
-    if pairs := await repo.stage_batch_candidates(pg, dataset_id, stage, exact_duplicates=exact_duplicates):
-        within = dedup.best_pairs(pairs, await repo.stage_texts(pg, {i for pair in pairs for i in pair}, stage), threshold)
+    chunks = repo.stage_batch_candidates(pg, dataset_id, stage, exact_duplicates=exact_duplicates, chunk=dedup.VERIFY_BATCH)
+    async for chunk in chunks:
+        texts = {i: t for a, b, ta, tb in chunk for i, t in ((a, ta), (b, tb))}
+        within += dedup.best_pairs([(a, b) for a, b, _, _ in chunk], texts, threshold)
     skip = mode is NearDuplicateMode.skip
     matches = dedup.first_come(stored, within, skip=skip)
     report.near_duplicates = len(matches)
