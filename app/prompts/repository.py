@@ -119,6 +119,9 @@ async def stage_near_duplicate_candidates(
     return await cur.fetchall()
 
 
+BATCH_WORK_MEM = "64MB"
+
+
 async def stage_batch_candidates(
     pg: psycopg.AsyncConnection, dataset_id: int, stage: str = PROMPT_STAGE, *, exact_duplicates: bool = True, chunk: int
 ) -> AsyncIterator[list[tuple[int, int, str, str]]]:
@@ -135,6 +138,9 @@ async def stage_batch_candidates(
             SELECT line, lsh_keys, content_hash, row_number() OVER (PARTITION BY content_hash ORDER BY line) AS rn FROM {stage}
         ) t
         WHERE t.rn = 1 AND NOT EXISTS (SELECT 1 FROM prompt e WHERE e.dataset_id = %(ds)s AND e.content_hash = t.content_hash)"""
+    # the key aggregate of a big stage: in memory rather than in temp files (this transaction only)
+    # and planned for all its rows, not the first ones (a cursor's default)
+    await pg.execute("SELECT set_config('work_mem', %s, true), set_config('cursor_tuple_fraction', '1', true)", (BATCH_WORK_MEM,))
     async with pg.cursor(name="near_duplicate_batch_candidates") as cur:
         await cur.execute(
             f"""
