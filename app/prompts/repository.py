@@ -174,10 +174,11 @@ async def has_keyed_prompts(pg: psycopg.AsyncConnection, dataset_id: int) -> boo
 async def mark_stage_near_duplicates(
     pg: psycopg.AsyncConnection, lines: list[int], details: list[str], drop: bool, stage: str = PROMPT_STAGE
 ) -> None:
-    """Record each line's near-duplicate (`details`: JSON texts), or drop the lines."""
+    """Record each line's near-duplicate (`details`: JSON texts), or drop the lines (and later
+    lines of the same text, left out of the check as exact duplicates)."""
     stage = _stage(stage)
     if drop:
-        await pg.execute(f"DELETE FROM {stage} WHERE line = ANY(%s)", (lines,))
+        await pg.execute(f"DELETE FROM {stage} WHERE content_hash IN (SELECT content_hash FROM {stage} WHERE line = ANY(%s))", (lines,))
     else:
         await pg.execute(
             f"UPDATE {stage} s SET near_duplicate = CAST(q.d AS jsonb) "

@@ -78,12 +78,12 @@ def test_record_import_checks_new_prompts_against_the_stored_ones(http, ds, fact
 
 @pytest.mark.parametrize("mode", ["skip", "flag", "keep"])
 def test_prompt_import_compares_the_rows_of_one_input_with_each_other(http, ds, mode):
-    body = "\n".join(json.dumps(t) for t in [ORIGINAL, OTHER, NEAR, SHOUTED, ORIGINAL])
+    body = "\n".join(json.dumps(t) for t in [ORIGINAL, OTHER, NEAR, SHOUTED, ORIGINAL, NEAR])
     r = http.post(f"/api/v1/datasets/{ds}/prompts/import", content=body, params={"near_duplicates": mode},
                   headers={"content-type": "application/x-ndjson"})
     assert r.status_code == 200, r.text
     rep = r.json()
-    assert rep["duplicates"] == 1 and rep["duplicate_lines"] == [5]  # the exact rule: line 5 is line 1
+    assert rep["duplicates"] == 2 and rep["duplicate_lines"] == [5, 6]  # the exact rule: line 5 is line 1, 6 is 3
     assert rep["near_duplicates"] == 2
     by_text = prompts(http, ds)
     first = by_text[ORIGINAL]["id"]
