@@ -39,7 +39,7 @@ async def import_prompts(settings: Settings, file: Path, dataset_name: str, fmt,
         return report, dataset.id
 
 
-async def import_records(settings: Settings, file: Path, dataset_name: str, fmt, split, mode, create: bool):
+async def import_records(settings: Settings, file: Path, dataset_name: str, fmt, split, mode, create: bool, near_duplicates=None):
     """Import FILE's completions and rankings (with their prompts) in one transaction."""
     from app.datasets import service as datasets
     from app.imports import service as imports
@@ -49,7 +49,7 @@ async def import_records(settings: Settings, file: Path, dataset_name: str, fmt,
         with rich.progress.open(file, "rb", description=f"importing {file.name}", console=err) as fh:
             report = await imports.import_file(
                 session, dataset, fh, fmt, file_name=file.name, split=split, max_chars=settings.max_text_chars, mode=mode,
-                actor="cli",
+                near_duplicates=near_duplicates or "flag", threshold=settings.synth_near_dup_threshold, actor="cli",
             )
         await session.commit()
         return report
@@ -70,7 +70,8 @@ def import_(
     all_or_nothing: Annotated[bool, typer.Option(help="Import nothing if any row is invalid.")] = False,
     create: Annotated[bool, typer.Option(help="Create the dataset if it does not exist.")] = True,
     near_duplicates: Annotated[
-        str, typer.Option(help="skip | flag | keep: what to do with a row nearly duplicating a stored prompt.")
+        str, typer.Option(help="skip | flag | keep: what to do with a row whose (new) prompt nearly duplicates a stored "
+                               "prompt or an earlier row's; skip leaves out the whole row.")
     ] = "flag",
 ) -> None:
     """Import prompts, or prompts with their completions and rankings, from FILE into a dataset, in
@@ -92,7 +93,7 @@ def import_(
                 chosen_split = Split(split) if split else guess_from_name(file.name)[1]
             except ValueError:
                 fail(f"--split must be train, validation or test, got {split!r}")
-            report = asyncio.run(import_records(settings, file, dataset, RecordFormat(format), chosen_split, mode, create))
+            report = asyncio.run(import_records(settings, file, dataset, RecordFormat(format), chosen_split, mode, create, near))
         else:
             try:
                 fmt = ImportFormat(format) if format else guess_format(file.name, None)
@@ -117,8 +118,8 @@ def import_(
             f"prompts {report.prompts_created} new / {report.prompts_reused} reused, completions "
             f"{report.completions_created} new / {report.completions_reused} reused, rankings {report.rankings_created} new"
         )
-    elif report.near_duplicates:
-        console.print(f"{report.near_duplicates} near-duplicate(s) of stored prompts ({report.near_duplicate_mode.value})")
+    if report.near_duplicates:
+        console.print(f"{report.near_duplicates} near-duplicate prompt(s) ({report.near_duplicate_mode.value})")
     for e in report.errors[:20]:
         console.print(f"  line {e.line}: {e.message}")
     if report.invalid > 20:

@@ -7,9 +7,11 @@ prompt's own by content hash), rankings. Nothing here holds the input in Python 
 size of an import is bounded by Postgres's temp space, not by the server's RAM.
 
 Temp tables (dropped at commit):
-- record_import_stage: line, pos (the answer's place in its record), prompt text (pos 0 only),
-  hashes, the answer, its rank (NULL for SFT).
+- record_import_stage: line, pos (the answer's place in its record), prompt text and band keys
+  (pos 0 only), hashes, the answer, its rank (NULL for SFT).
 - record_import_prompt: one row per distinct prompt: the first line, the prompt's id, created?
+- record_import_new_prompt: the prompts not in the dataset yet (line, text, content_hash,
+  lsh_keys, near_duplicate): the stage the prompt import's near-duplicate rule runs on.
 - record_import_completion: one row per distinct (prompt, answer): first line and pos, id, created?
 - record_import_ranking: the rankings to store, with a canonical key for duplicates.
 - record_import_edge / _node / _merge (pairs only): distinct pairs, each completion's rank, and
@@ -24,13 +26,15 @@ from typing import Any
 import psycopg
 
 from app.prompts.hashing import content_hash_sql
+from app.prompts.repository import near_duplicate_flags
 
 TEMP_TABLES = tuple(
-    f"pg_temp.record_import_{t}" for t in ("stage", "prompt", "completion", "ranking", "edge", "node", "merge", "new_line")
+    f"pg_temp.record_import_{t}"
+    for t in ("stage", "prompt", "new_prompt", "completion", "ranking", "edge", "node", "merge", "new_line")
 )
 WORK_MEM = "64MB"  # for this transaction only
-STAGE_COLUMNS = ("line", "pos", "prompt", "prompt_hash", "text", "hash", "rank")
-STAGE_TYPES = ("int4", "int4", "text", "bytea", "text", "bytea", "int4")
+STAGE_COLUMNS = ("line", "pos", "prompt", "prompt_hash", "prompt_keys", "text", "hash", "rank")
+STAGE_TYPES = ("int4", "int4", "text", "bytea", "int8[]", "text", "bytea", "int4")
 
 # the provenance of a row made by an import: which file (name, sha256), format and line, and who
 _PROVENANCE = (
@@ -50,7 +54,7 @@ async def create_stage(pg: psycopg.AsyncConnection, dataset_id: int) -> None:
     await pg.execute(
         """
         CREATE TEMP TABLE record_import_stage (
-            line int NOT NULL, pos int NOT NULL, prompt text, prompt_hash bytea NOT NULL,
+            line int NOT NULL, pos int NOT NULL, prompt text, prompt_hash bytea NOT NULL, prompt_keys bigint[],
             text text NOT NULL, hash bytea NOT NULL, rank int
         ) ON COMMIT DROP
         """
@@ -92,17 +96,49 @@ async def match_prompts(pg: psycopg.AsyncConnection, dataset_id: int) -> None:
     await pg.execute(_SAME_TEXT, {"ds": dataset_id})
 
 
-async def insert_prompts(pg: psycopg.AsyncConnection, dataset_id: int, split: str | None, prov: dict[str, Any]) -> tuple[int, int]:
-    """Insert the staged prompts still without an id, in input order. Returns (created, reused)."""
+async def stage_new_prompts(pg: psycopg.AsyncConnection) -> None:
+    """record_import_new_prompt: the staged prompts still without an id, with their band keys."""
+    await pg.execute(
+        """
+        CREATE TEMP TABLE record_import_new_prompt ON COMMIT DROP AS
+        SELECT r.line, s.prompt AS text, r.prompt_hash AS content_hash, s.prompt_keys AS lsh_keys, NULL::jsonb AS near_duplicate
+        FROM record_import_prompt r JOIN record_import_stage s ON s.line = r.line AND s.pos = 0
+        WHERE r.prompt_id IS NULL
+        """
+    )
+
+
+async def drop_skipped_prompts(pg: psycopg.AsyncConnection) -> int:
+    """Leave out the lines of the new prompts the near-duplicate rule dropped (skip) from
+    record_import_new_prompt: their answers and rankings too. Returns how many lines."""
+    return await _count(
+        pg,
+        """
+        WITH gone AS (
+            DELETE FROM record_import_prompt r
+            WHERE r.prompt_id IS NULL AND NOT EXISTS (SELECT 1 FROM record_import_new_prompt n WHERE n.line = r.line)
+            RETURNING prompt_hash
+        ),
+        lines AS (DELETE FROM record_import_stage s USING gone WHERE s.prompt_hash = gone.prompt_hash RETURNING s.pos)
+        SELECT count(*) FROM lines WHERE pos = 0
+        """,
+    )
+
+
+async def insert_prompts(
+    pg: psycopg.AsyncConnection, dataset_id: int, split: str | None, prov: dict[str, Any], *, flag: bool
+) -> tuple[int, int]:
+    """Insert the new prompts (record_import_new_prompt), in input order, with their band keys;
+    with `flag`, those with a near-duplicate marked are flagged. Returns (created, reused)."""
     params = {"ds": dataset_id, "split": split, **prov}
+    meta, flags, flag_columns = near_duplicate_flags("'{}'::jsonb") if flag else ("'{}'::jsonb", "", "")
     await pg.execute(
         f"""
         WITH ins AS (
-            INSERT INTO prompt (dataset_id, text, content_hash, source, split, provenance)
-            SELECT %(ds)s, s.prompt, r.prompt_hash, 'imported', %(split)s, {_PROVENANCE.format(line="r.line")}
-            FROM record_import_prompt r JOIN record_import_stage s ON s.line = r.line AND s.pos = 0
-            WHERE r.prompt_id IS NULL
-            ORDER BY r.line
+            INSERT INTO prompt (dataset_id, text, content_hash, source, split, provenance, lsh_keys, meta{flag_columns})
+            SELECT %(ds)s, s.text, s.content_hash, 'imported', %(split)s, {_PROVENANCE.format(line="s.line")}, s.lsh_keys, {meta}{flags}
+            FROM record_import_new_prompt s
+            ORDER BY s.line
             ON CONFLICT (dataset_id, content_hash) DO NOTHING
             RETURNING id, content_hash
         )
@@ -115,11 +151,6 @@ async def insert_prompts(pg: psycopg.AsyncConnection, dataset_id: int, split: st
     cur = await pg.execute("SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM record_import_prompt")
     created, reused = await cur.fetchone()
     return created, reused
-
-
-async def first_created_prompt(pg: psycopg.AsyncConnection) -> int:
-    cur = await pg.execute("SELECT min(prompt_id) FROM record_import_prompt WHERE created")
-    return (await cur.fetchone())[0]
 
 
 async def resolve_completions(pg: psycopg.AsyncConnection, dataset_id: int, prov: dict[str, Any]) -> tuple[int, int]:

@@ -13,7 +13,8 @@ from app.deps import ActorDep, SettingsDep
 from app.errors import InvalidInput
 from app.imports import service
 from app.imports.schemas import RecordFormat, RecordImportReport
-from app.prompts.schemas import ImportMode, Split
+from app.prompts.router import NearDuplicatesQuery
+from app.prompts.schemas import ImportMode, NearDuplicateMode, Split
 from app.uploads import open_upload
 
 router = APIRouter(tags=["import"])
@@ -53,7 +54,11 @@ async def import_records(
     split: Annotated[Split | None, Query(description="Split of the prompts this import creates; default: from the file name.")] = None,
     mode: ImportMode = ImportMode.partial,
     file_name: Annotated[str | None, Query(max_length=300, description="Name recorded as provenance for a body.")] = None,
+    near_duplicates: NearDuplicatesQuery = NearDuplicateMode.flag,
 ):
+    """A new prompt follows the prompt import's duplicate rules: the same text is the same prompt;
+    one nearly duplicating a stored prompt or an earlier line's prompt is skipped (with its line's
+    answers and rankings), flagged or kept (`near_duplicates`)."""
     upload = await open_upload(request, settings.max_import_bytes)
     try:
         name = upload.filename or file_name or "request-body"
@@ -66,7 +71,8 @@ async def import_records(
             )
         return await service.import_file(
             session, dataset, upload.file, fmt, file_name=name, split=split or named_split,
-            max_chars=settings.max_text_chars, mode=mode, actor=actor,
+            max_chars=settings.max_text_chars, mode=mode, near_duplicates=near_duplicates,
+            threshold=settings.synth_near_dup_threshold, actor=actor,
         )
     finally:
         upload.file.close()

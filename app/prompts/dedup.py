@@ -169,14 +169,16 @@ def lsh_keys(texts: Sequence[str], dataset_id: int) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """Text `index` of a batch nearly duplicates stored prompt `prompt_id`."""
+    """Text `index` of a batch nearly duplicates stored prompt `prompt_id`, or (`earlier` set)
+    the text at index `earlier` of the same batch, whose prompt id is known once it is stored."""
 
     index: int
-    prompt_id: int
+    prompt_id: int | None
     similarity: float
+    earlier: int | None = None
 
-    def details(self) -> dict:
-        return {"prompt_id": self.prompt_id, "similarity": round(self.similarity, 4)}
+    def details(self, prompt_id: int | None = None) -> dict:
+        return {"prompt_id": self.prompt_id if prompt_id is None else prompt_id, "similarity": round(self.similarity, 4)}
 
 
 def best_matches(pairs: Iterable[tuple[int, int, str, str]], threshold: float) -> dict[int, Match]:
@@ -192,6 +194,26 @@ def best_matches(pairs: Iterable[tuple[int, int, str, str]], threshold: float) -
             if old is None or (s, -prompt_id) > (old.similarity, -old.prompt_id):
                 best[index] = Match(index, prompt_id, s)
     return best
+
+
+def first_come(stored: dict[int, Match], within: Iterable[tuple[int, int, float]], *, skip: bool) -> list[Match]:
+    """Each text's match, in batch order: its stored near-duplicate (`stored`, from best_matches)
+    or an earlier text of the batch it nearly duplicates (`within`: verified pairs (index, earlier
+    index, similarity)), the most similar (ties: the stored prompt, then the earliest text). With
+    `skip`, a text left out is nobody's match: later texts count against what is stored."""
+    earlier: dict[int, list[tuple[int, float]]] = {}
+    for index, before, s in within:
+        earlier.setdefault(index, []).append((before, s))
+    out: list[Match] = []
+    dropped: set[int] = set()
+    for index in sorted(stored.keys() | earlier.keys()):
+        options = [stored[index]] if index in stored else []
+        options += [Match(index, None, s, before) for before, s in earlier.get(index, ()) if before not in dropped]
+        if options:
+            out.append(max(options, key=lambda m: (m.similarity, m.earlier is None, -(m.earlier or 0))))
+            if skip:
+                dropped.add(index)
+    return out
 
 
 async def find_near_duplicates(
@@ -265,15 +287,36 @@ async def cluster(session: AsyncSession, dataset_id: int, threshold: float, *, c
     return Clusters(pairs=pairs, groups=group((a, b) for a, b, _ in pairs), unkeyed=unkeyed)
 
 
+def pair_similarities(texts: Sequence[str], pairs: np.ndarray) -> np.ndarray:
+    """`jaccard` of the shingle sets of texts[a] and texts[b] for each row (a, b) of `pairs`, for
+    all of them at once: every (text, shingle) once in one sorted array, and each shingle of a
+    looked up under b by binary search."""
+    if not len(pairs):
+        return np.zeros(0)
+    flat, sizes = _shingle_hashes(texts)
+    keys = np.sort(np.repeat(np.arange(len(texts), dtype=np.uint64) << np.uint64(32), sizes) | flat.astype(np.uint64))
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+    owner = (keys >> np.uint64(32)).astype(np.int64)
+    counts = np.bincount(owner, minlength=len(texts))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    a, b = pairs[:, 0], pairs[:, 1]
+    n = counts[a]
+    pos = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(starts[a], n)
+    wanted = np.repeat(b.astype(np.uint64) << np.uint64(32), n) | (keys[pos] & np.uint64(0xFFFFFFFF))
+    found = keys[np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)] == wanted
+    inter = np.bincount(np.repeat(np.arange(len(pairs)), n)[found], minlength=len(pairs))
+    union = counts[a] + counts[b] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
 def best_pairs(candidates: Sequence[tuple[int, int]], texts: dict[int, str], threshold: float) -> list[tuple[int, int, float]]:
+    """The candidate pairs at or above the threshold, as (later id, earlier id, similarity)."""
+    if not candidates:
+        return []
     ids = sorted({i for pair in candidates for i in pair})
-    sets = dict(zip(ids, shingle_sets([texts[i] for i in ids]), strict=True))
-    out = []
-    for a, b in candidates:
-        s = jaccard(sets[a], sets[b])
-        if s >= threshold:
-            out.append((max(a, b), min(a, b), s))
-    return out
+    index = {i: n for n, i in enumerate(ids)}
+    sims = pair_similarities([texts[i] for i in ids], np.array([(index[a], index[b]) for a, b in candidates], dtype=np.int64))
+    return [(max(a, b), min(a, b), s) for (a, b), s in zip(candidates, sims.tolist(), strict=True) if s >= threshold]
 
 
 KEY_BATCH = 5000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 
 import numpy as np
@@ -69,23 +69,36 @@ async def stage_duplicates(pg: psycopg.AsyncConnection, dataset_id: int, limit: 
 SMALL_BATCH = 1000
 
 
+def _stage(name: str) -> str:
+    """A stage of new prompts (the prompt import's, the record import's): a temp table with the
+    columns line, text, content_hash, lsh_keys, near_duplicate."""
+    if name not in STAGES:
+        raise ValueError(f"not a stage of new prompts: {name}")
+    return name
+
+
+PROMPT_STAGE = "prompt_import_stage"
+STAGES = (PROMPT_STAGE, "record_import_new_prompt")
+
+
 async def stage_near_duplicate_candidates(
-    pg: psycopg.AsyncConnection, dataset_id: int, per_key: int
+    pg: psycopg.AsyncConnection, dataset_id: int, per_key: int, stage: str = PROMPT_STAGE
 ) -> list[tuple[int, int, str, str]]:
     """(line, prompt id, staged text, stored text) for staged rows sharing a band key with a
     stored prompt; rows whose exact text is stored are left out (duplicates, not inserted)."""
-    cur = await pg.execute("SELECT count(*) FROM prompt_import_stage")
+    stage = _stage(stage)
+    cur = await pg.execute(f"SELECT count(*) FROM {stage}")
     small = (await cur.fetchone())[0] <= SMALL_BATCH
     if small:
-        pairs = """
-        SELECT DISTINCT s.line, c.id FROM prompt_import_stage s
+        pairs = f"""
+        SELECT DISTINCT s.line, c.id FROM {stage} s
         CROSS JOIN LATERAL unnest(s.lsh_keys) AS q(k)
         CROSS JOIN LATERAL (
             SELECT p.id FROM prompt p WHERE p.dataset_id = %(ds)s AND p.lsh_keys @> ARRAY[q.k] LIMIT %(per_key)s
         ) c"""
     else:
-        pairs = """
-        WITH sk AS (SELECT line, unnest(lsh_keys) AS k FROM prompt_import_stage),
+        pairs = f"""
+        WITH sk AS (SELECT line, unnest(lsh_keys) AS k FROM {stage}),
         head AS (
             SELECT x.k, min(x.id) AS id
             FROM (SELECT id, unnest(lsh_keys) AS k FROM prompt WHERE dataset_id = %(ds)s AND lsh_keys IS NOT NULL) x
@@ -97,7 +110,7 @@ async def stage_near_duplicate_candidates(
         f"""
         SELECT c.line, p.id, s.text, p.text
         FROM ({pairs}) c(line, id)
-        JOIN prompt_import_stage s ON s.line = c.line
+        JOIN {stage} s ON s.line = c.line
         JOIN prompt p ON p.id = c.id
         WHERE NOT EXISTS (SELECT 1 FROM prompt e WHERE e.dataset_id = %(ds)s AND e.content_hash = s.content_hash)
         """,
@@ -106,21 +119,84 @@ async def stage_near_duplicate_candidates(
     return await cur.fetchall()
 
 
+BATCH_WORK_MEM = "64MB"
+
+
+async def stage_batch_candidates(
+    pg: psycopg.AsyncConnection, dataset_id: int, stage: str = PROMPT_STAGE, *, exact_duplicates: bool = True, chunk: int
+) -> AsyncIterator[list[tuple[int, int, str, str]]]:
+    """(line, earlier line, text, earlier text) of staged rows sharing a band key, `chunk` at a
+    time (a server-side cursor: memory stays flat however many there are): each row with the
+    first row holding each of its keys (dedup.py's star, as in the dataset-wide pass). Rows that
+    will not be stored for their exact text (stored already, or earlier in the input) are left
+    out; with `exact_duplicates=False` the caller knows the stage has none (it saves a sort)."""
+    stage = _stage(stage)
+    rows = f"SELECT line, lsh_keys FROM {stage}"
+    if exact_duplicates:
+        rows = f"""
+        SELECT t.line, t.lsh_keys FROM (
+            SELECT line, lsh_keys, content_hash, row_number() OVER (PARTITION BY content_hash ORDER BY line) AS rn FROM {stage}
+        ) t
+        WHERE t.rn = 1 AND NOT EXISTS (SELECT 1 FROM prompt e WHERE e.dataset_id = %(ds)s AND e.content_hash = t.content_hash)"""
+    # the key aggregate of a big stage: in memory rather than in temp files (this transaction only)
+    # and planned for all its rows, not the first ones (a cursor's default)
+    await pg.execute("SELECT set_config('work_mem', %s, true), set_config('cursor_tuple_fraction', '1', true)", (BATCH_WORK_MEM,))
+    async with pg.cursor(name="near_duplicate_batch_candidates") as cur:
+        await cur.execute(
+            f"""
+            WITH sk AS (SELECT line, unnest(lsh_keys) AS k FROM ({rows}) r),
+            head AS (SELECT k, min(line) AS line FROM sk GROUP BY k HAVING count(*) > 1)
+            SELECT c.line, c.head, s.text, h.text
+            FROM (SELECT DISTINCT sk.line, head.line AS head FROM sk JOIN head USING (k) WHERE sk.line <> head.line) c
+            JOIN {stage} s ON s.line = c.line JOIN {stage} h ON h.line = c.head
+            """,
+            {"ds": dataset_id},
+        )
+        while batch := await cur.fetchmany(chunk):
+            yield batch
+
+
+async def stage_prompt_ids(pg: psycopg.AsyncConnection, dataset_id: int, lines: Iterable[int], stage: str = PROMPT_STAGE) -> dict[int, int]:
+    """The stored prompt of each of the staged lines (by content hash), once they are inserted."""
+    cur = await pg.execute(
+        f"SELECT s.line, p.id FROM {_stage(stage)} s JOIN prompt p ON p.dataset_id = %s AND p.content_hash = s.content_hash "
+        "WHERE s.line = ANY(%s)",
+        (dataset_id, list(lines)),
+    )
+    return dict(await cur.fetchall())
+
+
 async def has_keyed_prompts(pg: psycopg.AsyncConnection, dataset_id: int) -> bool:
     cur = await pg.execute("SELECT EXISTS (SELECT 1 FROM prompt WHERE dataset_id = %s AND lsh_keys IS NOT NULL)", (dataset_id,))
     return (await cur.fetchone())[0]
 
 
-async def mark_stage_near_duplicates(pg: psycopg.AsyncConnection, lines: list[int], details: list[str], drop: bool) -> None:
-    """Record each line's near-duplicate (`details`: JSON texts), or drop the lines."""
+async def mark_stage_near_duplicates(
+    pg: psycopg.AsyncConnection, lines: list[int], details: list[str], drop: bool, stage: str = PROMPT_STAGE
+) -> None:
+    """Record each line's near-duplicate (`details`: JSON texts), or drop the lines (and later
+    lines of the same text, left out of the check as exact duplicates)."""
+    stage = _stage(stage)
     if drop:
-        await pg.execute("DELETE FROM prompt_import_stage WHERE line = ANY(%s)", (lines,))
+        await pg.execute(f"DELETE FROM {stage} WHERE content_hash IN (SELECT content_hash FROM {stage} WHERE line = ANY(%s))", (lines,))
     else:
         await pg.execute(
-            "UPDATE prompt_import_stage s SET near_duplicate = CAST(q.d AS jsonb) "
+            f"UPDATE {stage} s SET near_duplicate = CAST(q.d AS jsonb) "
             "FROM unnest(CAST(%s AS int[]), CAST(%s AS text[])) AS q(line, d) WHERE s.line = q.line",
             (lines, details),
         )
+
+
+def near_duplicate_flags(meta: str) -> tuple[str, str, str]:
+    """For an INSERT ... SELECT from a stage `s` of new prompts: the meta expression (from `meta`),
+    the flag values and their column names (each after a comma) that flag a row whose
+    `s.near_duplicate` is set `near_duplicate` (needs_review, meta.flag_details names the match)."""
+    flagged = "s.near_duplicate IS NOT NULL"
+    meta = (f"CASE WHEN {flagged} THEN {meta} || jsonb_build_object('flag_details', coalesce({meta} -> 'flag_details', '{{}}') "
+            f"|| jsonb_build_object('near_duplicate', s.near_duplicate)) ELSE {meta} END")
+    flags = (f", CASE WHEN {flagged} THEN ARRAY['near_duplicate'] ELSE '{{}}'::text[] END, "
+             f"CASE WHEN {flagged} THEN 'needs_review' ELSE 'pending' END")
+    return meta, flags, ", flag_reasons, review_status"
 
 
 async def insert_from_stage(pg: psycopg.AsyncConnection, dataset_id: int, *, deduplicate: bool = True, flag: bool = True) -> int:
@@ -135,15 +211,7 @@ async def insert_from_stage(pg: psycopg.AsyncConnection, dataset_id: int, *, ded
         if deduplicate
         else "prompt_import_stage s"
     )
-    if flag:  # the stage holds near-duplicates to flag
-        flagged = "s.near_duplicate IS NOT NULL"
-        meta = (f"CASE WHEN {flagged} THEN meta || jsonb_build_object('flag_details', coalesce(meta -> 'flag_details', '{{}}') "
-                f"|| jsonb_build_object('near_duplicate', s.near_duplicate)) ELSE meta END")
-        flags = (f", CASE WHEN {flagged} THEN ARRAY['near_duplicate'] ELSE '{{}}'::text[] END, "
-                 f"CASE WHEN {flagged} THEN 'needs_review' ELSE 'pending' END")
-        flag_columns = ", flag_reasons, review_status"
-    else:
-        meta, flags, flag_columns = "meta", "", ""
+    meta, flags, flag_columns = near_duplicate_flags("meta") if flag else ("meta", "", "")
     cur = await pg.execute(
         f"""
         INSERT INTO prompt (dataset_id, text, content_hash, source, split, tags, meta, lsh_keys{flag_columns})

@@ -34,9 +34,10 @@ router = APIRouter(tags=["prompts"])
 NearDuplicatesQuery = Annotated[
     NearDuplicateMode,
     Query(
-        description="A prompt nearly duplicating a stored one (same text up to case, whitespace and Unicode form, or "
-        "word-shingle Jaccard >= FORGE_SYNTH_NEAR_DUP_THRESHOLD): skip it (single add: 409), store it flagged "
-        "`near_duplicate` with the matching prompt id in meta.flag_details, or keep it as it is."
+        description="A prompt nearly duplicating a stored one or (imports) an earlier row of the same input (same text "
+        "up to case, whitespace and Unicode form, or word-shingle Jaccard >= FORGE_SYNTH_NEAR_DUP_THRESHOLD): skip it "
+        "(single add: 409), store it flagged `near_duplicate` with the matching prompt id in meta.flag_details, or keep "
+        "it as it is."
     ),
 ]
 

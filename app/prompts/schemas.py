@@ -79,8 +79,9 @@ class RowError(BaseModel):
 
 class NearDuplicate(BaseModel):
     line: int
-    prompt_id: int = Field(description="The stored prompt it nearly duplicates.")
+    prompt_id: int | None = Field(description="The prompt it nearly duplicates: a stored one, or the one made of `matched_line`.")
     similarity: float = Field(description="Jaccard index of the word unigrams and bigrams of the normalised texts.")
+    matched_line: int | None = Field(None, description="The earlier line of the same input it nearly duplicates, if that is the match.")
 
 
 class ImportReport(BaseModel):
@@ -92,7 +93,9 @@ class ImportReport(BaseModel):
     duplicate_lines: list[int] = Field(description="Lines of the duplicates (the first 1000).")
     errors: list[RowError] = Field(description="Invalid rows with the reason (the first 1000).")
     near_duplicate_mode: NearDuplicateMode = NearDuplicateMode.flag
-    near_duplicates: int = Field(0, description="Rows nearly duplicating a stored prompt (skipped, flagged or kept by the mode).")
+    near_duplicates: int = Field(
+        0, description="Rows nearly duplicating a stored prompt or an earlier row of the input (skipped, flagged or kept by the mode)."
+    )
     near_duplicate_matches: list[NearDuplicate] = Field(default_factory=list, description="The first 1000, with the prompt matched.")
     committed: bool = True
 

@@ -113,10 +113,13 @@ async def import_rows(
             f"{invalid} invalid row(s), first at line {errors[0].line}: {errors[0].message}; nothing was imported",
             details=report.model_dump(),
         )
-    skipped = await _stage_near_duplicates(pg, dataset.id, near_duplicates, threshold, report)
+    matches = await stage_near_duplicates(pg, dataset.id, near_duplicates, threshold, report, exact_duplicates=dup_count > 0)
+    skipped = len(matches) if near_duplicates is NearDuplicateMode.skip else 0
     report.inserted = await repo.insert_from_stage(
-        pg, dataset.id, deduplicate=dup_count > 0, flag=near_duplicates is NearDuplicateMode.flag and report.near_duplicates > 0
+        pg, dataset.id, deduplicate=dup_count > 0,
+        flag=near_duplicates is NearDuplicateMode.flag and any(m.earlier is None for m in matches),
     )
+    await finish_near_duplicates(session, pg, dataset.id, near_duplicates, matches, report)
     # a concurrent import may have taken some texts between the two statements
     report.duplicates = total - invalid - skipped - report.inserted
     if progress:
@@ -124,25 +127,53 @@ async def import_rows(
     return report
 
 
-async def _stage_near_duplicates(
-    pg, dataset_id: int, mode: NearDuplicateMode, threshold: float, report: ImportReport
-) -> int:
-    """Find the staged rows that nearly duplicate a stored prompt, note them in the report, and
-    drop (skip) or mark (flag, keep) them in the stage; the number dropped."""
-    if not await repo.has_keyed_prompts(pg, dataset_id):
-        return 0
-    candidates = await repo.stage_near_duplicate_candidates(pg, dataset_id, dedup.CANDIDATES_PER_KEY)
-    matches = sorted(dedup.best_matches(candidates, threshold).values(), key=lambda m: m.index)
-    if not matches:
-        return 0
+async def stage_near_duplicates(
+    pg, dataset_id: int, mode: NearDuplicateMode, threshold: float, report: ImportReport, *,
+    stage: str = repo.PROMPT_STAGE, exact_duplicates: bool = True,
+) -> list[dedup.Match]:
+    """The near-duplicate rule of every bulk import, on a stage of new prompts (repository.STAGES):
+    find the staged rows that nearly duplicate a stored prompt or an earlier staged row
+    (dedup.first_come), count them in the report, and drop them (skip) or mark those matching a
+    stored prompt (flag, keep; a match inside the input is flagged by `finish_near_duplicates`
+    once its prompt has an id). `exact_duplicates=False`: the stage holds each text once, none
+    stored. Returns the matches, in line order."""
+    stored: dict[int, dedup.Match] = {}
+    if await repo.has_keyed_prompts(pg, dataset_id):
+        candidates = await repo.stage_near_duplicate_candidates(pg, dataset_id, dedup.CANDIDATES_PER_KEY, stage)
+        stored = dedup.best_matches(candidates, threshold)
+    within: list[tuple[int, int, float]] = []
+    chunks = repo.stage_batch_candidates(pg, dataset_id, stage, exact_duplicates=exact_duplicates, chunk=dedup.VERIFY_BATCH)
+    async for chunk in chunks:
+        texts = {i: t for a, b, ta, tb in chunk for i, t in ((a, ta), (b, tb))}
+        within += dedup.best_pairs([(a, b) for a, b, _, _ in chunk], texts, threshold)
+    skip = mode is NearDuplicateMode.skip
+    matches = dedup.first_come(stored, within, skip=skip)
     report.near_duplicates = len(matches)
+    if marked := [m for m in matches if skip or m.earlier is None]:
+        await repo.mark_stage_near_duplicates(
+            pg, [m.index for m in marked], [json.dumps(m.details()) for m in marked], drop=skip, stage=stage
+        )
+    return matches
+
+
+async def finish_near_duplicates(
+    session: AsyncSession, pg, dataset_id: int, mode: NearDuplicateMode, matches: list[dedup.Match], report: ImportReport, *,
+    stage: str = repo.PROMPT_STAGE,
+) -> None:
+    """After the insert: the prompt ids of matches inside the input, flagged with them (flag), and
+    the report's list of matches."""
+    ids: dict[int, int] = {}
+    if inside := [m for m in matches if m.earlier is not None]:
+        ids = await repo.stage_prompt_ids(pg, dataset_id, {i for m in inside for i in (m.index, m.earlier)}, stage)
+        if mode is NearDuplicateMode.flag:
+            await repo.flag_near_duplicates(
+                session, {ids[m.index]: json.dumps(m.details(ids[m.earlier])) for m in inside if m.index in ids and m.earlier in ids}
+            )
     report.near_duplicate_matches = [
-        NearDuplicate(line=m.index, prompt_id=m.prompt_id, similarity=round(m.similarity, 4)) for m in matches[:REPORT_LIMIT]
+        NearDuplicate(line=m.index, prompt_id=m.prompt_id if m.earlier is None else ids.get(m.earlier),
+                      similarity=round(m.similarity, 4), matched_line=m.earlier)
+        for m in matches[:REPORT_LIMIT]
     ]
-    await repo.mark_stage_near_duplicates(
-        pg, [m.index for m in matches], [json.dumps(m.details()) for m in matches], drop=mode is NearDuplicateMode.skip
-    )
-    return len(matches) if mode is NearDuplicateMode.skip else 0
 
 
 async def import_file(

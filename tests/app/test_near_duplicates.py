@@ -41,6 +41,17 @@ def test_batch_minhash_equals_datasketch():
     assert (dedup.signatures([OTHER])[0] == sigs[2]).all()
 
 
+def test_batch_pair_similarities_equal_the_jaccard_of_the_shingle_sets():
+    rng = np.random.default_rng(7)
+    words = "a b c the sea at night light café naïve ΑΒΓ ??? x y z".split()
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(0, 14)))) for _ in range(400)] + [ORIGINAL, NEAR, SHOUTED, OTHER, "", "???"]
+    pairs = rng.integers(0, len(texts), size=(5000, 2))
+    sets = dedup.shingle_sets(texts)
+    assert dedup.pair_similarities(texts, pairs).tolist() == [dedup.jaccard(sets[a], sets[b]) for a, b in pairs.tolist()]
+    got = dedup.best_pairs([(1, 2), (2, 3), (4, 1)], {1: ORIGINAL, 2: NEAR, 3: OTHER, 4: SHOUTED}, 0.7)
+    assert got == [(2, 1, dedup.similarity(ORIGINAL, NEAR)), (4, 1, 1.0)]
+
+
 @pytest.fixture
 def ds(http):
     return http.post("/api/v1/datasets", json={"name": "near"}).json()
