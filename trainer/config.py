@@ -82,6 +82,11 @@ class SFTConfig(TrainConfig):
 
     lr: float = opt(1e-4, "Peak learning rate (AdamW).")
     group_by_length: bool = opt(True, "Batch records of similar length together (less padding).")
+    padding_free: bool = opt(
+        True,
+        "Train on padding-free batches: a batch's sequences concatenated into one row (position ids "
+        "restart per sequence, attention stays inside each), so no pad token is computed.",
+    )
 
     def __post_init__(self) -> None:
         self.method = "sft"

@@ -106,6 +106,37 @@ class SFTCollator:
 
 
 @dataclass
+class PackedSFTCollator:
+    """A padding-free SFT batch: the examples concatenated into one row, no pad token computed.
+
+    ``position_ids`` restart at 0 with each sequence and ``cu_seq_lens_q/k`` mark where each
+    starts (the flash-attention varlen convention), so attention stays inside a sequence; the
+    first label of each sequence is IGNORE_INDEX, so no sequence's last token is trained to
+    predict the next one's first. The targets are exactly those of ``SFTCollator``'s padded batch.
+    """
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor | int]:
+        ids, labels, positions, starts = [], [], [], [0]
+        for e in examples:
+            n = len(e["input_ids"])
+            ids += e["input_ids"]
+            labels += [IGNORE_INDEX] + list(e["labels"][1:])
+            positions += range(n)
+            starts.append(starts[-1] + n)
+        cu = torch.tensor(starts, dtype=torch.int32)
+        longest = max(len(e["input_ids"]) for e in examples)
+        return {
+            "input_ids": torch.tensor([ids], dtype=torch.long),
+            "labels": torch.tensor([labels], dtype=torch.long),
+            "position_ids": torch.tensor([positions], dtype=torch.long),
+            "cu_seq_lens_q": cu,
+            "cu_seq_lens_k": cu,
+            "max_length_q": longest,
+            "max_length_k": longest,
+        }
+
+
+@dataclass
 class RMCollator:
     """Keeps each prompt's K completions together: one [sum K, T] batch plus pair indices.
 

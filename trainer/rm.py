@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -76,7 +77,15 @@ def evaluate(model, examples: list[dict], collate, batch_size: int, device, marg
     }
 
 
-def train_rm(cfg: RMConfig, *, resume: bool = False, show_progress: bool = False) -> dict:
+def train_rm(
+    cfg: RMConfig,
+    *,
+    resume: bool = False,
+    show_progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Train; ``on_step(step, pairs)`` is called after each optimizer step with the pairs of that
+    step (the bench times steps with it)."""
     accelerator = make_accelerator(cfg)
     out = Path(cfg.out)
     resumed = load_resume(cfg) if resume else None
@@ -119,7 +128,7 @@ def train_rm(cfg: RMConfig, *, resume: bool = False, show_progress: bool = False
             lr = lr_at(step, total, cfg)
             set_lr(optimizer, lr)
             idx = shard(batch_for_step(step, len(train), cfg.batch_size, cfg.seed), rank, world)
-            step_loss = 0.0
+            step_loss, step_pairs = 0.0, 0
             chunks = micro_batches(idx, cfg.grad_accum)
             for j, chunk in enumerate(chunks):
                 batch = collate([train[i] for i in chunk])
@@ -131,11 +140,14 @@ def train_rm(cfg: RMConfig, *, resume: bool = False, show_progress: bool = False
                 step_loss += loss.item()
                 tput.add(batch["better"].numel())
                 pairs_seen += batch["better"].numel()
+                step_pairs += batch["better"].numel()
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             last_loss = step_loss
+            if on_step is not None:
+                on_step(step, step_pairs)
 
             if step % cfg.log_every == 0 or step == total:
                 pairs_per_s = tput.rate() * world
