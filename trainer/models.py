@@ -206,13 +206,21 @@ class ScalarModel(nn.Module):
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor | None = None,
         last_only: bool = False,
+        last: torch.Tensor | None = None,
+        **kwargs,
     ) -> torch.Tensor:
         """Scalars [B, T], or [B] at each right-padded sequence's last real token if ``last_only``.
 
+        A padding-free row (``trainer.data.pack``: ``attention_mask`` None, ``position_ids`` and
+        ``cu_seq_lens_*`` in ``kwargs``) gives the scalars at the positions ``last`` of its row.
         ``last_only`` lives in ``forward`` (not a separate method) so DDP-wrapped models work.
         """
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        if last is not None:
+            kwargs["use_cache"] = False  # with a cache transformers would not see the sequences in one row
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
         values = self.head(out.last_hidden_state.to(self.head.weight.dtype)).squeeze(-1)
+        if last is not None:
+            return values[0, last]
         if not last_only:
             return values
         last = attention_mask.long().sum(1) - 1
@@ -323,7 +331,8 @@ def use_varlen_attention(model: nn.Module) -> bool:
 
     AttentionInterface.register(VARLEN_SDPA, varlen_sdpa_forward)
     AttentionMaskInterface.register(VARLEN_SDPA, sdpa_mask)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = model.backbone if isinstance(model, ScalarModel) else model
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
     if not hasattr(base, "set_attn_implementation") or base.config._attn_implementation not in ("sdpa", "eager"):
         return False
     try:

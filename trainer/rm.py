@@ -35,12 +35,20 @@ from trainer.loop import (
     set_lr,
 )
 from trainer.losses import ranking_loss
-from trainer.models import load_scalar_model, load_tokenizer
+from trainer.models import load_scalar_model, load_tokenizer, use_varlen_attention
+
+
+def packed_inputs(batch: dict, device) -> dict:
+    keys = ("position_ids", "last", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+    return {k: batch[k].to(device) if isinstance(batch[k], torch.Tensor) else batch[k] for k in keys}
 
 
 def batch_loss(model, batch: dict, device, margin_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, rewards) of one collated RM batch."""
-    rewards = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), last_only=True).float()
+    if "last" in batch:  # padding-free: one row, the rewards at each sequence's last token
+        rewards = model(batch["input_ids"].to(device), None, **packed_inputs(batch, device)).float()
+    else:
+        rewards = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), last_only=True).float()
     loss = ranking_loss(
         rewards,
         batch["better"].to(device),
@@ -97,8 +105,11 @@ def train_rm(
     val = [encode_rm(tokenizer, r, cfg.max_length, cfg.prompt_format) for r in val_records]
     total = cfg.total_steps(steps_per_epoch(len(train), cfg.batch_size))
     collate = RMCollator(tokenizer.pad_token_id)
+    train_collate = RMCollator(tokenizer.pad_token_id, padding_free=cfg.padding_free)
 
     model = load_scalar_model(source, tokenizer, seed=cfg.seed)
+    if cfg.padding_free:
+        use_varlen_attention(model)
     model, optimizer, step = prepare_model(model, cfg, accelerator, resumed)
 
     prov = provenance(cfg, validation_file(cfg.data))
@@ -131,7 +142,7 @@ def train_rm(
             step_loss, step_pairs = 0.0, 0
             chunks = micro_batches(idx, cfg.grad_accum)
             for j, chunk in enumerate(chunks):
-                batch = collate([train[i] for i in chunk])
+                batch = train_collate([train[i] for i in chunk])
                 with nullcontext() if j == len(chunks) - 1 else accelerator.no_sync(model):
                     loss, _ = batch_loss(model, batch, device, cfg.margin_scale)
                     # a mean over prompts; weighted so accumulation equals one big batch

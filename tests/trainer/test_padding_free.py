@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from trainer import synthetic
 from trainer.config import SFTConfig
-from trainer.data import PackedSFTCollator, SFTCollator, encode_sft
-from trainer.formats import write_jsonl
+from trainer.data import PackedSFTCollator, RMCollator, SFTCollator, encode_rm, encode_sft
+from trainer.formats import RMRecord, write_jsonl
 from trainer.losses import IGNORE_INDEX, sft_loss
-from trainer.models import VARLEN_SDPA, build_tiny_causal_lm, build_tiny_tokenizer, use_varlen_attention
+from trainer.models import VARLEN_SDPA, ScalarModel, build_tiny_causal_lm, build_tiny_tokenizer, use_varlen_attention
+from trainer.rm import batch_loss
 from trainer.sft import model_inputs, n_real_tokens, train_sft
 
 
@@ -87,3 +89,38 @@ def test_padding_free_training_matches_padded_training(tmp_path):
     losses = [[r["loss"] for r in res["metrics"] if "loss" in r] for res in (free, padded)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     assert free["val_loss"] == pytest.approx(padded["val_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("varlen", [True, False], ids=["varlen-sdpa", "sdpa-block-mask"])
+def test_padding_free_rm_loss_and_gradients_equal_padded(tok, varlen):
+    """The K-wise ranking loss of a padding-free RM batch (rewards read at each sequence's last
+    token of the row) equals the padded batch's, gradients included."""
+    records = synthetic.rm_records(3, k=4, seed=5)
+    # completions of varied length, so the padded batch pads
+    records = [
+        RMRecord(prompt=r.prompt, completion=[c * (1 + 7 * i) for i, c in enumerate(r.completion)], ranking=r.ranking)
+        for r in records
+    ]
+    examples = [encode_rm(tok, r, 512) for r in records]
+    model = ScalarModel.from_causal_lm(build_tiny_causal_lm(tok, seed=0))
+    nn.init.normal_(model.head.weight, std=0.1)  # a zero head would give zero rewards either way
+    model.train()
+
+    def run(batch):
+        model.zero_grad(set_to_none=True)
+        loss, rewards = batch_loss(model, batch, "cpu", margin_scale=0.5)
+        loss.backward()
+        return loss.detach(), rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    padded = RMCollator(tok.pad_token_id)(examples)
+    assert (padded["attention_mask"] == 0).any()
+    loss_p, rewards_p, grads_p = run(padded)
+    if varlen:
+        assert use_varlen_attention(model)
+    free = RMCollator(tok.pad_token_id, padding_free=True)(examples)
+    assert free["input_ids"].shape == (1, int(padded["attention_mask"].sum()))
+    loss_f, rewards_f, grads_f = run(free)
+    torch.testing.assert_close(rewards_f, rewards_p, rtol=1e-4, atol=1e-5)
+    assert loss_f == pytest.approx(loss_p.item(), rel=1e-5)
+    for name, grad in grads_p.items():
+        torch.testing.assert_close(grads_f[name], grad, rtol=1e-4, atol=1e-4, msg=name)
