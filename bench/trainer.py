@@ -19,7 +19,9 @@ not timed (allocator, lazy initialisation).
   give all C(K,2) = 6 pairs); TRL's ``RewardTrainer`` (no padding-free mode) gets the same rankings
   expanded into the 6 (chosen, rejected) pairs, 2 forwards per pair, the same pairs per step.
 
-Usage: ``python bench/trainer.py [--quick]``. The last line is one JSON object.
+Usage: ``python bench/trainer.py [--quick]`` (``--quick``: a smoke run of every side on a 0.4M-parameter
+model; the figures come from a full run). The last line is one JSON object: ``sft_ratio``,
+``rm_ratio``, ``params`` and each side's ``*_peak_rss_mb``, the load average at start and end.
 """
 
 from __future__ import annotations
@@ -251,20 +253,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and one TRL SFT variant (a smoke run)")
     parser.add_argument("--steps", type=int, default=0, help="optimizer steps per side (default 8, quick 3)")
     parser.add_argument("--warmup", type=int, default=-1, help="untimed first steps, at least 1 (default 1)")
-    parser.add_argument("--batch-size", type=int, default=16, help="SFT records per step (about 2,100 tokens)")
-    parser.add_argument("--rm-batch-size", type=int, default=2, help="RM prompts per step (x6 pairs for TRL)")
+    parser.add_argument("--batch-size", type=int, default=0, help="SFT records per step (default 16: about 2,400 tokens; quick 8)")
+    parser.add_argument("--rm-batch-size", type=int, default=0, help="RM prompts per step, x6 pairs for TRL (default 2, quick 1)")
     parser.add_argument("--pack-length", type=int, default=1024, help="TRL packing: tokens per bin (TRL's max_length default)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads, every side (0: torch's choice)")
-    parser.add_argument("--hidden", type=int, default=0, help="hidden size of the Llama (default 512, quick 256)")
-    parser.add_argument("--layers", type=int, default=0, help="layers of the Llama (default 6: 16.0M parameters; quick 4)")
+    parser.add_argument("--hidden", type=int, default=0, help="hidden size of the Llama (default 512, quick 128)")
+    parser.add_argument("--layers", type=int, default=0, help="layers of the Llama (default 6: 16.0M parameters; quick 2)")
     parser.add_argument("--trl-sft", default="", help=f"TRL SFT variants, comma-separated, of {TRL_SFT_VARIANTS}")
     parser.add_argument("--trl-attn", default="sdpa", help="attn_implementation for TRL's model (CPU: sdpa or eager)")
     parser.add_argument("--side", default="", help=argparse.SUPPRESS)
     parser.add_argument("--work", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.steps = args.steps or (3 if args.quick else 8)
-    args.hidden = args.hidden or (256 if args.quick else 512)
-    args.layers = args.layers or (4 if args.quick else 6)
+    args.hidden = args.hidden or (128 if args.quick else 512)
+    args.layers = args.layers or (2 if args.quick else 6)
+    if args.quick:  # a smoke run: small steps on a small model (the figures come from a full run)
+        args.batch_size = args.batch_size or 8
+        args.rm_batch_size = args.rm_batch_size or 1
+    args.batch_size = args.batch_size or 16
+    args.rm_batch_size = args.rm_batch_size or 2
     args.warmup = max(1, args.warmup if args.warmup >= 0 else 1)
     variants = [v for v in (args.trl_sft or ("packed" if args.quick else "packed,padding_free")).split(",") if v]
     if unknown := set(variants) - set(TRL_SFT_VARIANTS):
