@@ -95,7 +95,7 @@ class Steps:
         timed = self.marks[self.warmup :]
         seconds = timed[-1][0] - self.marks[self.warmup - 1][0]  # from the end of the last warm-up step
         items = sum(n for _, n in timed)
-        return {"timed_steps": len(timed), "items": items, "seconds": round(seconds, 3), "rate": round(items / seconds, 2)}
+        return {"timed_steps": len(timed), "items": items, "seconds": round(seconds, 3), "rate": round(items / seconds, 4)}
 
 
 def trl_callback(steps: Steps, counter):
