@@ -19,6 +19,12 @@ def opt(default: Any, help: str, *, cli: bool = True) -> Any:
     return field(default=default, metadata={"help": help, "cli": cli})
 
 
+PADDING_FREE_HELP = (
+    "Train on padding-free batches: a batch's sequences concatenated into one row (position ids "
+    "restart per sequence, attention stays inside each), so no pad token is computed."
+)
+
+
 @dataclass
 class TrainConfig:
     """Options every method shares."""
@@ -83,6 +89,7 @@ class SFTConfig(TrainConfig):
 
     lr: float = opt(1e-4, "Peak learning rate (AdamW).")
     group_by_length: bool = opt(True, "Batch records of similar length together (less padding).")
+    padding_free: bool = opt(True, PADDING_FREE_HELP)
 
     def __post_init__(self) -> None:
         self.method = "sft"
@@ -97,6 +104,7 @@ class RMConfig(TrainConfig):
     margin_scale: float = opt(
         0.0, "Margin per rank of gap: a pair two ranks apart must differ by 2x this (0: no margin)."
     )
+    padding_free: bool = opt(True, PADDING_FREE_HELP)
     val_fraction: float = opt(
         0.1, "Fraction of prompts held out for validation, unless the export's *.validation.jsonl sits beside --data."
     )

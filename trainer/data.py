@@ -105,24 +105,64 @@ class SFTCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def pack(seqs: Sequence[Sequence[int]]) -> dict[str, torch.Tensor | int]:
+    """A padding-free batch: ``seqs`` concatenated into one row, no pad token to compute.
+
+    ``position_ids`` restart at 0 with each sequence and ``cu_seq_lens_q/k`` mark where each
+    starts (the flash-attention varlen convention), so attention stays inside a sequence.
+    """
+    starts = [0]
+    for s in seqs:
+        starts.append(starts[-1] + len(s))
+    cu = torch.tensor(starts, dtype=torch.int32)
+    longest = max(len(s) for s in seqs)
+    return {
+        "input_ids": torch.tensor([[t for s in seqs for t in s]], dtype=torch.long),
+        "position_ids": torch.tensor([[i for s in seqs for i in range(len(s))]], dtype=torch.long),
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": longest,
+        "max_length_k": longest,
+    }
+
+
+@dataclass
+class PackedSFTCollator:
+    """A padding-free SFT batch (``pack``). The first label of each sequence is IGNORE_INDEX, so
+    no sequence's last token is trained to predict the next one's first: the targets are exactly
+    those of ``SFTCollator``'s padded batch."""
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor | int]:
+        labels: list[int] = []
+        for e in examples:
+            labels += [IGNORE_INDEX] + list(e["labels"][1:])
+        return {**pack([e["input_ids"] for e in examples]), "labels": torch.tensor([labels], dtype=torch.long)}
+
+
 @dataclass
 class RMCollator:
     """Keeps each prompt's K completions together: one [sum K, T] batch plus pair indices.
 
     ``better``/``worse``/``gap``/``group`` list every non-tied pair of every ranking, indexing
     the flat batch; ``n_completions`` is each prompt's K. The model runs K forwards per prompt
-    and the loss reads all C(K,2) pairs from those K rewards.
+    and the loss reads all C(K,2) pairs from those K rewards. ``padding_free`` packs the
+    completions into one row (``pack``) instead of padding them to the longest.
     """
 
     pad_token_id: int
+    padding_free: bool = False  # one row, no pads (``pack``); ``last`` indexes each sequence's last token
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         seqs = [s for e in examples for s in e["input_ids"]]
-        ids, mask = pad(seqs, self.pad_token_id)
+        if self.padding_free:
+            inputs = pack(seqs)
+            inputs["last"] = inputs["cu_seq_lens_q"][1:].long() - 1
+        else:
+            ids, mask = pad(seqs, self.pad_token_id)
+            inputs = {"input_ids": ids, "attention_mask": mask}
         better, worse, gap, group, sizes = ranking_pair_index([e["ranking"] for e in examples])
         return {
-            "input_ids": ids,
-            "attention_mask": mask,
+            **inputs,
             "better": torch.tensor(better, dtype=torch.long),
             "worse": torch.tensor(worse, dtype=torch.long),
             "gap": torch.tensor(gap, dtype=torch.long),

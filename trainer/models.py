@@ -206,13 +206,21 @@ class ScalarModel(nn.Module):
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor | None = None,
         last_only: bool = False,
+        last: torch.Tensor | None = None,
+        **kwargs,
     ) -> torch.Tensor:
         """Scalars [B, T], or [B] at each right-padded sequence's last real token if ``last_only``.
 
+        A padding-free row (``trainer.data.pack``: ``attention_mask`` None, ``position_ids`` and
+        ``cu_seq_lens_*`` in ``kwargs``) gives the scalars at the positions ``last`` of its row.
         ``last_only`` lives in ``forward`` (not a separate method) so DDP-wrapped models work.
         """
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        if last is not None:
+            kwargs["use_cache"] = False  # with a cache transformers would not see the sequences in one row
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
         values = self.head(out.last_hidden_state.to(self.head.weight.dtype)).squeeze(-1)
+        if last is not None:
+            return values[0, last]
         if not last_only:
             return values
         last = attention_mask.long().sum(1) - 1
@@ -272,6 +280,66 @@ def load_scalar_model(path: str, tokenizer=None, seed: int = 0) -> ScalarModel:
     if path == TINY:
         return ScalarModel.from_causal_lm(load_causal_lm(TINY, tokenizer, seed=seed))
     return ScalarModel.from_pretrained(path)
+
+
+# ---------------------------------------------------------------- padding-free attention
+
+VARLEN_SDPA = "forge_varlen_sdpa"
+
+
+def varlen_sdpa_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    """``sdpa`` that, given ``cu_seq_lens_q`` (a padding-free batch: one row of concatenated
+    sequences), runs causal attention inside each sequence only: sum(L_i^2), not (sum L_i)^2 as a
+    block-diagonal mask over the whole row would cost. Flash-attention varlen does this on a GPU;
+    on a CPU there is no such kernel in torch, so this is the loop over sequences. Anything else
+    (a padded batch, a sliding window shorter than a sequence, softcap) goes to plain ``sdpa``
+    with the mask transformers built for it."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    cu = kwargs.get("cu_seq_lens_q")
+    window = kwargs.get("sliding_window")
+    max_len = kwargs.get("max_length_q")
+    if (
+        cu is None
+        or query.shape[0] != 1
+        or kwargs.get("softcap") is not None
+        or (window is not None and (max_len is None or int(max_len) > window))
+    ):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    bounds = cu.tolist()
+    gqa = key.shape[1] != query.shape[1]
+    out = torch.cat(
+        [
+            torch.nn.functional.scaled_dot_product_attention(
+                query[:, :, a:b], key[:, :, a:b], value[:, :, a:b],
+                dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa,
+            )
+            for a, b in zip(bounds, bounds[1:])
+            if b > a
+        ],
+        dim=2,
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def use_varlen_attention(model: nn.Module) -> bool:
+    """Switch a transformers model to ``varlen_sdpa_forward`` (padded batches keep sdpa's masks).
+    False when the model cannot switch: a padding-free batch is still right there, through the
+    block-diagonal mask transformers derives from its position ids."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(VARLEN_SDPA, varlen_sdpa_forward)
+    AttentionMaskInterface.register(VARLEN_SDPA, sdpa_mask)
+    base = model.backbone if isinstance(model, ScalarModel) else model
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    if not hasattr(base, "set_attn_implementation") or base.config._attn_implementation not in ("sdpa", "eager"):
+        return False
+    try:
+        base.set_attn_implementation(VARLEN_SDPA)
+    except (ValueError, ImportError):
+        return False
+    return base.config._attn_implementation == VARLEN_SDPA
 
 
 # ---------------------------------------------------------------- LoRA

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -34,12 +35,20 @@ from trainer.loop import (
     set_lr,
 )
 from trainer.losses import ranking_loss
-from trainer.models import load_scalar_model, load_tokenizer
+from trainer.models import load_scalar_model, load_tokenizer, use_varlen_attention
+
+
+def packed_inputs(batch: dict, device) -> dict:
+    keys = ("position_ids", "last", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+    return {k: batch[k].to(device) if isinstance(batch[k], torch.Tensor) else batch[k] for k in keys}
 
 
 def batch_loss(model, batch: dict, device, margin_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, rewards) of one collated RM batch."""
-    rewards = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), last_only=True).float()
+    if "last" in batch:  # padding-free: one row, the rewards at each sequence's last token
+        rewards = model(batch["input_ids"].to(device), None, **packed_inputs(batch, device)).float()
+    else:
+        rewards = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), last_only=True).float()
     loss = ranking_loss(
         rewards,
         batch["better"].to(device),
@@ -76,7 +85,15 @@ def evaluate(model, examples: list[dict], collate, batch_size: int, device, marg
     }
 
 
-def train_rm(cfg: RMConfig, *, resume: bool = False, show_progress: bool = False) -> dict:
+def train_rm(
+    cfg: RMConfig,
+    *,
+    resume: bool = False,
+    show_progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Train; ``on_step(step, pairs)`` is called after each optimizer step with the pairs of that
+    step (the bench times steps with it)."""
     accelerator = make_accelerator(cfg)
     out = Path(cfg.out)
     resumed = load_resume(cfg) if resume else None
@@ -88,8 +105,11 @@ def train_rm(cfg: RMConfig, *, resume: bool = False, show_progress: bool = False
     val = [encode_rm(tokenizer, r, cfg.max_length, cfg.prompt_format) for r in val_records]
     total = cfg.total_steps(steps_per_epoch(len(train), cfg.batch_size))
     collate = RMCollator(tokenizer.pad_token_id)
+    train_collate = RMCollator(tokenizer.pad_token_id, padding_free=cfg.padding_free)
 
     model = load_scalar_model(source, tokenizer, seed=cfg.seed)
+    if cfg.padding_free:
+        use_varlen_attention(model)
     model, optimizer, step = prepare_model(model, cfg, accelerator, resumed)
 
     prov = provenance(cfg, validation_file(cfg.data))
@@ -119,10 +139,10 @@ def train_rm(cfg: RMConfig, *, resume: bool = False, show_progress: bool = False
             lr = lr_at(step, total, cfg)
             set_lr(optimizer, lr)
             idx = shard(batch_for_step(step, len(train), cfg.batch_size, cfg.seed), rank, world)
-            step_loss = 0.0
+            step_loss, step_pairs = 0.0, 0
             chunks = micro_batches(idx, cfg.grad_accum)
             for j, chunk in enumerate(chunks):
-                batch = collate([train[i] for i in chunk])
+                batch = train_collate([train[i] for i in chunk])
                 with nullcontext() if j == len(chunks) - 1 else accelerator.no_sync(model):
                     loss, _ = batch_loss(model, batch, device, cfg.margin_scale)
                     # a mean over prompts; weighted so accumulation equals one big batch
@@ -131,11 +151,14 @@ def train_rm(cfg: RMConfig, *, resume: bool = False, show_progress: bool = False
                 step_loss += loss.item()
                 tput.add(batch["better"].numel())
                 pairs_seen += batch["better"].numel()
+                step_pairs += batch["better"].numel()
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             last_loss = step_loss
+            if on_step is not None:
+                on_step(step, step_pairs)
 
             if step % cfg.log_every == 0 or step == total:
                 pairs_per_s = tput.rate() * world

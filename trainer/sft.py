@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from trainer.config import SFTConfig
 from trainer.data import (
+    PackedSFTCollator,
     SFTCollator,
     batch_for_step,
     encode_sft,
@@ -34,11 +36,21 @@ from trainer.loop import (
     set_lr,
 )
 from trainer.losses import IGNORE_INDEX, sft_loss
-from trainer.models import load_causal_lm, load_tokenizer
+from trainer.models import load_causal_lm, load_tokenizer, use_varlen_attention
 
 
 def n_target_tokens(example: dict) -> int:
     return sum(1 for t in example["labels"][1:] if t != IGNORE_INDEX)
+
+
+def model_inputs(batch: dict, device) -> dict:
+    """What the model takes from a collated batch (padded or padding-free), on ``device``."""
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items() if k != "labels"}
+    return {**inputs, "use_cache": False}  # with a cache transformers would not see the sequences in one row
+
+
+def n_real_tokens(batch: dict) -> int:
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
 
 
 @torch.no_grad()
@@ -57,7 +69,15 @@ def evaluate(model, examples: list[dict], collate, batch_size: int, device) -> f
     return total / max(count, 1)
 
 
-def train_sft(cfg: SFTConfig, *, resume: bool = False, show_progress: bool = False) -> dict:
+def train_sft(
+    cfg: SFTConfig,
+    *,
+    resume: bool = False,
+    show_progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Train; ``on_step(step, tokens)`` is called after each optimizer step with the real tokens
+    of that step (the bench times steps with it)."""
     accelerator = make_accelerator(cfg)
     out = Path(cfg.out)
     resumed = load_resume(cfg) if resume else None
@@ -71,9 +91,12 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, show_progress: bool = Fal
     lengths = [len(e["input_ids"]) for e in train] if cfg.group_by_length else None
     total = cfg.total_steps(steps_per_epoch(len(train), cfg.batch_size))
     collate = SFTCollator(tokenizer.pad_token_id)
+    train_collate = PackedSFTCollator() if cfg.padding_free else collate
 
     # model and optimizer
     model = load_causal_lm(source, tokenizer, seed=cfg.seed)
+    if cfg.padding_free:
+        use_varlen_attention(model)
     model, optimizer, step = prepare_model(model, cfg, accelerator, resumed)
 
     prov = provenance(cfg, validation_file(cfg.data))
@@ -104,27 +127,28 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, show_progress: bool = Fal
             set_lr(optimizer, lr)
             idx = shard(batch_for_step(step, len(train), cfg.batch_size, cfg.seed, lengths), rank, world)
             n_tokens = sum(n_target_tokens(train[i]) for i in idx)
-            step_loss = 0.0
+            step_loss, step_tokens = 0.0, 0
             chunks = micro_batches(idx, cfg.grad_accum)
             for j, chunk in enumerate(chunks):
-                batch = collate([train[i] for i in chunk])
+                batch = train_collate([train[i] for i in chunk])
                 sync = j == len(chunks) - 1
                 with nullcontext() if sync else accelerator.no_sync(model):
-                    logits = model(
-                        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-                    ).logits
+                    logits = model(**model_inputs(batch, device)).logits
                     # summed over tokens / tokens of the whole step: accumulation = one big batch
                     loss = sft_loss(logits, batch["labels"].to(device), reduction="sum") / max(n_tokens, 1)
                     accelerator.backward(loss)
                 step_loss += loss.item()
-                n_real = int(batch["attention_mask"].sum())
+                n_real = n_real_tokens(batch)
                 tput.add(n_real)
                 tokens_seen += n_real
+                step_tokens += n_real
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             last_loss = step_loss
+            if on_step is not None:
+                on_step(step, step_tokens)
 
             if step % cfg.log_every == 0 or step == total:
                 tokens_per_s = tput.rate() * world
