@@ -118,12 +118,15 @@ async def process_chunk(rt: Runtime, kinds: Mapping[str, Handler], run_id: int, 
                 finished.clear()
                 await finish_batch(rt, handler, run_id, batch)
                 rt.monitor.spent(run_id, sum((o.cost or Decimal(0) for _, o in batch), Decimal(0)))
-        if await rt.monitor.status(run_id) != RunStatus.running:
-            for t in tasks:  # out of budget or cancelled: stop asking the LLM
-                if t is not asyncio.current_task():
-                    t.cancel()
+        await rt.monitor.status(run_id)  # out of budget or cancelled: stop_rest, in every chunk
+
+    def stop_rest() -> None:
+        for t in tasks:  # stop asking the LLM
+            if t is not asyncio.current_task():
+                t.cancel()
 
     tasks = [asyncio.create_task(work(i)) for i in items]
+    unregister = rt.monitor.on_stop(run_id, stop_rest)
     try:
         pending = set(tasks)
         while pending:
@@ -137,6 +140,7 @@ async def process_chunk(rt: Runtime, kinds: Mapping[str, Handler], run_id: int, 
             if t.done() and not t.cancelled() and t.exception() is not None:
                 raise t.exception()
     finally:
+        unregister()
         for t in tasks:
             t.cancel()
     # whoever finishes the last item sees every commit before its own, and closes the run
