@@ -8,7 +8,12 @@ The service (API + in-process worker) runs as its own uvicorn process on a fresh
 
     python bench/generation.py [--quick]
 
-Last line: one JSON object with `ratio` (pipeline / limit) and `bare_ratio` (pipeline / bare loop).
+Runs choose the fake servers as named endpoints ("slow", "fast": FORGE_LLM_ENDPOINTS), as a run
+never names a URL. The machine is shared: compare the figures of one run, not across runs.
+
+Last line: one JSON object with `ratio` (pipeline / limit), `bare_ratio` (pipeline / bare httpx
+loop) and `bare_aiohttp_ratio` (pipeline / bare aiohttp loop, issue 15's measure), each beside
+its completions/s, and the load average over the run.
 """
 
 from __future__ import annotations
@@ -150,6 +155,7 @@ def main() -> None:
     latency = 0.5
 
     procs: list[subprocess.Popen] = []
+    load_before = os.getloadavg()[0]
     with bench_database() as url:
         try:
             slow, slow_url = start_fake(latency * 1000)
@@ -198,6 +204,7 @@ def main() -> None:
         "bare_ratio": round(rate_fast / bare, 3), "bare_aiohttp_per_s": round(bare_aiohttp, 1),
         "bare_aiohttp_ratio": round(rate_fast / bare_aiohttp, 3), "k": K, "concurrency": CONCURRENCY,
         "completions_500ms": slow_prompts * K, "completions_0ms": fast_prompts * K,
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }))
 
 

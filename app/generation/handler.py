@@ -91,6 +91,9 @@ async def _store_samples(session, rows: list[dict[str, Any]]) -> None:
             got = stored.get((row["prompt_id"], row["sample_index"]))
             if got is not None:
                 ids[_NEW + n] = got
+    for row in rows:  # a repeat of a sample of this batch: the id that sample got
+        if row.get(REPEATS, 0) >= _NEW:
+            row[REPEATS] = ids.get(row[REPEATS])
 
 
 def _count_repeats(rows: list[dict[str, Any]], outcome: ItemOutcome) -> None:
