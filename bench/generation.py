@@ -8,7 +8,12 @@ The service (API + in-process worker) runs as its own uvicorn process on a fresh
 
     python bench/generation.py [--quick]
 
-Last line: one JSON object with `ratio` (pipeline / limit) and `bare_ratio` (pipeline / bare loop).
+Runs choose the fake servers as named endpoints ("slow", "fast": FORGE_LLM_ENDPOINTS), as a run
+never names a URL. The machine is shared: compare the figures of one run, not across runs.
+
+Last line: one JSON object with `ratio` (pipeline / limit), `bare_ratio` (pipeline / bare httpx
+loop) and `bare_aiohttp_ratio` (pipeline / bare aiohttp loop, issue 15's measure), each beside
+its completions/s, and the load average over the run.
 """
 
 from __future__ import annotations
@@ -76,14 +81,17 @@ def seed_prompts(url: str, dataset_id: int, n: int, tag: str) -> None:
     engine.dispose()
 
 
-def pipeline_rate(api: httpx.Client, url: str, name: str, n_prompts: int, base_url: str) -> tuple[float, float]:
+def pipeline_rate(api: httpx.Client, url: str, name: str, n_prompts: int, endpoint: str) -> tuple[float, float]:
     ds = api.post("/datasets", json={"name": name}).json()["id"]
     seed_prompts(url, ds, n_prompts, name)
-    body = {"kind": "generate", "k": K, "llm": {"generator": {"base_url": base_url}}}
+    body = {"kind": "generate", "k": K, "llm": {"generator": {"endpoint": endpoint}}}
     started = time.perf_counter()
     run = api.post(f"/datasets/{ds}/runs", json=body).json()
+    if "status" not in run:
+        raise RuntimeError(f"the run was refused: {run}")
     while run["status"] in ("queued", "running"):
-        time.sleep(0.02)
+        # a progress display's rate: each poll is served by the process doing the run
+        time.sleep(0.1)
         run = api.get(f"/runs/{run['id']}").json()
     elapsed = time.perf_counter() - started
     if run["status"] != "succeeded" or run["done"] != n_prompts:
@@ -147,6 +155,7 @@ def main() -> None:
     latency = 0.5
 
     procs: list[subprocess.Popen] = []
+    load_before = os.getloadavg()[0]
     with bench_database() as url:
         try:
             slow, slow_url = start_fake(latency * 1000)
@@ -155,7 +164,12 @@ def main() -> None:
             port = free_port()
             env = {
                 **os.environ, "DATABASE_URL": url, "FORGE_LLM_BASE_URL": slow_url, "FORGE_WORKER_IN_PROCESS": "true",
-                "FORGE_WORKER_CONCURRENCY": "16", "FORGE_LLM_GENERATOR": json.dumps({"concurrency": CONCURRENCY}),
+                "FORGE_WORKER_CONCURRENCY": "16",
+                # runs choose an endpoint by name (never a URL): one per fake server
+                "FORGE_LLM_ENDPOINTS": json.dumps({
+                    "slow": {"base_url": slow_url, "concurrency": CONCURRENCY},
+                    "fast": {"base_url": fast_url, "concurrency": CONCURRENCY},
+                }),
                 "FORGE_DB_POOL_SIZE": "20",
             }
             procs.append(subprocess.Popen(
@@ -165,12 +179,12 @@ def main() -> None:
             ))
             wait_http(f"http://127.0.0.1:{port}/readyz")
             with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=60) as api:
-                pipeline_rate(api, url, "warmup", 16, fast_url)
-                rate_slow, t_slow = pipeline_rate(api, url, "slow", slow_prompts, slow_url)
+                pipeline_rate(api, url, "warmup", 16, "fast")
+                rate_slow, t_slow = pipeline_rate(api, url, "slow", slow_prompts, "slow")
                 limit = CONCURRENCY / latency
                 print(f"latency {latency * 1000:.0f} ms, concurrency {CONCURRENCY}: {rate_slow:.1f} completions/s "
                       f"({slow_prompts * K} in {t_slow:.2f} s); limit {limit:.1f}/s")
-                rate_fast, t_fast = pipeline_rate(api, url, "fast", fast_prompts, fast_url)
+                rate_fast, t_fast = pipeline_rate(api, url, "fast", fast_prompts, "fast")
                 bare = asyncio.run(bare_rate(fast_url, fast_prompts * K))
                 bare_aiohttp = asyncio.run(bare_aiohttp_rate(fast_url, fast_prompts * K))
                 print(f"latency 0 ms: {rate_fast:.1f} completions/s ({fast_prompts * K} in {t_fast:.2f} s); "
@@ -190,6 +204,7 @@ def main() -> None:
         "bare_ratio": round(rate_fast / bare, 3), "bare_aiohttp_per_s": round(bare_aiohttp, 1),
         "bare_aiohttp_ratio": round(rate_fast / bare_aiohttp, 3), "k": K, "concurrency": CONCURRENCY,
         "completions_500ms": slow_prompts * K, "completions_0ms": fast_prompts * K,
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }))
 
 

@@ -32,18 +32,27 @@ class Duplicate:
         return {"completion_id": self.of, "similarity": round(self.similarity, 4)}
 
 
-def find(text: str, existing: Sequence[tuple[int, str]]) -> Duplicate | None:
+def find(text: str, existing: Sequence[tuple[int, str]], shingles: dict[str, set[int]] | None = None) -> Duplicate | None:
     """The completion (id, text) `text` repeats exactly (the first), else the one it nearly
-    repeats (the most similar), else None."""
+    repeats (the most similar), else None. `shingles`: text -> its shingle set, filled in here
+    (`remember` fills it for many texts at once)."""
     for cid, other in existing:
         if other == text:
             return Duplicate(cid, True, 1.0)
     if not existing:
         return None
-    mine, *theirs = shingle_sets([text, *(t for _, t in existing)])
-    scored = [(jaccard(mine, s), -cid) for (cid, _), s in zip(existing, theirs, strict=True)]
-    best, neg_id = max(scored)
+    memo = remember(shingles if shingles is not None else {}, [text, *(t for _, t in existing)])
+    mine = memo[text]
+    best, neg_id = max((jaccard(mine, memo[t]), -cid) for cid, t in existing)
     return Duplicate(-neg_id, False, best) if best >= NEAR_IDENTICAL else None
+
+
+def remember(shingles: dict[str, set[int]], texts: Sequence[str]) -> dict[str, set[int]]:
+    """`shingles` with the shingle sets of `texts` it lacks, computed in one pass."""
+    missing = list(dict.fromkeys(t for t in texts if t not in shingles))
+    if missing:
+        shingles.update(zip(missing, shingle_sets(missing), strict=True))
+    return shingles
 
 
 def flag(meta: dict | None, flags: list[str] | None, dup: Duplicate) -> tuple[dict, list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,68 @@ def sample_request(spec: GenerateRun, endpoint: Endpoint, prompt: str, index: in
 
 async def _done(result: ChatResult) -> ChatResult:
     return result
+
+
+# a sample that repeats a completion of its prompt exactly: the id it repeats, set by _store_samples
+REPEATS = "_repeats"
+_NEW = 1 << 62  # ids of samples not stored yet: above every real id, in batch order (duplicates.find ties)
+
+
+async def _store_samples(session, rows: list[dict[str, Any]]) -> None:
+    """Store a batch's samples in one query and as few inserts as the duplicate references allow
+    (one, unless a sample nearly repeats another sample of the same batch): a sample repeating
+    a completion the prompt already has (or an earlier sample) is not stored but marked with
+    REPEATS for its item's result; a near-identical one is stored flagged
+    (app/completions/duplicates.py)."""
+    for row in rows:  # a batch written again alone (finish_batch) decides afresh
+        row.pop(REPEATS, None)
+    if not rows:
+        return
+    existing = await repo.completion_texts_many(session, sorted({r["prompt_id"] for r in rows}))
+    shingles = duplicates.remember({}, [t for texts in existing.values() for _, t in texts] + [r["text"] for r in rows])
+    kept: list[tuple[int, dict[str, Any], duplicates.Duplicate | None]] = []  # (wave, row, near duplicate)
+    wave_of: dict[int, int] = {}
+    for n, row in enumerate(rows):
+        texts = existing.setdefault(row["prompt_id"], [])
+        dup = duplicates.find(row["text"], texts, shingles)
+        if dup is not None and dup.exact:
+            row[REPEATS] = dup.of
+            continue
+        wave = wave_of[dup.of] + 1 if dup is not None and dup.of >= _NEW else 0
+        wave_of[_NEW + n] = wave
+        kept.append((wave, row, dup))
+        texts.append((_NEW + n, row["text"]))
+    ids: dict[int, int] = {}  # placeholder -> id
+    for wave in range(max((w for w, _, _ in kept), default=-1) + 1):
+        batch = []
+        for w, row, dup in kept:
+            if w != wave:
+                continue
+            if dup is not None and dup.of >= _NEW:
+                of = ids.get(dup.of)
+                dup = dataclasses.replace(dup, of=of) if of is not None else None  # None: the other was never stored
+            if dup is not None:
+                row["meta"], row["flag_reasons"] = duplicates.flag(row.get("meta"), row.get("flag_reasons"), dup)
+            batch.append(row)
+        stored = await repo.insert_samples(session, batch)
+        for n, row in enumerate(rows):
+            got = stored.get((row["prompt_id"], row["sample_index"]))
+            if got is not None:
+                ids[_NEW + n] = got
+    for row in rows:  # a repeat of a sample of this batch: the id that sample got
+        if row.get(REPEATS, 0) >= _NEW:
+            row[REPEATS] = ids.get(row[REPEATS])
+
+
+def _count_repeats(rows: list[dict[str, Any]], outcome: ItemOutcome) -> None:
+    """The item's result lists its samples that repeated a completion (and what they cost)."""
+    repeated = [
+        {"sample_index": row["sample_index"], "duplicate_of": row[REPEATS], "cost": str(row["cost"]),
+         "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"]}
+        for row in rows if REPEATS in row
+    ]
+    if repeated:
+        outcome.result = {**outcome.result, "completions": outcome.result["completions"] - len(repeated), "duplicates": repeated}
 
 
 class GenerateHandler:
@@ -84,7 +147,7 @@ class GenerateHandler:
         return estimate
 
     async def write_rows(self, session, rows: list[dict[str, Any]]) -> None:
-        await repo.insert_completions(session, rows)
+        await _store_samples(session, rows)
 
     async def prepare(self, rt, run: Run, dataset: Dataset, items: list[Item]) -> _Ctx:
         spec = GenerateRun.model_validate(run.params)
@@ -121,8 +184,10 @@ class GenerateHandler:
         if errors:
             outcome.error = "; ".join(errors)[:2000]
 
+        outcome.rows = rows  # stored for the whole batch at once by write_rows
+
         async def write(session) -> None:
-            await self._write_unique(session, item, rows, outcome)
+            _count_repeats(rows, outcome)
             if errors:
                 await prompts.flag_prompt(
                     session, item.prompt_id, FlagReason.generation_failed,
@@ -131,29 +196,6 @@ class GenerateHandler:
 
         outcome.write = write
         return outcome
-
-    @staticmethod
-    async def _write_unique(session, item: Item, rows: list[dict[str, Any]], outcome: ItemOutcome) -> None:
-        """Store the samples, one by one: a sample repeating a completion the prompt already has
-        (or an earlier sample) is not stored but listed in the item's result with what it cost;
-        a near-identical one is stored flagged (app/completions/duplicates.py)."""
-        existing = await repo.completion_texts(session, item.prompt_id)
-        repeated = []
-        for row in rows:
-            dup = duplicates.find(row["text"], existing)
-            if dup is not None and dup.exact:
-                repeated.append({
-                    "sample_index": row["sample_index"], "duplicate_of": dup.of, "cost": str(row["cost"]),
-                    "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
-                })
-                continue
-            if dup is not None:
-                row["meta"], row["flag_reasons"] = duplicates.flag(row.get("meta"), row.get("flag_reasons"), dup)
-            cid = await repo.insert_completion(session, row)
-            if cid is not None:
-                existing.append((cid, row["text"]))
-        if repeated:
-            outcome.result = {**outcome.result, "completions": outcome.result["completions"] - len(repeated), "duplicates": repeated}
 
     @staticmethod
     def _row(ctx: _Ctx, item: Item, k: int, req: ChatRequest, res: ChatResult) -> dict[str, Any]:
@@ -165,5 +207,5 @@ class GenerateHandler:
             "template_version": TEMPLATE_VERSION, "prompt_tokens": res.prompt_tokens,
             "completion_tokens": res.completion_tokens, "cost": res.cost, "latency_ms": res.latency_ms,
             "finish_reason": res.finish_reason, "run_id": ctx.run.id, "sample_index": k,
-            "meta": {"cached": res.cached, "attempts": res.attempts},
+            "meta": {"cached": res.cached, "attempts": res.attempts}, "flag_reasons": [],
         }

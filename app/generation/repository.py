@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, cast, func, literal, null, select
+from sqlalchemy import ColumnElement, Select, cast, func, literal, null, select, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,23 +46,47 @@ async def existing_samples(session: AsyncSession, runs: Select | int, prompt_ids
     return {(p, s) for p, s in rows}
 
 
-async def insert_completions(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await session.execute(insert(Completion).values(rows).on_conflict_do_nothing())
+# one statement text whatever the batch's size: its SQL is parsed (and prepared) once, where a
+# multi-row VALUES would be rebuilt and re-parsed for every batch
+_SAMPLE_COLUMNS = (
+    ("dataset_id", "bigint"), ("prompt_id", "bigint"), ("text", "text"), ("source", "text"), ("model", "text"),
+    ("params", "jsonb"), ("template_version", "text"), ("prompt_tokens", "integer"),
+    ("completion_tokens", "integer"), ("cost", "numeric"), ("latency_ms", "integer"), ("finish_reason", "text"),
+    ("run_id", "bigint"), ("sample_index", "integer"), ("meta", "jsonb"), ("flag_reasons", "jsonb"),
+)
+_INSERT_SAMPLES = text(
+    f"""
+    INSERT INTO completion ({", ".join(c for c, _ in _SAMPLE_COLUMNS)})
+    SELECT {", ".join(f"ARRAY(SELECT jsonb_array_elements_text(v.{c}))" if c == "flag_reasons" else f"v.{c}" for c, _ in _SAMPLE_COLUMNS)}
+    FROM unnest({", ".join(f"CAST(:{c} AS {t}[])" for c, t in _SAMPLE_COLUMNS)}) AS v({", ".join(c for c, _ in _SAMPLE_COLUMNS)})
+    ON CONFLICT DO NOTHING
+    RETURNING id, prompt_id, sample_index
+    """
+)
+_JSON = {c for c, t in _SAMPLE_COLUMNS if t == "jsonb"}
 
 
-async def insert_completion(session: AsyncSession, row: dict[str, Any]) -> int | None:
-    """Insert one completion; its id, or None when a run already wrote that sample."""
-    stmt = insert(Completion).values(row).on_conflict_do_nothing().returning(Completion.id)
-    return (await session.execute(stmt)).scalar()
+async def insert_samples(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[tuple[int, int], int]:
+    """Insert a run's samples (rows with _SAMPLE_COLUMNS' keys) in one statement;
+    {(prompt_id, sample_index): id} of those stored (a sample a run already wrote is left out)."""
+    if not rows:
+        return {}
+    cols = {
+        c: [json.dumps(r[c]) for r in rows] if c in _JSON else [r[c] for r in rows] for c, _ in _SAMPLE_COLUMNS
+    }
+    result = await session.execute(_INSERT_SAMPLES, cols)
+    return {(p, s): i for i, p, s in result}
 
 
-async def completion_texts(session: AsyncSession, prompt_id: int) -> list[tuple[int, str]]:
-    """(id, text) of the prompt's completions that are not stale, oldest first (a stale one was
-    made for an older text: a new sample may repeat it)."""
+async def completion_texts_many(session: AsyncSession, prompt_ids: list[int]) -> dict[int, list[tuple[int, str]]]:
+    """{prompt_id: [(id, text), ...]} of these prompts' completions that are not stale, oldest
+    first (a stale one was made for an older text: a new sample may repeat it), in one query."""
     rows = await session.execute(
-        select(Completion.id, Completion.text)
-        .where(Completion.prompt_id == prompt_id, Completion.review_status != "stale")
-        .order_by(Completion.id)
+        select(Completion.prompt_id, Completion.id, Completion.text)
+        .where(Completion.prompt_id.in_(prompt_ids), Completion.review_status != "stale")
+        .order_by(Completion.prompt_id, Completion.id)
     )
-    return [(int(i), t) for i, t in rows]
+    out: dict[int, list[tuple[int, str]]] = {}
+    for p, i, t in rows:
+        out.setdefault(p, []).append((int(i), t))
+    return out

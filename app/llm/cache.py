@@ -6,8 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.models import LLMCache
@@ -27,7 +26,19 @@ async def lookup_many(conn: AsyncConnection, keys: list[bytes]) -> dict[bytes, d
     return {key: response for key, response in rows}
 
 
+# one statement text whatever the number of rows (parsed and prepared once)
+_STORE = text(
+    """
+    INSERT INTO llm_cache (key, model, response)
+    SELECT * FROM unnest(CAST(:keys AS bytea[]), CAST(:models AS text[]), CAST(:responses AS jsonb[]))
+    ON CONFLICT (key) DO NOTHING
+    """
+)
+
+
 async def store(session: AsyncSession, rows: list[tuple[bytes, str, dict[str, Any]]]) -> None:
     if rows:
-        stmt = insert(LLMCache).values([{"key": k, "model": m, "response": r} for k, m, r in rows])
-        await session.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
+        keys, models, responses = zip(*rows, strict=True)
+        await session.execute(
+            _STORE, {"keys": list(keys), "models": list(models), "responses": [json.dumps(r) for r in responses]}
+        )

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx2
 import openai
-from openai.types.chat import ChatCompletion
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tenacity.wait import wait_base
@@ -194,21 +193,23 @@ class LLMClient:
         return chars // 4 + int(params.get("max_tokens") or params.get("max_completion_tokens") or 256)
 
     async def _once(self, endpoint: Endpoint, model: str, req: ChatRequest, params: dict[str, Any]) -> tuple[Any, int]:
-        scope = f"{endpoint.name}|{model}"  # stored in the limiter table: the name, never the URL
-        reserved = self._estimate_tokens(req, params)
-        limiter = self._limiter if (endpoint.rpm or endpoint.tpm) else None
+        limiter = self._limiter if (endpoint.rpm or endpoint.tpm) else None  # no limit: no round trip
         if limiter:
+            scope = f"{endpoint.name}|{model}"  # stored in the limiter table: the name, never the URL
+            reserved = self._estimate_tokens(req, params)
             await limiter.acquire(scope, endpoint.rpm, endpoint.tpm, reserved)
         body = {"model": model, "messages": req.messages, **params}
         async with self._semaphore:
             await self._pace()
             started = time.perf_counter()
-            # the client's generic post: same transport, auth, errors and response types as
-            # chat.completions.create, without re-walking our already-plain request body
-            response = await self._openai.post("/chat/completions", body=body, cast_to=ChatCompletion)
+            # the client's generic post: same transport, auth, errors and retries-off as
+            # chat.completions.create, without re-walking our already-plain request body; cast_to
+            # object: the reply's JSON decoded once, as plain dicts (no SDK models built per call)
+            response = await self._openai.post("/chat/completions", body=body, cast_to=object)
             latency_ms = int((time.perf_counter() - started) * 1000)
-        if limiter and response.usage is not None:
-            await limiter.refund_tokens(scope, endpoint.tpm, reserved, response.usage.total_tokens)
+        if limiter:
+            used = _field(_field(response, "usage"), "total_tokens")
+            await limiter.refund_tokens(scope, endpoint.tpm, reserved, _count(used) if used is not None else reserved)
         return response, latency_ms
 
     def _resolve(self, endpoint: Endpoint, req: ChatRequest) -> tuple[str, dict[str, Any], bytes]:
@@ -266,18 +267,17 @@ class LLMClient:
     def _result(self, response: Any, model: str, params: dict[str, Any], key: bytes, attempts: int, latency_ms: int) -> ChatResult:
         """The reply as a ChatResult, or LLMCallFailed (with the tokens it cost) when it holds
         nothing usable: a 200 is not an answer until it has a non-empty, storable text."""
-        usage = getattr(response, "usage", None)
-        prompt_tokens = _count(getattr(usage, "prompt_tokens", 0))
-        completion_tokens = _count(getattr(usage, "completion_tokens", 0))
+        usage = _field(response, "usage")
+        prompt_tokens = _count(_field(usage, "prompt_tokens", 0))
+        completion_tokens = _count(_field(usage, "completion_tokens", 0))
         cost = call_cost(price(self.settings, self.endpoint, model), prompt_tokens, completion_tokens)
-        choices = getattr(response, "choices", None)
+        choices = _field(response, "choices")
         choice = choices[0] if isinstance(choices, list) and choices else None
-        message = getattr(choice, "message", None)
-        text = getattr(message, "content", None)
+        text = _field(_field(choice, "message"), "content")
         if choice is None:
             problem = "the reply has no choices"
         elif not isinstance(text, str) or not text.strip():
-            problem = f"the reply is empty (finish_reason {getattr(choice, 'finish_reason', None)!r})"
+            problem = f"the reply is empty (finish_reason {_field(choice, 'finish_reason')!r})"
         else:
             problem = unusable_text(text)
         record_llm_call(self.endpoint.name, model, ok=problem is None, attempts=attempts, prompt_tokens=prompt_tokens,
@@ -287,8 +287,8 @@ class LLMClient:
             raise LLMCallFailed(problem, attempts, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
         return ChatResult(
             text=text,
-            model=getattr(response, "model", None) or model,
-            finish_reason=getattr(choice, "finish_reason", None),
+            model=_text_or_none(_field(response, "model")) or model,
+            finish_reason=_text_or_none(_field(choice, "finish_reason")),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             cost=cost,
@@ -298,6 +298,15 @@ class LLMClient:
             cache_key=key,
             params=params,
         )
+
+
+def _field(obj: Any, name: str, default: Any = None) -> Any:
+    """obj[name] of a reply we do not trust: the default unless obj is a JSON object holding it."""
+    return obj.get(name, default) if isinstance(obj, dict) else default
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _count(value: Any) -> int:

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
-from app.models import Run
+from app.models import Run, RunStatus
 from app.runs import repository as repo
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,15 @@ class RunMonitor:
         self._inflight: dict[int, int] = {}
         self._finished: dict[int, tuple[int, Decimal]] = {}  # items this process finished, and their cost
         self._room: dict[int, asyncio.Event] = {}  # set when an item gives its room back
+        self._on_stop: dict[int, set[Callable[[], None]]] = {}
+
+    def on_stop(self, run_id: int, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` as soon as any job of this process sees the run no longer running
+        (budget, cancel): every chunk stops asking the LLM at once, not at its next poll.
+        Returns the function that unregisters it."""
+        callbacks = self._on_stop.setdefault(run_id, set())
+        callbacks.add(callback)
+        return lambda: callbacks.discard(callback)
 
     def spent(self, run_id: int, cost: Decimal) -> None:
         self._spent[run_id] = self._spent.get(run_id, Decimal(0)) + cost
@@ -92,4 +102,7 @@ class RunMonitor:
                 status, cost, budget = row if row else (None, Decimal(0), None)
                 self._seen[run_id] = (time.monotonic(), status, cost, budget)
                 log.debug("run %s refreshed: %s, cost %s of %s", run_id, status, cost, budget)
+            if status != RunStatus.running:
+                for callback in list(self._on_stop.get(run_id, ())):
+                    callback()
             return status

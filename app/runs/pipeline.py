@@ -126,12 +126,15 @@ async def process_chunk(rt: Runtime, kinds: Mapping[str, Handler], run_id: int, 
             cost = outcome.cost or Decimal(0)
         finally:
             rt.monitor.release(run_id, cost)
-        if await rt.monitor.status(run_id) != RunStatus.running:
-            for t in tasks:  # out of budget or cancelled: stop asking the LLM
-                if t is not asyncio.current_task():
-                    t.cancel()
+        await rt.monitor.status(run_id)  # out of budget or cancelled: stop_rest, in every chunk
+
+    def stop_rest() -> None:
+        for t in tasks:  # stop asking the LLM
+            if t is not asyncio.current_task():
+                t.cancel()
 
     tasks = [asyncio.create_task(work(i)) for i in items]
+    unregister = rt.monitor.on_stop(run_id, stop_rest)
     try:
         pending = set(tasks)
         while pending:
@@ -145,6 +148,7 @@ async def process_chunk(rt: Runtime, kinds: Mapping[str, Handler], run_id: int, 
             if t.done() and not t.cancelled() and t.exception() is not None:
                 raise t.exception()
     finally:
+        unregister()
         for t in tasks:
             t.cancel()
     # whoever finishes the last item sees every commit before its own, and closes the run

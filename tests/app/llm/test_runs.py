@@ -192,3 +192,37 @@ def test_runs_list_and_items_and_no_key_in_any_answer(api, sql):
     assert [i["item_index"] for i in api.get(f"/runs/{run['id']}/items", params={"cursor": "0"}).json()["data"]] == [1]
     for text in (listed.text, items.text, api.get(f"/runs/{run['id']}").text):
         assert KEY not in text
+
+
+async def test_a_group_commit_stores_each_sample_once_and_flags_near_copies_of_its_own_samples(api, sql, database_url, forge_settings):
+    """A batch's samples are stored together (one insert per duplicate wave): an exact repeat of
+    a sample of the same batch is not stored but marked with what it repeats; a near copy of one
+    is stored flagged with the id that sample got in the same transaction (so after it)."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app import db
+    from app.generation.handler import REPEATS, _store_samples
+
+    dataset_id, (prompt_id,) = make_dataset(api, sql, n_prompts=1)
+    first = "Apples grow on trees in the orchard every single autumn season"
+
+    def sample(k: int, text: str) -> dict:
+        return {"dataset_id": dataset_id, "prompt_id": prompt_id, "text": text, "source": "model", "model": "m",
+                "params": {"seed": k}, "template_version": "t", "prompt_tokens": 1, "completion_tokens": 2,
+                "cost": Decimal("0.5"), "latency_ms": 3, "finish_reason": "stop", "run_id": None, "sample_index": k,
+                "meta": {"cached": False}, "flag_reasons": []}
+
+    batch = [sample(0, first), sample(1, first), sample(2, first.upper()), sample(3, "Something else entirely.")]
+    engine = db.make_engine(database_url, forge_settings)
+    try:
+        async with AsyncSession(engine) as session, session.begin():
+            await _store_samples(session, batch)
+    finally:
+        await engine.dispose()
+    stored = rows(sql, "SELECT id, sample_index, flag_reasons, meta FROM completion WHERE prompt_id = :p ORDER BY sample_index", p=prompt_id)
+    assert [s["sample_index"] for s in stored] == [0, 2, 3]
+    assert batch[1][REPEATS] == stored[0]["id"] and all(REPEATS not in b for b in (batch[0], batch[2], batch[3]))
+    assert stored[1]["flag_reasons"] == ["near_duplicate"]
+    assert stored[1]["meta"]["flag_details"]["near_duplicate"] == {"completion_id": stored[0]["id"], "similarity": 1.0}
+    assert stored[0]["flag_reasons"] == stored[2]["flag_reasons"] == [] and stored[2]["meta"] == {"cached": False}
+    assert stored[0]["id"] < stored[2]["id"] < stored[1]["id"]
