@@ -315,7 +315,8 @@ class Chain:
         else:
             gen["prompts"] = {"prompt_ids": self.state["fresh_prompt_ids"]}
         fresh = self._run("fresh_run", task, gen)
-        body = {"kind": "judge", "mode": "reward_model", "model": self.state["rm_dir"], "source_run_id": fresh["id"]}
+        body = {"kind": "judge", "mode": "reward_model", "model": self.state["rm_dir"], "source_run_id": fresh["id"],
+                "injection_check": "patterns"}  # as in step_judge: no model call per candidate first
         run = self._run("rm_judge_run", task, body)
         return f"run {run['id']}, {run['done']} ranked by {Path(self.state['rm_dir']).name}"
 

@@ -7,8 +7,9 @@ package (Gemma 3 270M as GGUF), or a checkpoint this trainer wrote, is served be
     python -m trainer serve --model gemma3-270m --port 8080
     rlhf-forge train serve --model out/ppo/final --port 8080
 
-It is meant for one machine and modest traffic: requests are answered one at a time (a lock
-around the model), non-streaming. It listens on 127.0.0.1 unless told otherwise, and refuses
+It is meant for one machine and modest traffic, non-streaming: requests that wait for the model
+together are answered together, in one batched `generate` call (each reply still sampled with
+its own parameters and seed). It listens on 127.0.0.1 unless told otherwise, and refuses
 another address without an API key (`--api-key` or TRAINER_SERVE_API_KEY); with a key, every
 route but /health needs `Authorization: Bearer <key>` (what the `openai` client sends).
 Structured output is enforced: a request whose `response_format` carries a JSON schema gets a
