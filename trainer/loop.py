@@ -1,7 +1,9 @@
 """What the three loops share: accelerator, optimizer, schedule, checkpoints, metrics, plot.
 
 A checkpoint is a folder: the model as ``save_pretrained`` (LoRA merged in, so the next step
-can load it as a plain model), the tokenizer, ``trainer_config.json`` (the config dataclass),
+can load it as a plain model; a LoRA run's resumable step checkpoints leave it out, since a
+resume rebuilds the model from ``--model`` and the adapters, and writing a merged copy of every
+model at every step was most of a short LoRA run's time on a small machine), the tokenizer, ``trainer_config.json`` (the config dataclass),
 ``trainer_state.json`` (method, step, sha256 of the export manifest and data file) and
 ``optimizer.pt`` (optimizer, RNG states, LoRA weights, and whatever else the loop needs to
 continue exactly).
@@ -144,9 +146,10 @@ def save_checkpoint(
         model = accelerator.unwrap_model(model)
         target = tmp / name if name else tmp
         target.mkdir(parents=True, exist_ok=True)
-        merged(model).save_pretrained(target)
         if cfg.lora:
             lora_states[name] = trainable_state(model)
+        if not (cfg.lora and optimizer is not None):
+            merged(model).save_pretrained(target)
     tokenizer.save_pretrained(tmp)
     cfg.save(tmp / CONFIG_FILE)
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")

@@ -10,6 +10,7 @@ A model path is one of:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -86,6 +87,30 @@ def gguf_cache_dir(gguf_path: Path) -> Path:
     return Path(user_cache_dir("rlhf-forge")) / "gguf" / f"{gguf_path.stem}-{key}"
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """`transformers` opens a GGUF file with `gguf.GGUFReader` once for the tokenizer's config,
+    once for the tokenizer, once for the model's config and once for its tensors; parsing
+    Gemma's 262k-token vocabulary in Python takes most of a minute each time on a busy core.
+    Within this block every open of the same file shares one (read-only) reader."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], object] = {}
+
+    def shared(path, mode="r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def resolve_gguf(path: str | Path) -> Path:
     """Convert a GGUF file to a safetensors folder once; return the cached folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -99,8 +124,9 @@ def resolve_gguf(path: str | Path) -> Path:
         "converting %s to safetensors (once; this can take a few minutes on CPU) into %s", gguf_path, cache
     )
     t0 = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    with _gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     # transformers de-quantizes GGUF tensors on load; the weights are plain floats now, but the
     # model still carries the GGUF quantizer, which refuses to serialise. Drop the marker.
     model.hf_quantizer = None

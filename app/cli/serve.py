@@ -128,7 +128,16 @@ def demo(
     Migrates the (embedded) database, imports the example prompts, finds the LLM at
     FORGE_LLM_BASE_URL or starts the local one, serves the API, and drives every step through it
     with one progress display. Re-running resumes where the last run stopped."""
-    from app.demo import FULL, QUICK, StepFailed, llm_answers, local_llm_available, run_chain, start_local_llm
+    from app.demo import (
+        FULL,
+        QUICK,
+        StepFailed,
+        llm_answers,
+        local_endpoint_free,
+        local_llm_available,
+        run_chain,
+        start_local_llm,
+    )
     from app.prompts.schemas import ImportFormat, ImportMode
 
     plan = QUICK if quick else FULL
@@ -145,10 +154,13 @@ def demo(
         update: dict = {"worker_in_process": True}
         proc = None
         if "FORGE_LLM_BASE_URL" not in os.environ or not llm_answers(settings.llm_base_url):
-            # the local model answers one request at a time: queue in the worker, not at the server
+            # the local server answers up to 8 waiting replies in one batch (trainer.serve.ChatModel.MAX_BATCH):
+            # send that many at once, and wait long for them on a slow machine
             update["llm_timeout_s"] = max(settings.llm_timeout_s, 600.0)
             for role in ("llm_generator", "llm_judge", "llm_synthesizer"):
-                update[role] = getattr(settings, role).model_copy(update={"concurrency": 1, "model": plan.model})
+                update[role] = getattr(settings, role).model_copy(update={"concurrency": 8, "model": plan.model})
+            # the local model costs nothing: its endpoint says so, and the summary shows $0, not "unknown"
+            update["llm_endpoints"] = local_endpoint_free(settings)
         settings = settings.model_copy(update=update)
         try:
             if not llm_answers(settings.llm_base_url):

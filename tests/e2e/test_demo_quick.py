@@ -41,6 +41,9 @@ def test_quick_demo_runs_the_whole_chain_and_resumes(database_url, tmp_path):
         assert (tmp_path / "demo-quick" / "checkpoints" / "ppo" / "metrics.jsonl").exists()
         assert "before PPO" in first.stdout and "after PPO" in first.stdout and "sha256" in first.stdout
         assert " GET /api" not in first.stdout + first.stderr  # no access log lines
+        # the local model's endpoint is declared free: the summary adds up $0, not "unknown"
+        assert "$0.0000" in first.stdout and "unknown" not in first.stdout
+        assert set(state["seconds"]) == set(state["done"])  # each step's wall time, for the README's table
 
         engine = create_engine(database_url)
         with engine.connect() as conn:

@@ -164,3 +164,59 @@ def test_a_key_is_required_when_one_is_set_and_beyond_loopback(chat):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_bfloat16_weights_serve_a_constrained_reply():
+    """`--dtype bfloat16` (what the demo serves Gemma with): the weights are bfloat16 and a
+    constrained reply is still valid JSON for its schema."""
+    import json
+
+    import torch
+
+    chat = ChatModel("tiny", name="tiny-bf16", dtype="bfloat16")
+    assert {p.dtype for p in chat.model.parameters()} == {torch.bfloat16}
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
+    body = {"messages": [{"role": "user", "content": "ok?"}], "max_tokens": 40, "seed": 3,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "ok", "schema": schema}}}
+    reply = chat.chat_completion(body)["choices"][0]
+    assert reply["finish_reason"] == "stop" and isinstance(json.loads(reply["message"]["content"])["ok"], bool)
+
+
+def test_an_unknown_dtype_is_refused_before_loading():
+    from trainer.serve import serve
+
+    with pytest.raises(ValueError, match="--dtype"):
+        serve("tiny", dtype="float8")
+
+
+def test_requests_waiting_together_are_answered_in_one_batch_each_with_its_own_seed(client, chat, monkeypatch):
+    """Replies queued while the model was busy go into one `generate` call (left-padded when their
+    prompts differ in length), and a seeded reply is the one it would be alone."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(prompt: str, seed: int, constrained: bool = False) -> str:
+        schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
+        extra = {"response_format": {"type": "json_schema", "json_schema": {"name": "ok", "schema": schema}}} if constrained else {}
+        r = client.chat.completions.create(model="x", messages=[{"role": "user", "content": prompt}], max_tokens=6 + 30 * constrained,
+                                           temperature=1.0, seed=seed, **extra)
+        return r.choices[0].message.content
+
+    asks = [("2+2=", 1, False), ("2+2=", 2, False), ("a longer prompt, padded on the left", 3, False), ("{}", 4, True)]
+    alone = [ask(*a) for a in asks]
+    sizes = []
+    real_generate = chat.model.generate
+    monkeypatch.setattr(chat.model, "generate", lambda ids, **k: sizes.append(ids.shape[0]) or real_generate(ids, **k))
+    with ThreadPoolExecutor(len(asks)) as pool:
+        with chat._lock:  # the model is busy while the four requests arrive
+            futures = [pool.submit(ask, *a) for a in asks]
+            deadline = time.monotonic() + 30
+            while len(chat._queue) < len(asks) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        together = [f.result() for f in futures]
+    assert sizes == [len(asks)]
+    assert together[:2] == alone[:2]  # the same prompt, so the same rows: the same samples
+    assert all(isinstance(t, str) for t in together[2:])
+    import json
+
+    assert isinstance(json.loads(together[3])["ok"], bool)  # the constrained row of the batch is still valid
