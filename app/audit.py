@@ -14,10 +14,11 @@ to it by anyone else is refused (`ensure_can_act`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import inspect
+from sqlalchemy import func, insert, inspect, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound
@@ -34,13 +35,28 @@ AUDITED: dict[str, tuple[type[Base], tuple[str, ...]]] = {
 TYPE_OF = {cls: name for name, (cls, _) in AUDITED.items()}
 
 
+def _jsonable(v: Any) -> Any:
+    return v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else str(v)
+
+
 def snapshot(obj: Any, fields: tuple[str, ...]) -> dict[str, Any]:
     """The JSON-able state of `fields` of an ORM row, for before/after."""
-    out = {}
-    for f in fields:
-        v = getattr(obj, f)
-        out[f] = v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else str(v)
-    return out
+    return {f: _jsonable(getattr(obj, f)) for f in fields}
+
+
+def state_of(kind: str, columns: Mapping[str, Any]) -> dict[str, Any]:
+    """`state` of a row read as a mapping of its columns (e.g. `to_jsonb(row)`)."""
+    return {f: _jsonable(columns[f]) for f in AUDITED[kind][1]}
+
+
+def event_states(target: tuple[str, dict | None, dict | None], others: list[tuple[str, dict | None, dict | None]]):
+    """An event's (before, after): the target's audited fields, and every other row's under
+    `related`, keyed "<type>:<id>" (the layout undo reads)."""
+    _, before, after = target
+    if others:
+        before = dict(before or {}, related={k: b for k, b, _ in others})
+        after = dict(after or {}, related={k: a for k, _, a in others})
+    return before, after
 
 
 def state(row: Base) -> dict[str, Any]:
@@ -112,15 +128,68 @@ class Change:
             if inspect(row).unloaded & set(AUDITED[TYPE_OF[type(row)]][1]):
                 await self.session.refresh(row)
         target = self.target
-        (_, before), *others = [(r, b) for r, b in self._rows if r is target] + [(r, b) for r, b in self._rows if r is not target]
-        after: dict[str, Any] | None = state(target)
-        if others:
-            before = dict(before or {}, related={key(r): b for r, b in others})
-            after = dict(after, related={key(r): state(r) for r, _ in others})
+        (_, first), *others = [(r, b) for r, b in self._rows if r is target] + [(r, b) for r, b in self._rows if r is not target]
+        before, after = event_states((key(target), first, state(target)), [(key(r), b, state(r)) for r, b in others])
         return await record_event(
             self.session, dataset_id=target.dataset_id, prompt_id=item_of(target), actor=actor, action=action,
             target_type=TYPE_OF[type(target)], target_id=target.id, before=before, after=after, comment=comment, undoes=undoes,
         )
+
+
+class SqlChange:
+    """`Change` for an action on rows read as mappings (one round trip, e.g. the review item's
+    `to_jsonb` load): `set(kind, row, **values)` for each row it changes, `add(kind, id, **values)`
+    for a new one (its id taken from the sequence beforehand), then `record(...)` writes every
+    update and insert and the event in ONE statement (data-modifying CTEs). The event has the
+    same before / after layout as `Change` writes, so undo treats both alike."""
+
+    def __init__(self, kind: str, target: Mapping[str, Any]):
+        self.target = f"{kind}:{target['id']}"
+        self.dataset_id, self.prompt_id = target["dataset_id"], item_of_row(kind, target)
+        # key -> [kind, id, before (None: new), after, values to write, new?]
+        self._rows: dict[str, list] = {}
+        self.set(kind, target)
+
+    def set(self, kind: str, row: Mapping[str, Any], **values: Any) -> None:
+        """Change `values` (audited or not) of an existing row; the event records the audited ones."""
+        k = f"{kind}:{row['id']}"
+        if k not in self._rows:
+            before = state_of(kind, row)
+            self._rows[k] = [kind, row["id"], before, dict(before), {}, False]
+        entry = self._rows[k]
+        entry[4].update(values)
+        entry[3].update({f: _jsonable(v) for f, v in values.items() if f in AUDITED[kind][1]})
+
+    def add(self, kind: str, row_id: int, **values: Any) -> None:
+        """A new row with this id; `values` must give every audited field."""
+        self._rows[f"{kind}:{row_id}"] = [kind, row_id, None, state_of(kind, values), values, True]
+
+    async def record(self, session: AsyncSession, *, actor: str, action: str, comment: str | None = None) -> dict[str, Any]:
+        """Write the rows that change and the event in one statement; the event's columns."""
+        writes = []
+        for n, (kind, row_id, before, after, values, new) in enumerate(self._rows.values()):
+            table = AUDITED[kind][0].__table__
+            if new:
+                stmt = insert(table).values(id=row_id, **values)
+            elif before != after or set(values) - set(AUDITED[kind][1]):
+                stmt = update(table).where(table.c.id == row_id).values(**values, updated_at=func.now())
+            else:
+                continue  # nothing of this row changes (it is still in the event, as Change has it)
+            writes.append(stmt.returning(table.c.id).cte(f"w{n}"))
+        (kind, _, tb, ta, _, _), *others = [self._rows[self.target], *(e for k, e in self._rows.items() if k != self.target)]
+        before, after = event_states((self.target, tb, ta), [(f"{e[0]}:{e[1]}", e[2], e[3]) for e in others])
+        table = ReviewEvent.__table__
+        event = insert(table).values(
+            dataset_id=self.dataset_id, prompt_id=self.prompt_id, actor=actor, action=action, target_type=kind,
+            target_id=self._rows[self.target][1], before=before, after=after, comment=comment,
+        )
+        row = (await session.execute(event.add_cte(*writes).returning(*table.c))).mappings().one()
+        return dict(row)
+
+
+def item_of_row(kind: str, row: Mapping[str, Any]) -> int:
+    """`item_of` for a row read as a mapping."""
+    return row["id"] if kind == "prompt" else row["prompt_id"]
 
 
 async def record_event(

@@ -11,7 +11,8 @@ from app.auth.dependencies import ActorDep
 from app.config import Settings
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a hop per request
     return request.app.state.settings
 
 

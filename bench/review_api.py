@@ -4,13 +4,20 @@ clients, beside a trivial FastAPI endpoint measured in the same run.
     python bench/review_api.py            # 20,000 judged items, 20 s per phase
     python bench/review_api.py --quick    # 2,000 items, 4 s per phase
 
-Each server is a separate uvicorn process on 127.0.0.1 (one worker each), driven from this
-process by asyncio + httpx. Every review client is its own reviewer: it leases the next item
-(flagged first, then oldest; `FOR UPDATE SKIP LOCKED` keeps the 32 of them apart) and approves
-it, so each loop is one claim and one write transaction with its audit event and verdict.
+Each server is a separate process on 127.0.0.1 driven from this process by asyncio + httpx: the
+trivial app under plain uvicorn, the service exactly as `rlhf-forge serve` runs it by default
+(its uvicorn settings, pool size, access log and in-process job worker). Every review client is
+its own reviewer: it leases the next item (flagged first, then oldest; `FOR UPDATE SKIP LOCKED`
+keeps the 32 of them apart) and approves it, so each loop is one claim and one write
+transaction with its audit event and verdict. Both phases warm up first (the trivial one with
+20 pings, the review one with a read of an item per client, which opens the pool).
 
-The last line is one JSON object: req/s and p50/p99 latency of each, `ratio` = review req/s /
-trivial req/s, and `p99_ms` = p99 over all review requests.
+The last line is one JSON object: req/s and p50/p99 latency of each, the server process's CPU
+milliseconds per request (`*_server_cpu_ms`: the database's not counted; steadier than latency
+on a loaded machine), `ratio` = review req/s /
+trivial req/s, `p99_ms` = p99 over all review requests (`next_p99_ms`, `approve_p99_ms` per
+route), and `loadavg` (the 1-minute load average at the end: on a shared machine the absolute
+latencies are only comparable at a similar load).
 """
 
 from __future__ import annotations
@@ -24,15 +31,16 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fastapi import FastAPI  # noqa: E402
+from fastapi import FastAPI
 
-from bench._pg import bench_database  # noqa: E402
+from bench._pg import bench_database
 
 # the trivial endpoint the review API is compared with (served by its own uvicorn process)
 trivial_app = FastAPI()
@@ -43,8 +51,9 @@ async def ping() -> dict:
     return {"ok": True}
 
 
-def seed(url: str, items: int) -> int:
-    """A dataset of `items` prompts, each with 3 model answers and a judge ranking; 1 in 10 flagged."""
+def seed(url: str, items: int) -> tuple[int, int]:
+    """A dataset of `items` prompts, each with 3 model answers and a judge ranking; 1 in 10
+    flagged. Returns the dataset's id and its first prompt's."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(url)
@@ -78,8 +87,9 @@ def seed(url: str, items: int) -> int:
             {"ds": ds},
         )
         c.execute(text("ANALYZE"))
+        first = c.execute(text("SELECT min(id) FROM prompt WHERE dataset_id = :ds"), {"ds": ds}).scalar_one()
     engine.dispose()
-    return ds
+    return ds, first
 
 
 def free_port() -> int:
@@ -88,28 +98,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def uvicorn_process(target: list[str], env: dict[str, str]):
-    port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", *target, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env})
-    base = f"http://127.0.0.1:{port}"
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {' '.join(cmd)}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server did not start") from None
-                time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Server:
+    def __init__(self, base: str, pid: int):
+        self.base, self.pid = base, pid
+
+
+@contextlib.contextmanager
+def server_process(cmd: list[str], port: int, env: dict[str, str]):
+    # the server's own output (the service's access log) goes to a file, shown if it fails
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    sys.stderr.write(log.read()[-4000:].decode(errors="replace"))
+                    raise RuntimeError(f"server exited with {proc.returncode}: {' '.join(cmd)}")
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("server did not start") from None
+                    time.sleep(0.1)
+            yield Server(f"http://127.0.0.1:{port}", proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def trivial_server(env: dict[str, str]):
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "bench.review_api:trivial_app", "--host", "127.0.0.1", "--port", str(port),
+           "--log-level", "warning", "--no-access-log"]
+    return server_process(cmd, port, env)
+
+
+def forge_server(env: dict[str, str]):
+    """`rlhf-forge serve` with its defaults."""
+    port = free_port()
+    return server_process([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)], port, env)
 
 
 def summary(latencies: list[float], seconds: float) -> dict:
@@ -119,14 +157,21 @@ def summary(latencies: list[float], seconds: float) -> dict:
     return {"requests": len(latencies), "rps": len(latencies) / seconds, "p50_ms": qs[49] * 1000, "p99_ms": qs[98] * 1000}
 
 
-async def run_trivial(base: str, clients: int, seconds: float) -> dict:
+def server_cpu_ms(server: Server, before: float | None, requests: int) -> float | None:
+    """The server process's CPU time per request in a phase (not the database's)."""
+    after = cpu_seconds(server.pid)
+    return None if before is None or after is None or not requests else round((after - before) * 1000 / requests, 3)
+
+
+async def run_trivial(server: Server, clients: int, seconds: float) -> dict:
     import httpx
 
     lat: list[float] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as c:
+    async with httpx.AsyncClient(base_url=server.base, limits=limits, timeout=60) as c:
         for _ in range(20):
             await c.get("/ping")
+        cpu = cpu_seconds(server.pid)
         stop = time.perf_counter() + seconds
 
         async def worker() -> None:
@@ -139,17 +184,21 @@ async def run_trivial(base: str, clients: int, seconds: float) -> dict:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - t0
-    return summary(lat, elapsed)
+    return {**summary(lat, elapsed), "server_cpu_ms": server_cpu_ms(server, cpu, len(lat))}
 
 
-async def run_review(base: str, dataset_id: int, clients: int, seconds: float) -> dict:
+async def run_review(server: Server, dataset_id: int, warm_prompt: int, clients: int, seconds: float) -> dict:
     import httpx
 
     next_lat: list[float] = []
     approve_lat: list[float] = []
     handed: list[int] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as c:
+    async with httpx.AsyncClient(base_url=server.base, limits=limits, timeout=60) as c:
+        # warm-up, as the trivial phase has: one read per client at once, which opens the pool
+        for r in await asyncio.gather(*(c.get(f"/api/v1/prompts/{warm_prompt}/review") for _ in range(clients))):
+            r.raise_for_status()
+        cpu = cpu_seconds(server.pid)
         stop = time.perf_counter() + seconds
 
         async def reviewer(i: int) -> None:
@@ -177,7 +226,7 @@ async def run_review(base: str, dataset_id: int, clients: int, seconds: float) -
     return {
         "next": summary(next_lat, elapsed),
         "approve": summary(approve_lat, elapsed),
-        "all": summary(next_lat + approve_lat, elapsed),
+        "all": {**summary(next_lat + approve_lat, elapsed), "server_cpu_ms": server_cpu_ms(server, cpu, len(next_lat) + len(approve_lat))},
         "items_reviewed": len(handed),
     }
 
@@ -194,13 +243,14 @@ def main() -> None:
 
     with bench_database() as url:
         t = time.perf_counter()
-        dataset_id = seed(url, items)
+        dataset_id, warm_prompt = seed(url, items)
         print(f"seeded {items} judged items (3 answers each) in {time.perf_counter() - t:.1f}s", flush=True)
-        env = {"DATABASE_URL": url, "FORGE_WORKER_IN_PROCESS": "false", "FORGE_DB_POOL_SIZE": str(args.clients)}
-        with uvicorn_process(["bench.review_api:trivial_app"], env) as base:
-            trivial = asyncio.run(run_trivial(base, args.clients, seconds))
-        with uvicorn_process(["--factory", "app.main:create_app"], env) as base:
-            review = asyncio.run(run_review(base, dataset_id, args.clients, seconds))
+        env = {"DATABASE_URL": url}
+        with trivial_server(env) as server:
+            trivial = asyncio.run(run_trivial(server, args.clients, seconds))
+        with forge_server(env) as server:
+            review = asyncio.run(run_review(server, dataset_id, warm_prompt, args.clients, seconds))
+        load = os.getloadavg()[0]
 
     def line(name: str, s: dict) -> str:
         return f"{name:<22} {s['requests']:>7} req  {s['rps']:>8.1f} req/s  p50 {s['p50_ms'] or 0:>7.1f} ms  p99 {s['p99_ms'] or 0:>7.1f} ms"
@@ -217,6 +267,7 @@ def main() -> None:
         "seconds": seconds,
         "trivial_rps": round(trivial["rps"], 1),
         "trivial_p99_ms": round(trivial["p99_ms"], 2),
+        "trivial_server_cpu_ms": trivial["server_cpu_ms"],
         "next_rps": round(review["next"]["rps"], 1),
         "next_p50_ms": round(review["next"]["p50_ms"], 2),
         "next_p99_ms": round(review["next"]["p99_ms"], 2),
@@ -224,8 +275,10 @@ def main() -> None:
         "approve_p50_ms": round(review["approve"]["p50_ms"], 2),
         "approve_p99_ms": round(review["approve"]["p99_ms"], 2),
         "review_rps": round(review["all"]["rps"], 1),
+        "review_server_cpu_ms": review["all"]["server_cpu_ms"],
         "ratio": round(review["all"]["rps"] / trivial["rps"], 4),
         "p99_ms": round(review["all"]["p99_ms"], 2),
+        "loadavg": round(load, 2),
     }
     print(json.dumps(result))
 

@@ -85,7 +85,8 @@ async def authenticate(
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
 
-def get_actor(caller: PrincipalDep) -> str:
+async def get_actor(caller: PrincipalDep) -> str:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a hop per request
     return caller.actor
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import and_, case, exists, func, literal_column, not_, or_, select, text, union, update
+from sqlalchemy import and_, case, exists, func, not_, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.models import Completion, Prompt, Ranking, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
+from app.models import FLAGGED_PREDICATE, Completion, Prompt, Ranking, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
 
 OPEN_STATUSES = (ReviewStatus.pending.value, ReviewStatus.needs_review.value)
 UNDOABLE = ("add_completion", "edit", "set_status", "rank", "approve", "reject")
@@ -26,82 +28,121 @@ class QueueFilter:
     include_empty: bool
 
 
-def _const(value: str):
-    """A constant inlined in the SQL (not a bound parameter), so the planner can match the
-    partial indexes' predicates (app.models.OPEN_PREDICATE / FLAGGED_PREDICATE)."""
-    return literal_column(f"'{value}'")
+_OPEN = "('pending', 'needs_review')"  # inlined, so the planner matches ix_prompt_review_open
+_FREE = "(p.lease_expires_at IS NULL OR p.lease_expires_at <= now())"
 
 
-NO_FLAGS = literal_column("'{}'::text[]")
-
-
-def _flagged(table):
-    """Flagged and not yet resolved: needs_review, or flags on a row still pending."""
-    return or_(
-        table.review_status == _const(ReviewStatus.needs_review.value),
-        and_(table.flag_reasons != NO_FLAGS, table.review_status == _const(ReviewStatus.pending.value)),
-    )
-
-
-def _eligible(dataset_id: int, reviewer: str, overlap: int, f: QueueFilter):
-    done = func.cardinality(Prompt.reviewed_by)
-    conds = [Prompt.dataset_id == dataset_id, not_(Prompt.reviewed_by.any_() == reviewer)]
-    if f.statuses:
-        conds.append(Prompt.review_status.in_(f.statuses))
-    if overlap == 1:
-        conds.append(done == 0)
-        if not f.statuses:
-            conds.append(Prompt.review_status.in_([_const(s) for s in OPEN_STATUSES]))
+@functools.cache
+def _claim_sql(one_reviewer: bool, statuses: bool, tags: bool, source: bool, exclude: bool, include_empty: bool):
+    """The claim statement for one shape of filter (built once, parameters bound per call); the
+    partial indexes' predicates are spelled as in app.models, so the planner matches them."""
+    conds = ["p.dataset_id = :ds", "NOT (:reviewer = ANY (p.reviewed_by))"]
+    if statuses:
+        conds.append("p.review_status = ANY (CAST(:statuses AS text[]))")
+    if one_reviewer:
+        conds.append("cardinality(p.reviewed_by) = 0")
+        if not statuses:
+            conds.append(f"p.review_status IN {_OPEN}")
     else:
-        conds.append(done < overlap)
-        if not f.statuses:
-            # open items, and items others reviewed that still want more reviewers
-            conds.append(or_(Prompt.review_status.in_([_const(s) for s in OPEN_STATUSES]), done > 0))
-    if f.tags:
-        conds.append(Prompt.tags.contains(f.tags))
-    if f.source:
-        conds.append(Prompt.source == f.source)
-    if f.exclude:
-        conds.append(Prompt.id.not_in(f.exclude))
-    if not f.include_empty:
-        conds.append(exists().where(Completion.prompt_id == Prompt.id))
-    return and_(*conds)
+        conds.append("cardinality(p.reviewed_by) < :overlap")
+        if not statuses:  # open items, and items others reviewed that still want more reviewers
+            conds.append(f"(p.review_status IN {_OPEN} OR cardinality(p.reviewed_by) > 0)")
+    if tags:
+        conds.append("p.tags @> CAST(:tags AS text[])")
+    if source:
+        conds.append("p.source = :source")
+    if exclude:
+        conds.append("p.id <> ALL (CAST(:exclude AS bigint[]))")
+    if not include_empty:
+        conds.append("EXISTS (SELECT FROM completion c WHERE c.prompt_id = p.id)")
+    eligible = " AND ".join(conds)
+    lock = "LIMIT 1 FOR UPDATE OF p SKIP LOCKED"
+    flagged = " UNION ".join(
+        f"SELECT {col} AS id FROM {table} WHERE dataset_id = :ds AND ({FLAGGED_PREDICATE})"
+        for table, col in (("prompt", "id"), ("ranking", "prompt_id"), ("completion", "prompt_id"))
+    )
+    return text(f"""
+WITH pick AS (
+  SELECT id FROM (
+    SELECT id FROM (SELECT p.id FROM prompt p
+                    WHERE {eligible} AND p.lease_holder = :reviewer AND p.lease_expires_at > now()
+                    ORDER BY p.id {lock}) AS held
+    UNION ALL
+    SELECT id FROM (SELECT p.id FROM ({flagged}) AS f JOIN prompt p ON p.id = f.id
+                    WHERE {eligible} AND {_FREE} ORDER BY f.id {lock}) AS flagged_first
+    UNION ALL
+    SELECT id FROM (SELECT p.id FROM prompt p WHERE {eligible} AND {_FREE} ORDER BY p.id {lock}) AS oldest
+  ) AS candidates
+  LIMIT 1
+)
+UPDATE prompt
+SET lease_holder = CASE WHEN id = (SELECT id FROM pick) THEN CAST(:reviewer AS varchar) END,
+    lease_expires_at = CASE WHEN id = (SELECT id FROM pick) THEN now() + make_interval(secs => :lease_seconds) END,
+    updated_at = now()
+WHERE id = (SELECT id FROM pick) OR (dataset_id = :ds AND lease_holder = :reviewer)
+RETURNING id, lease_holder
+""")
 
 
 async def claim_next(
     session: AsyncSession, dataset_id: int, reviewer: str, *, overlap: int, lease_seconds: int, f: QueueFilter
-) -> Prompt | None:
-    """Lease the next item to `reviewer`: the one they already hold, else the oldest flagged
-    one, else the oldest.
+) -> int | None:
+    """Lease the next item to `reviewer` and return its id: the one they already hold, else the
+    oldest flagged one, else the oldest; None (releasing whatever they held) when nothing is left.
 
-    `FOR UPDATE SKIP LOCKED` makes concurrent claims pass over a row another transaction is
-    claiming; the lease columns live on the row, so a claim that reaches a row just after another
-    committed re-checks them (READ COMMITTED re-evaluates the WHERE on the new row version).
+    One statement: a CTE picks the row with `FOR UPDATE SKIP LOCKED`, so concurrent claims pass
+    over a row another transaction is claiming, and the UPDATE around it sets the lease and
+    releases any other item the reviewer held in the dataset (one item per reviewer at a time).
+    The lease columns live on the row, so a claim that reaches a row just after another committed
+    re-checks them (READ COMMITTED re-evaluates the WHERE on the new row version). The three
+    candidate queries (held; flagged, walked from the small flagged set in the partial indexes;
+    oldest) are the arms of a UNION ALL under LIMIT 1: Postgres runs an arm only when those
+    before it found nothing. The SQL is text built once per filter shape: building and
+    compiling the expression per request cost more than running it.
     """
-    eligible = _eligible(dataset_id, reviewer, overlap, f)
-    free = or_(Prompt.lease_expires_at.is_(None), Prompt.lease_expires_at <= func.now())
-    held = and_(Prompt.lease_holder == reviewer, Prompt.lease_expires_at > func.now())
-    # first the item held, else the oldest flagged: both from a small candidate set (indexed)
-    held_or_flagged = union(
-        select(Prompt.id).where(Prompt.dataset_id == dataset_id, Prompt.lease_holder == reviewer),
-        select(Prompt.id).where(Prompt.dataset_id == dataset_id, _flagged(Prompt)),
-        select(Ranking.prompt_id).where(Ranking.dataset_id == dataset_id, _flagged(Ranking)),
-        select(Completion.prompt_id).where(Completion.dataset_id == dataset_id, _flagged(Completion)),
+    q = _claim_sql(overlap == 1, bool(f.statuses), bool(f.tags), bool(f.source), bool(f.exclude), f.include_empty)
+    params = {
+        "ds": dataset_id, "reviewer": reviewer, "overlap": overlap, "lease_seconds": lease_seconds,
+        "statuses": list(f.statuses), "tags": list(f.tags), "source": f.source, "exclude": list(f.exclude),
+    }
+    return next((pid for pid, holder in await session.execute(q, params) if holder is not None), None)
+
+
+# An item as a reviewer sees it, in one round trip: the prompt and its dataset's settings, its
+# completions, the latest judge ranking, the caller's latest ranking and verdict (json aggregation).
+# `cost` goes out as text so it keeps its scale, as the ORM's Decimal does.
+_ITEM = """
+SELECT p.id, p.dataset_id, p.text, p.source, p.split, p.tags, p.meta, p.review_status, p.flag_reasons,
+       p.reviewed_by, p.created_at, p.lease_holder, p.lease_expires_at, d.settings AS dataset_settings,
+       (SELECT coalesce(jsonb_agg(to_jsonb(c) || jsonb_build_object('cost', c.cost::text) ORDER BY c.id), '[]'::jsonb)
+          FROM completion c WHERE c.prompt_id = p.id) AS completions,
+       (SELECT to_jsonb(r) || jsonb_build_object('cost', r.cost::text) FROM ranking r
+          WHERE r.prompt_id = p.id AND r.ranker_kind = 'judge' ORDER BY r.id DESC LIMIT 1) AS judge_ranking,
+       (SELECT to_jsonb(r) || jsonb_build_object('cost', r.cost::text) FROM ranking r
+          WHERE r.prompt_id = p.id AND r.ranker_kind = 'human' AND r.reviewer = :actor ORDER BY r.id DESC LIMIT 1) AS my_ranking,
+       (SELECT to_jsonb(v) FROM review_verdict v WHERE v.prompt_id = p.id AND v.reviewer = :actor) AS verdict{extra}
+FROM prompt p JOIN dataset d ON d.id = p.dataset_id
+WHERE p.id = :prompt_id
+"""
+_ITEM_SQL = text(_ITEM.format(extra=""))
+# for an action: the row locked, and the id a verdict the actor does not have yet will take
+_ITEM_LOCKED_SQL = text(
+    _ITEM.format(
+        extra=""",
+       CASE WHEN NOT EXISTS (SELECT FROM review_verdict v WHERE v.prompt_id = p.id AND v.reviewer = :actor)
+            THEN nextval(pg_get_serial_sequence('review_verdict', 'id')) END AS new_verdict_id"""
     )
-    first = (
-        select(Prompt)
-        .where(eligible, or_(held, free), Prompt.id.in_(held_or_flagged))
-        .order_by(held.desc().nulls_last(), Prompt.id)
-    )
-    oldest = select(Prompt).where(eligible, free).order_by(Prompt.id)
-    for q in (first, oldest):
-        q = q.limit(1).with_for_update(of=Prompt, skip_locked=True)
-        prompt = (await session.execute(q)).scalar_one_or_none()
-        if prompt is not None:
-            await lease(session, prompt, reviewer, lease_seconds)
-            return prompt
-    await release_all(session, dataset_id, reviewer)
-    return None
+    + "FOR UPDATE OF p"
+)
+
+
+async def load_item(session: AsyncSession, prompt_id: int, actor: str, *, lock: bool = False) -> dict[str, Any] | None:
+    """The item as a dict (completions, rankings and verdict as dicts of their columns), or None;
+    with `lock`, the prompt row is locked for the transaction and `new_verdict_id` is the id for
+    the actor's verdict when they have none yet (actions)."""
+    q = _ITEM_LOCKED_SQL if lock else _ITEM_SQL
+    row = (await session.execute(q, {"prompt_id": prompt_id, "actor": actor})).mappings().one_or_none()
+    return None if row is None else dict(row)
 
 
 async def lock_item(session: AsyncSession, prompt_id: int) -> Prompt | None:

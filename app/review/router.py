@@ -48,10 +48,10 @@ async def next_item(
     include_empty: Annotated[bool, Query(description="Also prompts without completions.")] = False,
 ):
     f = repo.QueueFilter(tags=tag, source=source, statuses=[s.value for s in status], exclude=exclude, include_empty=include_empty)
-    prompt = await service.next_item(session, dataset, actor, settings, f)
-    if prompt is None:
-        return NextItem(item=None)
-    return NextItem(item=await service.item_view(session, prompt, actor, settings))
+    prompt_id = await service.next_item(session, dataset, actor, settings, f)
+    if prompt_id is None:
+        return {"item": None}
+    return {"item": await service.item_view(session, prompt_id, actor, settings)}
 
 
 @router.get("/datasets/{dataset_id}/review/agreement", dependencies=[READ], response_model=AgreementReport)
@@ -68,20 +68,19 @@ async def dataset_progress(dataset: DatasetDep, session: SessionDep, settings: S
 
 @router.get("/prompts/{prompt_id}/review", dependencies=[READ], response_model=ReviewItem, summary="An item as a reviewer sees it (no lease)")
 async def get_item(prompt_id: PromptId, session: SessionDep, settings: SettingsDep, actor: ActorDep):
-    prompt = await service.load_item(session, prompt_id)
-    return await service.item_view(session, prompt, actor, settings)
+    return await service.item_view(session, prompt_id, actor, settings)
 
 
 @router.post("/prompts/{prompt_id}/review/claim", dependencies=[REVIEW], response_model=ReviewItem, summary="Lease this item (e.g. going back)")
 async def claim_item(prompt_id: PromptId, session: SessionDep, settings: SettingsDep, actor: ActorDep):
-    prompt = await service.claim(session, prompt_id, actor, settings)
-    return await service.item_view(session, prompt, actor, settings)
+    await service.claim(session, prompt_id, actor, settings)
+    return await service.item_view(session, prompt_id, actor, settings)
 
 
 @router.post("/prompts/{prompt_id}/review/release", dependencies=[REVIEW], response_model=ReviewItem, summary="Give the lease back")
 async def release_item(prompt_id: PromptId, session: SessionDep, settings: SettingsDep, actor: ActorDep):
-    prompt = await service.release(session, prompt_id, actor)
-    return await service.item_view(session, prompt, actor, settings)
+    await service.release(session, prompt_id, actor)
+    return await service.item_view(session, prompt_id, actor, settings)
 
 
 @router.post("/prompts/{prompt_id}/review/approve", dependencies=[REVIEW], response_model=EventPublic)

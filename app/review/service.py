@@ -3,18 +3,18 @@ approval means. Services flush, never commit: the request owns the transaction."
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit import AUDITED, Change, lease_active, record_event, refuse_if_leased_to_other, state
+from app.audit import AUDITED, SqlChange, lease_active, record_event, refuse_if_leased_to_other, state
 from app.completions import repository as completions_repo
 from app.config import Settings
 from app.datasets import repository as datasets_repo
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import Dataset, Prompt, Ranking, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
+from app.models import Dataset, Prompt, ReviewEvent, ReviewStatus, Verdict
 from app.prompts import service as prompts_service
-from app.rankings import repository as rankings_repo
 from app.review import repository as repo
 
 MAX_OVERLAP = 50
@@ -22,10 +22,14 @@ MAX_OVERLAP = 50
 
 def overlap_of(dataset: Dataset, settings: Settings) -> int:
     """Reviewers each item wants: the dataset's `review_overlap` setting, else the service's."""
-    raw = (dataset.settings or {}).get("review_overlap", settings.review_overlap)
+    return _overlap(dataset.id, dataset.settings, settings)
+
+
+def _overlap(dataset_id: int, dataset_settings: dict[str, Any] | None, settings: Settings) -> int:
+    raw = (dataset_settings or {}).get("review_overlap", settings.review_overlap)
     if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_OVERLAP:
         raise InvalidInput(
-            f"dataset {dataset.id}: settings.review_overlap must be an integer from 1 to {MAX_OVERLAP}, not {raw!r}",
+            f"dataset {dataset_id}: settings.review_overlap must be an integer from 1 to {MAX_OVERLAP}, not {raw!r}",
             details={"field": "settings.review_overlap"},
         )
     return raw
@@ -35,7 +39,8 @@ async def load_item(session: AsyncSession, prompt_id: int) -> Prompt:
     return await prompts_service.get_or_404(session, prompt_id)
 
 
-async def next_item(session: AsyncSession, dataset: Dataset, reviewer: str, settings: Settings, f: repo.QueueFilter) -> Prompt | None:
+async def next_item(session: AsyncSession, dataset: Dataset, reviewer: str, settings: Settings, f: repo.QueueFilter) -> int | None:
+    """The id of the item now leased to `reviewer` (one statement), or None."""
     return await repo.claim_next(
         session, dataset.id, reviewer, overlap=overlap_of(dataset, settings), lease_seconds=settings.review_lease_seconds, f=f
     )
@@ -64,65 +69,78 @@ async def release(session: AsyncSession, prompt_id: int, actor: str) -> Prompt:
     return prompt
 
 
-async def item_view(session: AsyncSession, prompt: Prompt, actor: str, settings: Settings) -> dict[str, Any]:
-    """What a reviewer sees: the prompt, its completions, the judge's ranking and their own."""
-    dataset = await session.get(Dataset, prompt.dataset_id)
-    judge, mine = await rankings_repo.judge_and_mine(session, prompt.id, actor)
+async def item_view(session: AsyncSession, prompt_id: int, actor: str, settings: Settings) -> dict[str, Any]:
+    """What a reviewer sees: the prompt, its completions, the judge's ranking and their own, read
+    in one round trip (`repo.load_item`)."""
+    item = await repo.load_item(session, prompt_id, actor)
+    if item is None:
+        raise NotFound(f"prompt {prompt_id} does not exist", details={"field": "prompt_id"})
+    return _view(item, actor, settings)
+
+
+def _view(item: dict[str, Any], actor: str, settings: Settings) -> dict[str, Any]:
+    held = _leased(item)
     return {
-        "prompt": prompt,
-        "completions": await repo.completions_of(session, prompt.id),
-        "judge_ranking": judge,
-        "my_ranking": mine,
+        "prompt": item,
+        "completions": item["completions"],
+        "judge_ranking": item["judge_ranking"],
+        "my_ranking": item["my_ranking"],
         # a verdict exists only for those in reviewed_by (approve/reject add them, undo removes)
-        "my_verdict": await repo.verdict(session, prompt.id, actor) if actor in prompt.reviewed_by else None,
-        "lease": {"holder": prompt.lease_holder, "expires_at": prompt.lease_expires_at} if lease_active(prompt) else None,
-        "overlap": overlap_of(dataset, settings),
+        "my_verdict": item["verdict"] if actor in item["reviewed_by"] else None,
+        "lease": {"holder": held.lease_holder, "expires_at": held.lease_expires_at} if lease_active(held) else None,
+        "overlap": _overlap(item["dataset_id"], item["dataset_settings"], settings),
     }
 
 
-async def _decide(session: AsyncSession, prompt_id: int, actor: str, decision: Verdict, reason: str | None) -> ReviewEvent:
-    prompt = await _lock(session, prompt_id, actor)
-    completions = await repo.completions_of(session, prompt.id)
-    judge, mine = await rankings_repo.judge_and_mine(session, prompt.id, actor)
-    endorsed: Ranking | None = mine or judge
-    change = Change(session, prompt)
-    prompt.review_status = decision.value
-    if actor not in prompt.reviewed_by:
-        prompt.reviewed_by = [*prompt.reviewed_by, actor]
+def _leased(item: dict[str, Any]) -> SimpleNamespace:
+    """The lease columns of a loaded item, as `audit.lease_active` / `refuse_if_leased_to_other` read them."""
+    return SimpleNamespace(id=item["id"], lease_holder=item["lease_holder"], lease_expires_at=item["lease_expires_at"])
+
+
+async def _decide(session: AsyncSession, prompt_id: int, actor: str, decision: Verdict, reason: str | None) -> dict[str, Any]:
+    """Two round trips: the item, locked, with its completions, rankings and the actor's verdict;
+    then every row it changes and the audit event in one statement (`audit.SqlChange`)."""
+    item = await repo.load_item(session, prompt_id, actor, lock=True)
+    if item is None:
+        raise NotFound(f"prompt {prompt_id} does not exist", details={"field": "prompt_id"})
+    refuse_if_leased_to_other(_leased(item), actor)
+    completions, judge = item["completions"], item["judge_ranking"]
+    endorsed = item["my_ranking"] or judge
+    change = SqlChange("prompt", item)
+    reviewed_by = item["reviewed_by"] if actor in item["reviewed_by"] else [*item["reviewed_by"], actor]
+    change.set("prompt", item, review_status=decision.value, reviewed_by=reviewed_by, lease_holder=None, lease_expires_at=None)
     if decision is Verdict.approved and endorsed is not None:
-        uncovered = sorted({c.id for c in completions} - set(endorsed.completion_ids))
+        uncovered = sorted({c["id"] for c in completions} - set(endorsed["completion_ids"]))
         if uncovered and len(completions) >= 2:
             raise Conflict(
-                f"the ranking you would approve does not rank completions {uncovered}: re-rank prompt {prompt.id} first",
-                details={"unranked": uncovered, "ranking_id": endorsed.id},
+                f"the ranking you would approve does not rank completions {uncovered}: re-rank prompt {item['id']} first",
+                details={"unranked": uncovered, "ranking_id": endorsed["id"]},
             )
-        change.touch(endorsed).review_status = ReviewStatus.approved.value
+        change.set("ranking", endorsed, review_status=ReviewStatus.approved.value)
         for c in completions:  # stale ones (made for an older text) too: the reviewer saw them with this one
-            if c.review_status in repo.OPEN_STATUSES or c.review_status == ReviewStatus.stale:
-                change.touch(c).review_status = ReviewStatus.approved.value
-    verdict = await repo.verdict(session, prompt.id, actor)
-    if verdict is None:
-        verdict = change.add(ReviewVerdict(dataset_id=prompt.dataset_id, prompt_id=prompt.id, reviewer=actor))
+            if c["review_status"] in repo.OPEN_STATUSES or c["review_status"] == ReviewStatus.stale:
+                change.set("completion", c, review_status=ReviewStatus.approved.value)
+    verdict = {
+        "decision": decision.value, "reason": reason, "ranking_id": endorsed["id"] if endorsed is not None else None,
+        "judge_ranking_id": judge["id"] if judge is not None else None,
+    }
+    if item["verdict"] is None:
+        change.add("review_verdict", item["new_verdict_id"], dataset_id=item["dataset_id"], prompt_id=item["id"], reviewer=actor, **verdict)
     else:
-        change.touch(verdict)
-    verdict.decision = decision.value
-    verdict.reason = reason
-    verdict.ranking_id = endorsed.id if endorsed is not None else None
-    verdict.judge_ranking_id = judge.id if judge is not None else None
-    prompt.lease_holder = prompt.lease_expires_at = None
-    return await change.record(actor=actor, action=_ACTION[decision], comment=reason)
+        change.set("review_verdict", item["verdict"], **verdict)
+    return await change.record(session, actor=actor, action=_ACTION[decision], comment=reason)
 
 
 _ACTION = {Verdict.approved: "approve", Verdict.rejected: "reject"}
 
 
-async def approve(session: AsyncSession, prompt_id: int, actor: str, comment: str | None) -> ReviewEvent:
+async def approve(session: AsyncSession, prompt_id: int, actor: str, comment: str | None) -> dict[str, Any]:
     """Approve the item: the prompt, the ranking the reviewer endorses (their own re-rank, else the
     judge's) and the completions still open. Records the reviewer's verdict; releases the lease."""
     return await _decide(session, prompt_id, actor, Verdict.approved, comment)
 
 
-async def reject(session: AsyncSession, prompt_id: int, actor: str, reason: str) -> ReviewEvent:
+async def reject(session: AsyncSession, prompt_id: int, actor: str, reason: str) -> dict[str, Any]:
     """Reject the item: nothing of it is exported."""
     return await _decide(session, prompt_id, actor, Verdict.rejected, reason)
 

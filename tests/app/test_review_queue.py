@@ -152,9 +152,9 @@ async def test_simultaneous_claims_in_the_database_are_disjoint(engine, factory)
     async def claim(who: str):
         async with sessions() as s:
             await start.wait()
-            prompt = await repo.claim_next(s, ds, who, overlap=1, lease_seconds=60, f=f)
+            prompt_id = await repo.claim_next(s, ds, who, overlap=1, lease_seconds=60, f=f)
             await s.commit()
-            return prompt and prompt.id
+            return prompt_id
 
     tasks = [asyncio.create_task(claim(f"r{i}")) for i in range(16)]
     await asyncio.sleep(0.05)
@@ -166,3 +166,77 @@ async def test_simultaneous_claims_in_the_database_are_disjoint(engine, factory)
     second = [pid for pid in await asyncio.gather(*tasks) if pid is not None]
     assert len(second) == len(set(second)) == 8 and not set(second) & set(first)
     assert set(first) | set(second) == ids
+
+
+async def test_simultaneous_claims_with_overlap_hold_each_item_once(engine, factory):
+    """With overlap 2, 12 reviewers claim 6 items at once, twice over (the claim is one statement):
+    an item is never leased to two reviewers at the same moment, a reviewer never gets an item
+    they reviewed, and a second claim moves the reviewer's lease (one item each at a time)."""
+    import asyncio
+
+    from app import db
+    from app.review import repository as repo
+
+    ds = factory.dataset(review_overlap=2)
+    ids = {factory.judged_item(ds, f"q{i}", ["a", "b"], **({"flag_reasons": ["low_margin"]} if i % 2 else {}))[0] for i in range(6)}
+    sessions = db.session_factory(engine)
+    f = repo.QueueFilter(tags=[], source=None, statuses=[], exclude=[], include_empty=False)
+    start = asyncio.Event()
+
+    async def claim(who: str, exclude: list[int]):
+        async with sessions() as s:
+            await start.wait()
+            prompt_id = await repo.claim_next(s, ds, who, overlap=2, lease_seconds=60, f=repo.QueueFilter(**{**f.__dict__, "exclude": exclude}))
+            await s.commit()
+            return prompt_id
+
+    tasks = [asyncio.create_task(claim(f"r{i}", [])) for i in range(12)]
+    await asyncio.sleep(0.05)
+    start.set()
+    first = await asyncio.gather(*tasks)
+    got = [pid for pid in first if pid is not None]
+    assert len(got) == len(set(got)) == 6 and set(got) == ids  # 6 leased, each to one reviewer
+    holders = dict(factory.rows("SELECT id, lease_holder FROM prompt WHERE lease_holder IS NOT NULL"))
+    assert sorted(holders) == sorted(ids) and len(set(holders.values())) == 6
+    # the holders claim again passing over their item: none is free, so each lease is released
+    start = asyncio.Event()
+    by_holder = {who: pid for pid, who in holders.items()}
+    tasks = [asyncio.create_task(claim(who, [pid])) for who, pid in by_holder.items()]
+    await asyncio.sleep(0.05)
+    start.set()
+    again = await asyncio.gather(*tasks)
+    leased = factory.rows("SELECT id, lease_holder FROM prompt WHERE lease_holder IS NOT NULL")
+    assert len(leased) == len({pid for pid, _ in leased}) == len([p for p in again if p is not None])
+    assert all(by_holder[who] != pid for pid, who in leased)
+
+
+async def test_simultaneous_approvals_of_one_item_are_serialised(engine, factory):
+    """Two reviewers approve the same item at once (overlap 2): the row lock orders the two
+    writes, so both verdicts, both names in reviewed_by and one audit event each survive."""
+    import asyncio
+
+    from app import db
+    from app.review import service
+
+    ds = factory.dataset(review_overlap=2)
+    pid, *_ = factory.judged_item(ds, "q", ["a", "b"])
+    sessions = db.session_factory(engine)
+    start = asyncio.Event()
+
+    async def approve(who: str):
+        async with sessions() as s:
+            await start.wait()
+            event = await service.approve(s, pid, who, None)
+            await s.commit()
+            return event
+
+    tasks = [asyncio.create_task(approve(w)) for w in ("ann", "bob")]
+    await asyncio.sleep(0.05)
+    start.set()
+    events = await asyncio.gather(*tasks)
+    assert sorted(factory.scalar("SELECT reviewed_by FROM prompt")) == ["ann", "bob"]
+    assert factory.rows("SELECT reviewer, decision FROM review_verdict ORDER BY reviewer") == [("ann", "approved"), ("bob", "approved")]
+    assert factory.scalar("SELECT count(*) FROM review_event WHERE action = 'approve'") == 2
+    # the second writer's event starts from the first one's state
+    second = max(events, key=lambda e: e["id"])
+    assert len(second["before"]["reviewed_by"]) == 1 and len(second["after"]["reviewed_by"]) == 2
