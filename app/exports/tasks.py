@@ -47,17 +47,15 @@ async def run_export(
     try:
         await asyncio.to_thread(files.discard_partials, directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        async with sessions() as session:
-            await service.freeze(
-                session, await repo.get(session, export_id), settings.export_work_mem, threshold=settings.synth_near_dup_threshold
-            )
-            await session.commit()
+        archive_part = files.staging(service.archive_of(directory)) if export.options.get("archive") else None
         async with sessions() as session:
             export = await repo.get(session, export_id)
-        manifest = await service.write_files(sessions, export, dataset.name, part, on_progress=on_progress)
-        if export.options.get("archive"):
-            archive_part = files.staging(service.archive_of(directory))
-            await asyncio.to_thread(service.write_archive, part, list(manifest.files), directory.name, archive_part)
+        # freezes the version (first run) and writes files, manifest and archive in one pass
+        manifest = await service.write_files(
+            sessions, export, dataset.name, part, on_progress=on_progress,
+            archive=(archive_part, directory.name) if archive_part else None,
+            work_mem=settings.export_work_mem, threshold=settings.synth_near_dup_threshold,
+        )
         await asyncio.to_thread(
             files.publish, part, directory, archive_part, service.archive_of(directory), whole=out_dir is None
         )
