@@ -9,6 +9,7 @@ keys come from trainer.formats' record definitions (`record_sql`), never written
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -309,13 +310,12 @@ def bundle_sql(export_id: int, formats: list[ExportFormat], render: RenderOption
 def freeze_bundle_sql(
     export: Export, formats: list[ExportFormat], render: RenderOptions, groups: Groups = NO_GROUPS
 ) -> tuple[str, dict[str, Any]]:
-    """Freeze the version and render it in one statement: the resolved rows are inserted into
-    export_item (in prompt order) and each inserted row comes back rendered as `bundle_sql`
-    renders it from export_item later."""
+    """The resolved rows of a version being frozen, rendered as `bundle_sql` renders them from
+    export_item later, each followed by its export_item values (`ITEM_COPY`'s columns): one pass
+    writes the files and, through the service, fills export_item by COPY."""
     sql, params = resolution_sql(ExportFilters(**export.filters), SplitSpec(**export.split), groups)
     return (
-        f"INSERT INTO export_item AS e (export_id, {_ITEM_COLUMNS}) "
-        f"SELECT %(export_id)s, {_ITEM_COLUMNS} FROM ({sql}) r RETURNING {bundle_columns(formats, render)}",
+        f"SELECT {bundle_columns(formats, render)}, %(export_id)s, {_ITEM_COLUMNS} FROM ({sql}) e ORDER BY e.prompt_id",
         {**params, "dataset_id": export.dataset_id, "export_id": export.id},
     )
 
@@ -351,6 +351,19 @@ async def copy_lines(
         async with cur.copy(_COPY.format(query=query), params) as copy:
             async for row in copy:
                 yield bytes(row)
+
+
+# export_item's values as freeze_bundle_sql's rows end with them, for COPY ... FROM STDIN
+# (a bulk insert: heap pages and WAL written many rows at a time, not one INSERT row at a time)
+ITEM_COPY = f"COPY export_item (export_id, {_ITEM_COLUMNS}) FROM STDIN " + _COPY.split(" TO STDOUT ")[1]
+
+
+@contextlib.asynccontextmanager
+async def item_copy(conn: AsyncConnection) -> AsyncIterator[psycopg.AsyncCopy]:
+    """A COPY into export_item on `conn`: `await copy.write(rows)`."""
+    pg = await driver(conn)
+    async with pg.cursor() as cur, cur.copy(ITEM_COPY) as copy:
+        yield copy
 
 
 async def copy_rows(
@@ -394,33 +407,6 @@ async def prompt_count(session: AsyncSession, dataset_id: int) -> int:
             text("SELECT count(*) FROM prompt WHERE dataset_id = :d AND review_status <> 'rejected'"), {"d": dataset_id}
         )
     )
-
-
-async def frozen_counts(session: AsyncSession, export_id: int) -> dict[str, dict[str, int]]:
-    """Records per format and split of a frozen version (pairs under both modes)."""
-    rows = await session.execute(
-        text(
-            """
-SELECT split,
-       count(*) FILTER (WHERE sft_completion IS NOT NULL) AS sft,
-       count(*) FILTER (WHERE rm_completions IS NOT NULL) AS rm,
-       count(*) FILTER (WHERE in_rl) AS rl,
-       coalesce(sum((SELECT count(*) FROM unnest(rm_ranks) WITH ORDINALITY a(r, i)
-                     JOIN unnest(rm_ranks) WITH ORDINALITY b(r, i) ON b.i > a.i AND b.r <> a.r)), 0) AS pairs_all,
-       coalesce(sum((SELECT count(*) FROM unnest(rm_ranks) WITH ORDINALITY a(r, i)
-                     JOIN unnest(rm_ranks) WITH ORDINALITY b(r, i)
-                       ON b.i > a.i AND b.r <> a.r AND least(a.r, b.r) = 1)), 0) AS pairs_best
-FROM export_item WHERE export_id = :export_id GROUP BY split
-"""
-        ),
-        {"export_id": export_id},
-    )
-    out: dict[str, dict[str, int]] = {}
-    for row in rows.mappings():
-        for key, value in row.items():
-            if key != "split":
-                out.setdefault(key, {})[row["split"]] = int(value)
-    return out
 
 
 async def lock_dataset(session: AsyncSession, dataset_id: int) -> None:

@@ -29,7 +29,6 @@ from app.exports.schemas import (
     ExportFormat,
     ExportProgress,
     ExportPublic,
-    PairsMode,
     RenderOptions,
     SplitName,
     SplitSpec,
@@ -126,19 +125,6 @@ def render_options(export: Export, override: RenderOptions | None = None, fields
     if override is not None:
         chosen.update(override.model_dump(include=set(fields) & set(RenderOptions.model_fields)))
     return RenderOptions(**chosen)
-
-
-def record_counts(counts: dict[str, dict[str, int]], render: RenderOptions) -> dict[str, dict[str, int]]:
-    """Records per format and split, from repo.frozen_counts."""
-    pairs = counts.get("pairs_all" if render.pairs_mode is PairsMode.all else "pairs_best", {})
-    return {
-        ExportFormat.sft: counts.get("sft", {}),
-        ExportFormat.sft_chat: counts.get("sft", {}),
-        ExportFormat.rm: counts.get("rm", {}),
-        ExportFormat.rl: counts.get("rl", {}),
-        ExportFormat.pairs: pairs,
-        ExportFormat.pairs_chat: pairs,
-    }
 
 
 async def _chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, int]]:
@@ -277,9 +263,10 @@ async def write_files(
     the files are written. Rendering the same version again gives byte-identical files.
 
     All formats and splits come from one pass over the version's rows (`repo.bundle_sql`). A
-    version not frozen yet is frozen by that same pass (`repo.freeze_bundle_sql`: the resolved
-    rows are inserted and come back rendered), with its split groups and leakage check, and the
-    freeze commits once the files are written."""
+    version not frozen yet is frozen by that same pass: the resolved rows come rendered and with
+    their export_item values (`repo.freeze_bundle_sql`), which go on into export_item by COPY
+    on the freeze's own connection; the freeze (with its split groups and leakage check) commits
+    once the files are written."""
     render = render_options(export)
     formats = [ExportFormat(f) for f in export.options["formats"]]
     done = 0
@@ -296,14 +283,17 @@ async def write_files(
                 await repo.set_progress(s, export.run_id, total=total, done=done)
                 await s.commit()
 
-    async def one_pass(conn: Any, query: str, params: dict[str, Any], mem: str | None) -> tuple[_Pass, writer.VersionWriter]:
+    async def one_pass(
+        conn: Any, query: str, params: dict[str, Any], mem: str | None, items: Any = None
+    ) -> tuple[_Pass, writer.VersionWriter]:
         nonlocal done
         out = writer.VersionWriter(out_dir, (archive[0], archive[1], int(export.created_at.timestamp())) if archive else None)
-        result = _Pass(formats)
+        result = _Pass(formats, with_items=items is not None)
         try:
-            async for batch, prompts in result.batches(repo.copy_rows(conn, query, params, mem)):
-                if result.ordered:
-                    await out.write(batch)
+            async for batch, prompts, rows in result.batches(repo.copy_rows(conn, query, params, mem)):
+                await out.write(batch)
+                if rows:
+                    await items.write(rows)
                 done += prompts
                 await report("rows")
             await out.finish()
@@ -314,17 +304,16 @@ async def write_files(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     async with sessions() as session:
-        conn = await session.connection()
         if export.frozen_at is None:
+            # the freeze's transaction (session) fills export_item by COPY from the rows another
+            # connection reads and renders, then records the groups and the leakage check
             await repo.clear_items(session, export.id)
             found = await groups.split_groups(session, export.dataset_id, SplitSpec(**export.split), threshold)
             total = await repo.prompt_count(session, export.dataset_id)
             await report("", force=True)
-            passed, out = await one_pass(conn, *repo.freeze_bundle_sql(export, formats, render, found.params()), work_mem)
-            if not passed.ordered:  # never seen: rows came back out of prompt order; render the frozen rows
-                out.close()
-                done = 0
-                passed, out = await one_pass(conn, *repo.bundle_sql(export.id, formats, render), work_mem)
+            async with sessions() as reading, repo.item_copy(await session.connection()) as items:
+                query, params = repo.freeze_bundle_sql(export, formats, render, found.params())
+                passed, out = await one_pass(await reading.connection(), query, params, work_mem, items)
             await repo.set_status(
                 session, export.id, frozen_at=datetime.now(UTC), integrity=await integrity(session, export.id, found)
             )
@@ -334,7 +323,7 @@ async def write_files(
         else:
             total = await repo.frozen_count(session, export.id)
             await report("", force=True)
-            passed, out = await one_pass(conn, *repo.bundle_sql(export.id, formats, render), work_mem)
+            passed, out = await one_pass(await session.connection(), *repo.bundle_sql(export.id, formats, render), work_mem)
     try:
         total = done
         await report("manifest.json", force=True)
@@ -372,32 +361,35 @@ async def write_files(
 
 
 class _Pass:
-    """Splits the rows of a bundle query (prompt id, split, pairs, then one column per format)
-    into each file's lines, counting records per file and pairs per split."""
+    """Splits the rows of a bundle query (prompt id, split, pairs, one column per format, then
+    `with_items`: the row's export_item values) into each file's lines, counting records per file
+    and pairs per split."""
 
-    def __init__(self, formats: list[ExportFormat]):
-        self.names = {
-            split.value.encode(): [file_name(fmt, split) for fmt in formats] for split in _SPLITS
-        }
+    def __init__(self, formats: list[ExportFormat], with_items: bool = False):
+        self.names = {split.value.encode(): [file_name(fmt, split) for fmt in formats] for split in _SPLITS}
         self.multi = [fmt in (ExportFormat.pairs, ExportFormat.pairs_chat) for fmt in formats]
+        self.with_items = with_items
         self.rows: dict[str, int] = {}
         self.pairs: dict[str, int] = {}
-        self.ordered = True
 
-    async def batches(self, rows: AsyncIterator[memoryview]) -> AsyncIterator[tuple[list[tuple[str, bytes]], int]]:
-        """(file name, bytes) pairs of about CHUNK_BYTES, with the number of prompts they hold."""
+    async def batches(self, rows: AsyncIterator[memoryview]) -> AsyncIterator[tuple[list[tuple[str, bytes]], int, bytes]]:
+        """Per about CHUNK_BYTES: the (file name, bytes) pairs, the number of prompts they hold
+        and their export_item rows (b"" without items)."""
         lines: dict[str, list[bytes]] = {}
+        items: list[bytes] = []
         counts = self.rows
         size = prompts = 0
-        last = -1
         pairs: dict[bytes, int] = {}
         columns = list(enumerate(self.multi, start=3))
+        # the rendered values never hold \x02 (JSON text, a split, numbers); the item values last
+        fields = 3 + len(self.multi)
         async for row in rows:
-            values = bytes(row[:-1]).split(b"\x02")
-            prompt_id = int(values[0])
-            if prompt_id <= last:
-                self.ordered = False
-            last = prompt_id
+            if self.with_items:
+                values = bytes(row).split(b"\x02", fields)
+                items.append(values[fields])
+                size += len(values[fields])
+            else:
+                values = bytes(row[:-1]).split(b"\x02")
             split = values[1]
             if values[2] != b"0":
                 pairs[split] = pairs.get(split, 0) + int(values[2])
@@ -418,10 +410,10 @@ class _Pass:
                     size += len(line)
             prompts += 1
             if size >= CHUNK_BYTES:
-                yield [(name, b"\n".join(group) + b"\n") for name, group in lines.items()], prompts
-                lines, size, prompts = {}, 0, 0
+                yield [(name, b"\n".join(group) + b"\n") for name, group in lines.items()], prompts, b"".join(items)
+                lines, items, size, prompts = {}, [], 0, 0
         if lines or prompts:
-            yield [(name, b"\n".join(group) + b"\n") for name, group in lines.items()], prompts
+            yield [(name, b"\n".join(group) + b"\n") for name, group in lines.items()], prompts, b"".join(items)
         self.pairs = {split.decode(): n for split, n in pairs.items()}
 
 

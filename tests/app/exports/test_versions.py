@@ -266,22 +266,3 @@ async def test_one_pass_files_and_archive_are_the_same_each_time(seed, session, 
     await session.commit()
     assert (await session.execute(sql(count), {"e": export.id})).scalar() == 0
 
-
-async def test_rows_out_of_prompt_order_are_noticed():
-    """The one-pass freeze relies on INSERT ... RETURNING giving rows in the order inserted; should
-    it not, the pass says so and the version is rendered from its frozen rows instead."""
-    from app.exports.schemas import ExportFormat
-    from app.exports.service import _Pass
-
-    async def rows(ids):
-        for i in ids:
-            yield memoryview(f'{i}\x02train\x020\x02{{"prompt":"p{i}","completion":"c","id":"{i}"}}\n'.encode())
-
-    ordered = _Pass([ExportFormat.sft])
-    batches = [b async for b in ordered.batches(rows([1, 2, 5]))]
-    assert ordered.ordered and ordered.rows == {"sft.train.jsonl": 3}
-    assert batches == [([("sft.train.jsonl", b'{"prompt":"p1","completion":"c","id":"1"}\n{"prompt":"p2","completion":"c",'
-                         b'"id":"2"}\n{"prompt":"p5","completion":"c","id":"5"}\n')], 3)]
-    shuffled = _Pass([ExportFormat.sft])
-    _ = [b async for b in shuffled.batches(rows([1, 5, 2]))]
-    assert not shuffled.ordered
