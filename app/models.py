@@ -325,11 +325,13 @@ class ExportItem(Base):
     """One prompt of a frozen export version with everything its files need, resolved at freeze
     time (SFT target, RM ranking, split), so re-rendering version N later is byte-identical
     whatever happens to the live rows. No foreign key to prompt: a frozen version outlives edits
-    and deletions."""
+    and deletions. Nor to export (migration 0013): a version's million rows are checked by one
+    lock on their export (`exports.repository.lock_export`), and deleting an export deletes its
+    items by a statement trigger."""
 
     __tablename__ = "export_item"
 
-    export_id: Mapped[int] = mapped_column(ForeignKey("export.id", ondelete="CASCADE"), primary_key=True)
+    export_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     prompt_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     split: Mapped[str] = mapped_column(String(16))
     prompt: Mapped[str] = mapped_column(Text)

@@ -9,19 +9,26 @@
 - api: `GET /api/v1/datasets/{id}/exports/sft.jsonl` from a live uvicorn server in this process,
   read by httpx: the full path (filters, SFT target rule, split hash, JSON, HTTP).
   Each is run twice, alternately; the faster run counts.
-- bulk: `POST /api/v1/datasets/{id}/exports` (SFT only, no archive) polled to the end: freezing
-  the version into export_item and writing sft.train.jsonl with its sha256 (a figure, no ratio).
+- bulk: `POST /api/v1/datasets/{id}/exports` (SFT, with its archive) polled to the end: the job
+  freezes the version into export_item and writes sft.{split}.jsonl with their sha256, the
+  manifest and the .tar.gz; `bulk_ratio` = its rows/s / the api stream's rows/s.
 - RSS: this process's peak resident set (VmHWM, server and client together) when the
-  api stream has delivered 10% of the rows and when it has delivered all of them.
+  api stream has delivered 10% of the rows and when it has delivered all of them; for the bulk
+  job, its resident set sampled every 50 ms while it runs, against the resident set before it.
 
-The last line is one JSON object: rows/s of each, `ratio` = api / copy rows/s, and
-`rss_growth` = peak RSS at N rows / peak RSS at N/10 rows.
+The last line is one JSON object: rows/s of each, `ratio` = api / copy rows/s, `bulk_ratio`,
+`rss_growth` = peak RSS at N rows / peak RSS at N/10 rows, `bulk_rss_growth_mb` (the most the
+bulk job added to the resident set) and the load average at the start and the end (the machine
+is shared: the ratios, measured in one run, are the figures).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -56,11 +63,19 @@ COPY_SQL = (
 )
 
 
-def peak_rss_mb() -> float:
+def _status_mb(key: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no {key} in /proc/self/status")
+
+
+def peak_rss_mb() -> float:
+    return _status_mb("VmHWM:")
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
 
 
 def seed(conninfo: str, n: int) -> int:
@@ -134,24 +149,61 @@ def bench_api(base: str, ds: int, n: int) -> tuple[float, float, float]:
     return elapsed, rss_at_checkpoint, peak_rss_mb()
 
 
-def bench_bulk(base: str, ds: int, n: int) -> float:
-    with httpx.Client(base_url=base, timeout=3600) as client:
-        t = time.perf_counter()
-        body = {"formats": ["sft"], "archive": False, "split": {"train": 1, "validation": 0, "test": 0}}
-        r = client.post(f"/api/v1/datasets/{ds}/exports", json=body)
-        r.raise_for_status()
-        version = r.json()["version"]
-        while (export := client.get(f"/api/v1/datasets/{ds}/exports/{version}").json())["status"] not in ("succeeded", "failed"):
-            time.sleep(0.1)
-        elapsed = time.perf_counter() - t
-    assert export["status"] == "succeeded", export
-    assert export["manifest"]["files"]["sft.train.jsonl"]["rows"] == n, export["manifest"]
-    return elapsed
+def bench_bulk(base: str, ds: int, n: int) -> tuple[float, float, float]:
+    """Seconds; resident set (MB) before the job and the most while it ran."""
+    before = _status_mb("VmRSS:")
+    most = before
+    running = True
+
+    def sample() -> None:
+        nonlocal most
+        while running:
+            most = max(most, _status_mb("VmRSS:"))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        with httpx.Client(base_url=base, timeout=3600) as client:
+            t = time.perf_counter()
+            r = client.post(f"/api/v1/datasets/{ds}/exports", json={"formats": ["sft"], "archive": True})
+            r.raise_for_status()
+            version = r.json()["version"]
+            while (export := client.get(f"/api/v1/datasets/{ds}/exports/{version}").json())["status"] not in (
+                "succeeded", "failed"
+            ):
+                time.sleep(0.1)
+            elapsed = time.perf_counter() - t
+            running = False
+            sampler.join()
+            assert export["status"] == "succeeded", export
+            files = export["manifest"]["files"]
+            assert sum(f["rows"] for f in files.values()) == n, files
+            # the archive holds the files the manifest lists (read as a stream: the figure is the job's)
+            with client.stream("GET", f"/api/v1/datasets/{ds}/exports/{version}/archive") as r, tempfile.TemporaryFile() as fh:
+                r.raise_for_status()
+                for chunk in r.iter_bytes(1 << 20):
+                    fh.write(chunk)
+                fh.seek(0)
+                with tarfile.open(fileobj=fh, mode="r:gz") as tar:
+                    for member in tar:
+                        name = member.name.split("/", 1)[1]
+                        if name in files:
+                            digest = hashlib.sha256()
+                            reader = tar.extractfile(member)
+                            while block := reader.read(1 << 20):
+                                digest.update(block)
+                            assert digest.hexdigest() == files[name]["sha256"], name
+    finally:
+        running = False
+        sampler.join()
+    return elapsed, before, most
 
 
 def main() -> None:
     n = rows_from_args(__doc__, quick=100_000, full=1_000_000)
 
+    load_start = load_average()
     with tempfile.TemporaryDirectory() as tmp, bench_database() as url:
         conninfo = psycopg_conninfo(url)
         ds = seed(conninfo, n)
@@ -167,8 +219,12 @@ def main() -> None:
                     f"{rss_n:.0f} MB at {n:,} rows",
                     flush=True,
                 )
-            bulk_s = bench_bulk(base, ds, n)
-            print(f"bulk: {n / bulk_s:,.0f} rows/s ({bulk_s:.2f} s: freeze the version, write sft.train.jsonl)", flush=True)
+            bulk_s, bulk_rss_before, bulk_rss_most = bench_bulk(base, ds, n)
+            print(
+                f"bulk: {n / bulk_s:,.0f} rows/s ({bulk_s:.2f} s: freeze the version, write sft.*.jsonl, manifest, archive); "
+                f"RSS {bulk_rss_before:.0f} MB before, at most {bulk_rss_most:.0f} MB while it ran",
+                flush=True,
+            )
     copy_s = min(copy_runs)
     api_s = min(r[0] for r in api_runs)
     rss_10, rss_n = api_runs[0][1], api_runs[-1][2]
@@ -180,9 +236,14 @@ def main() -> None:
         "copy_rows_per_s": round(n / copy_s),
         "bulk_rows_per_s": round(n / bulk_s),
         "ratio": round(ratio, 3),
+        "bulk_ratio": round(api_s / bulk_s, 3),
+        "bulk_rss_mb_before": round(bulk_rss_before, 1),
+        "bulk_rss_growth_mb": round(bulk_rss_most - bulk_rss_before, 1),
         "rss_mb_at_10pct": round(rss_10, 1),
         "rss_mb_at_end": round(rss_n, 1),
         "rss_growth": round(rss_n / rss_10, 3),
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
     }
     print(json.dumps(result))
 

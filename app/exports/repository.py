@@ -9,6 +9,7 @@ keys come from trainer.formats' record definitions (`record_sql`), never written
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -218,25 +219,37 @@ def _list(*items: str) -> str:
     return "'[' || " + " || ',' || ".join(items) + " || ']'"
 
 
-def format_sql(fmt: ExportFormat, source: str, render: RenderOptions, split: SplitName | None) -> str:
-    """The SELECT of one JSON text per record of `fmt` over `source` (a relation with the
-    export_item columns), in a stable order: by prompt, then by pair indices."""
-    where = f" AND e.split = '{SplitName(split).value}'" if split else ""
+# every index pair i < j of a ranking with different ranks and different texts (a, b), over the
+# export row `e` (a pair whose chosen equals its rejected teaches nothing and confuses DPO)
+_PAIRS_JOIN = (
+    "unnest(e.rm_completions, e.rm_ranks) WITH ORDINALITY AS a(c, r, i) "
+    "JOIN LATERAL unnest(e.rm_completions, e.rm_ranks) WITH ORDINALITY AS b(c, r, i) "
+    "ON b.i > a.i AND b.r <> a.r AND b.c <> a.c"
+)
+_PAIR_FORMATS = (ExportFormat.pairs, ExportFormat.pairs_chat)
+
+
+def _best_only(render: RenderOptions) -> str:
+    return " AND least(a.r, b.r) = 1" if render.pairs_mode is PairsMode.best_vs_rest else ""
+
+
+def _record(fmt: ExportFormat, render: RenderOptions) -> tuple[str, str]:
+    """(SQL of the JSON text of one `fmt` record over the export row `e`, and for pairs the pair
+    `a`, `b`; the condition for the record to exist). Both the streamed SELECTs (`format_sql`)
+    and the one-pass render of a version (`bundle_columns`) are made of these, so they agree."""
     pid = _s("e.prompt_id::text")
     if fmt is ExportFormat.sft:
         line = record_sql(fmt, prompt=_s("e.prompt"), completion=_s("e.sft_completion"), id=pid)
-        return f"SELECT {line} FROM {source} e WHERE e.sft_completion IS NOT NULL{where} ORDER BY e.prompt_id"
+        return line, "e.sft_completion IS NOT NULL"
     if fmt is ExportFormat.sft_chat:
         line = record_sql(fmt, messages=_list(_message("user", "e.prompt"), _message("assistant", "e.sft_completion")), id=pid)
-        return f"SELECT {line} FROM {source} e WHERE e.sft_completion IS NOT NULL{where} ORDER BY e.prompt_id"
+        return line, "e.sft_completion IS NOT NULL"
     if fmt is ExportFormat.rm:
         line = record_sql(fmt, prompt=_s("e.prompt"), completion=_s("e.rm_completions"), ranking=_s("e.rm_ranks"), id=pid)
-        return f"SELECT {line} FROM {source} e WHERE e.rm_completions IS NOT NULL{where} ORDER BY e.prompt_id"
+        return line, "e.rm_completions IS NOT NULL"
     if fmt is ExportFormat.rl:
-        line = record_sql(fmt, prompt=_s("e.prompt"), id=pid)
-        return f"SELECT {line} FROM {source} e WHERE e.in_rl{where} ORDER BY e.prompt_id"
-    # pairs: every index pair i < j of the ranking with different ranks and different texts (a pair
-    # whose chosen equals its rejected teaches nothing and confuses DPO), the better one chosen
+        return record_sql(fmt, prompt=_s("e.prompt"), id=pid), "e.in_rl"
+    # pairs: the better of the two chosen
     better = "a.r < b.r"
     chosen = f"CASE WHEN {better} THEN a.c ELSE b.c END"
     rejected = f"CASE WHEN {better} THEN b.c ELSE a.c END"
@@ -256,14 +269,56 @@ def format_sql(fmt: ExportFormat, source: str, render: RenderOptions, split: Spl
         )
     if render.margin:
         values["margin"] = "abs(a.r - b.r) || '.0'"  # a float, written as Python writes it
-    if render.pairs_mode is PairsMode.best_vs_rest:
-        where += " AND least(a.r, b.r) = 1"
+    return record_sql(fmt, **values), "e.rm_completions IS NOT NULL" + _best_only(render)
+
+
+def format_sql(fmt: ExportFormat, source: str, render: RenderOptions, split: SplitName | None) -> str:
+    """The SELECT of one JSON text per record of `fmt` over `source` (a relation with the
+    export_item columns), in a stable order: by prompt, then by pair indices."""
+    where = f" AND e.split = '{SplitName(split).value}'" if split else ""
+    line, condition = _record(fmt, render)
+    if fmt in _PAIR_FORMATS:
+        return (
+            f"SELECT {line} FROM {source} e CROSS JOIN LATERAL {_PAIRS_JOIN} "
+            f"WHERE {condition}{where} ORDER BY e.prompt_id, a.i, b.i"
+        )
+    return f"SELECT {line} FROM {source} e WHERE {condition}{where} ORDER BY e.prompt_id"
+
+
+def bundle_columns(formats: list[ExportFormat], render: RenderOptions) -> str:
+    """The SELECT list, over one export row `e`, of every format of a version at once: the
+    prompt id, its split, its number of pairs (under the version's pairs mode; the manifest gives
+    it beside the RM file; 0 without one), then per format its records joined by \\x03 (JSON text never holds
+    one; NULL when it has none). One pass over the rows renders all files (service.write_files)."""
+    pairs = f"(SELECT count(*) FROM {_PAIRS_JOIN} WHERE true{_best_only(render)})" if ExportFormat.rm in formats else "0"
+    columns = ["e.prompt_id", "e.split", pairs]
+    for fmt in formats:
+        line, condition = _record(fmt, render)
+        if fmt in _PAIR_FORMATS:
+            columns.append(f"(SELECT string_agg({line}, E'\\x03' ORDER BY a.i, b.i) FROM {_PAIRS_JOIN} WHERE {condition})")
+        else:
+            columns.append(f"CASE WHEN {condition} THEN {line} END")
+    return ", ".join(columns)
+
+
+def bundle_sql(export_id: int, formats: list[ExportFormat], render: RenderOptions) -> tuple[str, dict[str, Any]]:
+    """Every format of a frozen version in one pass over its rows, by prompt."""
     return (
-        f"SELECT {record_sql(fmt, **values)} FROM {source} e "
-        "CROSS JOIN LATERAL unnest(e.rm_completions, e.rm_ranks) WITH ORDINALITY AS a(c, r, i) "
-        "JOIN LATERAL unnest(e.rm_completions, e.rm_ranks) WITH ORDINALITY AS b(c, r, i) "
-        "ON b.i > a.i AND b.r <> a.r AND b.c <> a.c "
-        f"WHERE e.rm_completions IS NOT NULL{where} ORDER BY e.prompt_id, a.i, b.i"
+        f"SELECT {bundle_columns(formats, render)} FROM export_item e WHERE e.export_id = %(export_id)s ORDER BY e.prompt_id",
+        {"export_id": export_id},
+    )
+
+
+def freeze_bundle_sql(
+    export: Export, formats: list[ExportFormat], render: RenderOptions, groups: Groups = NO_GROUPS
+) -> tuple[str, dict[str, Any]]:
+    """The resolved rows of a version being frozen, rendered as `bundle_sql` renders them from
+    export_item later, each followed by its export_item values (`ITEM_COPY`'s columns): one pass
+    writes the files and, through the service, fills export_item by COPY."""
+    sql, params = resolution_sql(ExportFilters(**export.filters), SplitSpec(**export.split), groups)
+    return (
+        f"SELECT {bundle_columns(formats, render)}, %(export_id)s, {_ITEM_COLUMNS} FROM ({sql}) e ORDER BY e.prompt_id",
+        {**params, "dataset_id": export.dataset_id, "export_id": export.id},
     )
 
 
@@ -300,6 +355,33 @@ async def copy_lines(
                 yield bytes(row)
 
 
+# export_item's values as freeze_bundle_sql's rows end with them, for COPY ... FROM STDIN
+# (a bulk insert: heap pages and WAL written many rows at a time, not one INSERT row at a time)
+ITEM_COPY = f"COPY export_item (export_id, {_ITEM_COLUMNS}) FROM STDIN " + _COPY.split(" TO STDOUT ")[1]
+
+
+@contextlib.asynccontextmanager
+async def item_copy(conn: AsyncConnection) -> AsyncIterator[psycopg.AsyncCopy]:
+    """A COPY into export_item on `conn`: `await copy.write(rows)`."""
+    pg = await driver(conn)
+    async with pg.cursor() as cur, cur.copy(ITEM_COPY) as copy:
+        yield copy
+
+
+async def copy_rows(
+    conn: AsyncConnection, query: str, params: dict[str, Any], work_mem: str | None = None
+) -> AsyncIterator[memoryview]:
+    """Yield the rows of `query` as COPY sends them: each its values joined by \\x02, then a
+    newline (NULL: an empty value; JSON text is never empty)."""
+    pg = await driver(conn)
+    async with pg.cursor() as cur:
+        if work_mem:
+            await cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
+        async with cur.copy(_COPY.format(query=query), params) as copy:
+            while row := await copy.read():
+                yield row
+
+
 async def freeze(session: AsyncSession, export: Export, groups: Groups = NO_GROUPS, work_mem: str | None = None) -> int:
     """Write the export's rows into export_item from the live rows; the number of prompts."""
     sql, params = resolution_sql(ExportFilters(**export.filters), SplitSpec(**export.split), groups)
@@ -315,32 +397,18 @@ async def freeze(session: AsyncSession, export: Export, groups: Groups = NO_GROU
         return cur.rowcount
 
 
-async def frozen_counts(session: AsyncSession, export_id: int) -> dict[str, dict[str, int]]:
-    """Records per format and split of a frozen version (pairs under both modes)."""
-    rows = await session.execute(
-        text(
-            """
-SELECT split,
-       count(*) FILTER (WHERE sft_completion IS NOT NULL) AS sft,
-       count(*) FILTER (WHERE rm_completions IS NOT NULL) AS rm,
-       count(*) FILTER (WHERE in_rl) AS rl,
-       coalesce(sum((SELECT count(*) FROM unnest(rm_completions, rm_ranks) WITH ORDINALITY a(c, r, i)
-                     JOIN unnest(rm_completions, rm_ranks) WITH ORDINALITY b(c, r, i)
-                       ON b.i > a.i AND b.r <> a.r AND b.c <> a.c)), 0) AS pairs_all,
-       coalesce(sum((SELECT count(*) FROM unnest(rm_completions, rm_ranks) WITH ORDINALITY a(c, r, i)
-                     JOIN unnest(rm_completions, rm_ranks) WITH ORDINALITY b(c, r, i)
-                       ON b.i > a.i AND b.r <> a.r AND b.c <> a.c AND least(a.r, b.r) = 1)), 0) AS pairs_best
-FROM export_item WHERE export_id = :export_id GROUP BY split
-"""
-        ),
-        {"export_id": export_id},
+async def frozen_count(session: AsyncSession, export_id: int) -> int:
+    """The prompts of a frozen version."""
+    return int(await session.scalar(select(func.count()).select_from(ExportItem).where(ExportItem.export_id == export_id)))
+
+
+async def prompt_count(session: AsyncSession, dataset_id: int) -> int:
+    """The dataset's prompts not rejected: at most what a version of it holds."""
+    return int(
+        await session.scalar(
+            text("SELECT count(*) FROM prompt WHERE dataset_id = :d AND review_status <> 'rejected'"), {"d": dataset_id}
+        )
     )
-    out: dict[str, dict[str, int]] = {}
-    for row in rows.mappings():
-        for key, value in row.items():
-            if key != "split":
-                out.setdefault(key, {})[row["split"]] = int(value)
-    return out
 
 
 async def lock_dataset(session: AsyncSession, dataset_id: int) -> None:
@@ -386,6 +454,9 @@ async def set_status(session: AsyncSession, export_id: int, **values: Any) -> No
 
 
 async def clear_items(session: AsyncSession, export_id: int) -> None:
+    """Before a freeze: the export row locked as a foreign key check would lock it (so it cannot
+    be deleted until the freeze commits, and then its items go with it), any earlier items gone."""
+    await session.execute(select(Export.id).where(Export.id == export_id).with_for_update(key_share=True))
     await session.execute(delete(ExportItem).where(ExportItem.export_id == export_id))
 
 

@@ -8,10 +8,8 @@ of its own so that pollers see it move.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import tarfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound, ServiceBusy
-from app.exports import card, files, groups
+from app.exports import card, files, groups, writer
 from app.exports import repository as repo
 from app.exports.schemas import (
     ExportCreate,
@@ -31,7 +29,6 @@ from app.exports.schemas import (
     ExportFormat,
     ExportProgress,
     ExportPublic,
-    PairsMode,
     RenderOptions,
     SplitName,
     SplitSpec,
@@ -133,19 +130,6 @@ def render_options(export: Export, override: RenderOptions | None = None, fields
     if override is not None:
         chosen.update(override.model_dump(include=set(fields) & set(RenderOptions.model_fields)))
     return RenderOptions(**chosen)
-
-
-def record_counts(counts: dict[str, dict[str, int]], render: RenderOptions) -> dict[str, dict[str, int]]:
-    """Records per format and split, from repo.frozen_counts."""
-    pairs = counts.get("pairs_all" if render.pairs_mode is PairsMode.all else "pairs_best", {})
-    return {
-        ExportFormat.sft: counts.get("sft", {}),
-        ExportFormat.sft_chat: counts.get("sft", {}),
-        ExportFormat.rm: counts.get("rm", {}),
-        ExportFormat.rl: counts.get("rl", {}),
-        ExportFormat.pairs: pairs,
-        ExportFormat.pairs_chat: pairs,
-    }
 
 
 async def _chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, int]]:
@@ -275,15 +259,25 @@ async def write_files(
     *,
     on_progress: ProgressCallback | None = None,
     track: bool = True,
+    archive: tuple[Path, str] | None = None,
+    work_mem: str | None = None,
+    threshold: float = 0.7,
+    extras: Callable[[Manifest], Awaitable[list[str]]] | None = None,
 ) -> Manifest:
-    """Render a frozen version into out_dir: {format}.{split}.jsonl for every non-empty file,
-    and manifest.json. Rendering the same version again gives byte-identical files."""
+    """Render a version into out_dir: {format}.{split}.jsonl for every non-empty file, and
+    manifest.json; with `archive` (its path, its root folder) also the .tar.gz, compressed while
+    the files are written. Rendering the same version again gives byte-identical files.
+
+    All formats and splits come from one pass over the version's rows (`repo.bundle_sql`). A
+    version not frozen yet is frozen by that same pass: the resolved rows come rendered and with
+    their export_item values (`repo.freeze_bundle_sql`), which go on into export_item by COPY
+    on the freeze's own connection; the freeze (with its split groups and leakage check) commits
+    once the files are written. `extras`, given the manifest, writes more files into out_dir (the
+    dataset card, Parquet) and names them; they go into the archive after the manifest."""
     render = render_options(export)
     formats = [ExportFormat(f) for f in export.options["formats"]]
-    async with sessions() as session:
-        counts = record_counts(await repo.frozen_counts(session, export.id), render)
-    total = sum(counts[f].get(s.value, 0) for f in formats for s in _SPLITS)
     done = 0
+    total = 0
     last_report = 0.0
 
     async def report(name: str, force: bool = False) -> None:
@@ -296,53 +290,141 @@ async def write_files(
                 await repo.set_progress(s, export.run_id, total=total, done=done)
                 await s.commit()
 
-    await report("", force=True)
+    async def one_pass(
+        conn: Any, query: str, params: dict[str, Any], mem: str | None, items: Any = None
+    ) -> tuple[_Pass, writer.VersionWriter]:
+        nonlocal done
+        out = writer.VersionWriter(out_dir, (archive[0], archive[1], int(export.created_at.timestamp())) if archive else None)
+        result = _Pass(formats, with_items=items is not None)
+        try:
+            async for batch, prompts, rows in result.batches(repo.copy_rows(conn, query, params, mem)):
+                await out.write(batch)
+                if rows:
+                    await items.write(rows)
+                done += prompts
+                await report("rows")
+            await out.finish()
+        except BaseException:
+            out.close()
+            raise
+        return result, out
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, dict[str, Any]] = {}
     async with sessions() as session:
-        conn = await session.connection()
+        if export.frozen_at is None:
+            # the freeze's transaction (session) fills export_item by COPY from the rows another
+            # connection reads and renders, then records the groups and the leakage check
+            await repo.clear_items(session, export.id)
+            found = await groups.split_groups(session, export.dataset_id, SplitSpec(**export.split), threshold)
+            total = await repo.prompt_count(session, export.dataset_id)
+            await report("", force=True)
+            async with sessions() as reading, repo.item_copy(await session.connection()) as items:
+                query, params = repo.freeze_bundle_sql(export, formats, render, found.params())
+                passed, out = await one_pass(await reading.connection(), query, params, work_mem, items)
+            await repo.set_status(
+                session, export.id, frozen_at=datetime.now(UTC), integrity=await integrity(session, export.id, found)
+            )
+            await session.commit()
+            export = await repo.get(session, export.id)
+            await session.refresh(export)
+        else:
+            total = await repo.frozen_count(session, export.id)
+            await report("", force=True)
+            passed, out = await one_pass(await session.connection(), *repo.bundle_sql(export.id, formats, render), work_mem)
+    try:
+        total = done
+        await report("manifest.json", force=True)
+        files: dict[str, dict[str, Any]] = {}
         for fmt in formats:
             for split in _SPLITS:
-                if not counts[fmt].get(split.value):
-                    continue
                 name = file_name(fmt, split)
-                path = out_dir / name
-                digest, rows, size = hashlib.sha256(), 0, 0
-                query, params = frozen_query(export, fmt, render, split)
-                with path.open("wb") as fh:
-                    async for chunk, n in _chunks(repo.copy_lines(conn, query, params)):
-                        digest.update(chunk)
-                        await asyncio.to_thread(fh.write, chunk)
-                        rows += n
-                        size += len(chunk)
-                        done += n
-                        await report(name)
-                EXPORT_ROWS_WRITTEN.labels(fmt.value).inc(rows)
-                info: dict[str, Any] = {"kind": fmt.value, "split": split.value, "rows": rows, "bytes": size,
-                                        "sha256": digest.hexdigest()}
-                if fmt is ExportFormat.rm:
-                    info["pairs"] = counts[ExportFormat.pairs].get(split.value, 0)
-                files[name] = info
-    await report("manifest.json", force=True)
-    manifest = Manifest(
-        format_version=FORMAT_VERSION,
-        dataset=dataset_name,
-        dataset_id=export.dataset_id,
-        dataset_version=export.version,
-        files=files,
-        filters=export.filters,
-        split={
-            **export.split,
-            "method": "a prompt's own split if set, else sha256(f'{seed}:{prompt_id}'), first 60 bits, against the "
-            "cumulative ratios; split groups (near-duplicates, evol lineages) share one split",
-            **(export.integrity or {}),
-        },
-        options=export.options,
-        counts={f.value: {s.value: counts[f].get(s.value, 0) for s in _SPLITS} for f in formats},
-        created_at=_iso(export.created_at),
-    )
-    (out_dir / "manifest.json").write_text(manifest.dumps(), encoding="utf-8")
+                if passed.rows.get(name):
+                    files[name] = {"kind": fmt.value, "split": split.value, "rows": passed.rows[name], **out.info(name)}
+                    if fmt is ExportFormat.rm:
+                        files[name]["pairs"] = passed.pairs.get(split.value, 0)
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            dataset=dataset_name,
+            dataset_id=export.dataset_id,
+            dataset_version=export.version,
+            files=files,
+            filters=export.filters,
+            split={
+                **export.split,
+                "method": "a prompt's own split if set, else sha256(f'{seed}:{prompt_id}'), first 60 bits, against the "
+                "cumulative ratios; split groups (near-duplicates, evol lineages) share one split",
+                **(export.integrity or {}),
+            },
+            options=export.options,
+            counts={f.value: {s.value: passed.rows.get(file_name(f, s), 0) for s in _SPLITS} for f in formats},
+            created_at=_iso(export.created_at),
+        )
+        (out_dir / "manifest.json").write_text(manifest.dumps(), encoding="utf-8")
+        for name, info in files.items():
+            EXPORT_ROWS_WRITTEN.labels(info["kind"]).inc(info["rows"])
+        more = await extras(manifest) if extras else []
+        if archive:
+            await asyncio.to_thread(out.write_archive, list(files), ["manifest.json", *more])
+    finally:
+        out.close()
     return manifest
+
+
+class _Pass:
+    """Splits the rows of a bundle query (prompt id, split, pairs, one column per format, then
+    `with_items`: the row's export_item values) into each file's lines, counting records per file
+    and pairs per split."""
+
+    def __init__(self, formats: list[ExportFormat], with_items: bool = False):
+        self.names = {split.value.encode(): [file_name(fmt, split) for fmt in formats] for split in _SPLITS}
+        self.multi = [fmt in (ExportFormat.pairs, ExportFormat.pairs_chat) for fmt in formats]
+        self.with_items = with_items
+        self.rows: dict[str, int] = {}
+        self.pairs: dict[str, int] = {}
+
+    async def batches(self, rows: AsyncIterator[memoryview]) -> AsyncIterator[tuple[list[tuple[str, bytes]], int, bytes]]:
+        """Per about CHUNK_BYTES: the (file name, bytes) pairs, the number of prompts they hold
+        and their export_item rows (b"" without items)."""
+        lines: dict[str, list[bytes]] = {}
+        items: list[bytes] = []
+        counts = self.rows
+        size = prompts = 0
+        pairs: dict[bytes, int] = {}
+        columns = list(enumerate(self.multi, start=3))
+        # the rendered values never hold \x02 (JSON text, a split, numbers); the item values last
+        fields = 3 + len(self.multi)
+        async for row in rows:
+            if self.with_items:
+                values = bytes(row).split(b"\x02", fields)
+                items.append(values[fields])
+                size += len(values[fields])
+            else:
+                values = bytes(row[:-1]).split(b"\x02")
+            split = values[1]
+            if values[2] != b"0":
+                pairs[split] = pairs.get(split, 0) + int(values[2])
+            names = self.names[split]
+            for i, multi in columns:
+                line = values[i]
+                if line:
+                    name = names[i - 3]
+                    if multi:  # pairs: the records of one prompt, joined by \x03
+                        counts[name] = counts.get(name, 0) + line.count(b"\x03") + 1
+                        line = line.replace(b"\x03", b"\n")
+                    else:
+                        counts[name] = counts.get(name, 0) + 1
+                    if name in lines:
+                        lines[name].append(line)
+                    else:
+                        lines[name] = [line]
+                    size += len(line)
+            prompts += 1
+            if size >= CHUNK_BYTES:
+                yield [(name, b"\n".join(group) + b"\n") for name, group in lines.items()], prompts, b"".join(items)
+                lines, items, size, prompts = {}, [], 0, 0
+        if lines or prompts:
+            yield [(name, b"\n".join(group) + b"\n") for name, group in lines.items()], prompts, b"".join(items)
+        self.pairs = {split.decode(): n for split, n in pairs.items()}
 
 
 def _iso(at: datetime) -> str:
@@ -351,14 +433,6 @@ def _iso(at: datetime) -> str:
 
 def archive_of(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + ".tar.gz")
-
-
-def write_archive(src_dir: Path, names: list[str], root: str, archive: Path) -> Path:
-    """`archive` (a .tar.gz) holding the files and the manifest of src_dir under `root/`."""
-    with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
-        for name in [*names, "manifest.json"]:
-            tar.add(src_dir / name, arcname=f"{root}/{name}")
-    return archive
 
 
 async def mark(sessions: async_sessionmaker[AsyncSession], export: Export, status: ExportStatus, **run_values: Any) -> None:

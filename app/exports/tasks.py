@@ -18,6 +18,7 @@ from app.errors import NotFound, describe
 from app.exports import card, files, service
 from app.exports import repository as repo
 from app.models import Dataset, Export, ExportStatus
+from trainer.formats import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +47,29 @@ async def run_export(
     try:
         await asyncio.to_thread(files.discard_partials, directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        async with sessions() as session:
-            await service.freeze(
-                session, await repo.get(session, export_id), settings.export_work_mem, threshold=settings.synth_near_dup_threshold
-            )
-            await session.commit()
+        archive_part = files.staging(service.archive_of(directory)) if export.options.get("archive") else None
         async with sessions() as session:
             export = await repo.get(session, export_id)
-        manifest = await service.write_files(sessions, export, dataset.name, part, on_progress=on_progress)
-        extra = []
-        if export.options.get("parquet"):
-            extra += [p.name for p in await asyncio.to_thread(lambda: [card.write_parquet(part / n) for n in manifest.files])]
-        async with sessions() as session:
-            facts = await card.figures(session, export_id)
-        # the card names the folder where it will lie, not the staging one
-        card.write_card(part, manifest.to_dict(), facts, license_id=export.options.get("license"),
-                        parquet=bool(export.options.get("parquet")), shown_as=directory)
-        extra.append(card.CARD)
-        if export.options.get("archive"):
-            archive_part = files.staging(service.archive_of(directory))
-            await asyncio.to_thread(service.write_archive, part, [*manifest.files, *extra], directory.name, archive_part)
+
+        async def card_and_parquet(manifest: Manifest) -> list[str]:
+            """Parquet beside the JSONL on request, and the dataset card (it names the folder
+            where the version will lie, not the staging one)."""
+            extra = []
+            if export.options.get("parquet"):
+                extra += [p.name for p in await asyncio.to_thread(lambda: [card.write_parquet(part / n) for n in manifest.files])]
+            async with sessions() as session:
+                facts = await card.figures(session, export_id)
+            card.write_card(part, manifest.to_dict(), facts, license_id=export.options.get("license"),
+                            parquet=bool(export.options.get("parquet")), shown_as=directory)
+            return [*extra, card.CARD]
+
+        # freezes the version (first run) and writes files, manifest, card and archive in one pass
+        manifest = await service.write_files(
+            sessions, export, dataset.name, part, on_progress=on_progress,
+            archive=(archive_part, directory.name) if archive_part else None,
+            work_mem=settings.export_work_mem, threshold=settings.synth_near_dup_threshold,
+            extras=card_and_parquet,
+        )
         await asyncio.to_thread(
             files.publish, part, directory, archive_part, service.archive_of(directory), whole=out_dir is None
         )

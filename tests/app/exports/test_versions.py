@@ -224,3 +224,45 @@ async def test_the_job_is_safe_to_run_twice_and_records_failures(seed, session, 
     (public,) = await service.public(session, [await session.get(type(export2), export2.id, populate_existing=True)])
     assert public.status == "failed" and public.error and public.finished_at is not None
     assert str(tmp_path) not in public.error  # the reason, without this machine's paths
+
+
+async def test_one_pass_files_and_archive_are_the_same_each_time(seed, session, engine, base_settings, tmp_path):
+    """The job freezes and renders every format in one pass, compressing the archive as it writes;
+    rendering the frozen version again gives the same files and the same archive, byte for byte."""
+    import gzip
+
+    from sqlalchemy import text as sql
+
+    from app import db
+    from app.exports import service, tasks
+    from app.exports.schemas import ExportCreate, ExportFormat
+
+    ds = await _reviewed(seed, n=12)
+    export = await service.create(session, ds, ExportCreate(formats=list(ExportFormat), margin=True), actor="test")
+    await session.commit()
+    sessions = db.session_factory(engine)
+    settings = base_settings.model_copy(update={"data_dir": tmp_path / "data"})
+    done = await tasks.run_export(export.id, sessions=sessions, settings=settings)
+    archive = service.archive_path(done)
+    assert done.status == "succeeded" and archive is not None
+    assert set(done.manifest["counts"]) == {f.value for f in ExportFormat}
+
+    again = tmp_path / "again"
+    manifest = await service.write_files(sessions, done, ds.name, again, archive=(tmp_path / "again.tar.gz", "v1"), track=False)
+    assert manifest.files == done.manifest["files"] and manifest.verify(again) == []
+    assert (tmp_path / "again.tar.gz").read_bytes() == archive.read_bytes()
+    with tarfile.open(archive, "r:gz") as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == [f"v1/{n}" for n in [*manifest.files, "manifest.json"]]
+        for m in members:
+            assert tar.extractfile(m).read() == (again / m.name.removeprefix("v1/")).read_bytes()
+    # a series of gzip members is one stream to a plain gzip reader, ending as a tar ends
+    assert gzip.decompress(archive.read_bytes()).endswith(b"\0" * 1024)
+
+    # deleting the dataset (its exports) deletes the frozen rows
+    count = "SELECT count(*) FROM export_item WHERE export_id = :e"
+    assert (await session.execute(sql(count), {"e": export.id})).scalar() == 12 + 5
+    await session.execute(sql("DELETE FROM dataset WHERE id = :d"), {"d": ds.id})
+    await session.commit()
+    assert (await session.execute(sql(count), {"e": export.id})).scalar() == 0
+
