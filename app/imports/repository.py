@@ -106,6 +106,7 @@ async def stage_new_prompts(pg: psycopg.AsyncConnection) -> None:
         WHERE r.prompt_id IS NULL
         """
     )
+    await pg.execute("ANALYZE record_import_new_prompt")  # temp tables get no statistics on their own
 
 
 async def drop_skipped_prompts(pg: psycopg.AsyncConnection) -> int:
