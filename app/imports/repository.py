@@ -83,6 +83,8 @@ async def stage_prompts(pg: psycopg.AsyncConnection) -> None:
         FROM record_import_stage WHERE pos = 0 GROUP BY prompt_hash
         """
     )
+    # statistics now, so the joins on it below plan as hash joins, not a nested loop over 1M rows
+    await pg.execute("ANALYZE record_import_prompt")
 
 
 _SAME_TEXT = """
