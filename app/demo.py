@@ -56,7 +56,7 @@ class Plan:
 
 
 FULL = Plan(
-    # sized for a 2-core CPU (README, "Running it"): every step real, each as small as it can be
+    # sized for a 2-core CPU (docs/guide.md, "Running it"): every step real, each as small as it can be
     model=LOCAL_MODEL, prompts=3, max_tokens=24,
     train={
         "sft": ["--max-steps", "2", "--batch-size", "2", "--lora", "--lr", "2e-4", "--max-length", "128"],
@@ -122,7 +122,7 @@ def start_local_llm(base_url: str, model: str, reward_root: Path, log_path: Path
     if host not in ("127.0.0.1", "localhost"):
         raise StepFailed(f"nothing answers at {base_url}, and a local model is only started on 127.0.0.1")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    # bfloat16 halves the weights read per token: Gemma decodes faster on this CPU kind (README)
+    # bfloat16 halves the weights read per token: Gemma decodes faster on this CPU kind (docs/internals.md, figures)
     dtype = ["--dtype", "bfloat16"] if model == LOCAL_MODEL else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer", "serve", "--model", model, "--host", host, "--port", str(port), "--name", model,

@@ -10,7 +10,7 @@ why callers bound their strings with `maxLength`.
 
 Chosen over xgrammar (pulls triton, hundreds of MB), outlines-core (builds a full index over
 the vocabulary per schema: slow for Gemma's 262k tokens) and lm-format-enforcer (pure Python,
-per-token cost in Python); figures in the README.
+per-token cost in Python); figures in docs/internals.md.
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ class ChatModel:
     Requests that arrive together are answered together: whoever holds the model takes up to
     MAX_BATCH waiting replies (several requests', or one request's `n`) into one left-padded
     `generate` call. On a CPU, decoding reads every weight once per step whatever the batch
-    size, so a batch of four costs little more than one reply (README, "Running it")."""
+    size, so a batch of four costs little more than one reply (docs/guide.md, "Running it")."""
 
     MAX_BATCH = 8
     GATHER_S = 0.05
@@ -167,7 +167,7 @@ class ChatModel:
         t0 = time.perf_counter()
         self.tokenizer = load_tokenizer(model_path)
         # bfloat16 halves the weights read per token: on a CPU with AVX512-BF16 Gemma 3 270M
-        # decodes faster (README, "Running it"); float32 stays the default
+        # decodes faster (docs/guide.md, "Running it"); float32 stays the default
         self.model = load_causal_lm(model_path, self.tokenizer, seed=seed).to(getattr(torch, dtype)).eval()
         self.name = name or model_path
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)

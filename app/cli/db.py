@@ -39,7 +39,7 @@ def db_current() -> None:
 @cli.command("stamp")
 def db_stamp(revision: Annotated[str, typer.Argument(help="e.g. head, or a revision id")]) -> None:
     """Record REVISION as the schema's revision without running any migration (replacing what was
-    recorded): for a database whose schema is already there, e.g. one made by 0.1 (see README)."""
+    recorded): for a database whose schema is already there, e.g. one made by 0.1 (see docs/guide.md, "Upgrading from 0.1")."""
     with database_url(get_settings(), check=False) as url:
         db.stamp(url, revision)
         console.print(f"schema recorded at {sorted(db.current_revisions(url)) or 'base'}")

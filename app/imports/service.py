@@ -2,7 +2,7 @@
 export files or TRL's shapes of them. Services flush, never commit: the whole import lands in the
 caller's transaction or none of it does.
 
-Rules (README, "Importing completions and rankings"):
+Rules (docs/guide.md, "Importing completions and rankings"):
 - A prompt whose text is already in the dataset (same content hash) is reused, as is a completion
   of that prompt with the same text: an answer is never stored twice for one prompt.
 - A new prompt nearly duplicating a stored one or an earlier line's new prompt follows the prompt

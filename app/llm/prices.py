@@ -4,7 +4,7 @@ cannot be kept on it, and its calls' cost shows as unknown.
 
 The table holds the vendors' list prices (USD per million prompt / completion tokens, standard
 tier, no cache or batch discounts) as of PRICES_AS_OF. Prices change: override any of them with
-FORGE_LLM_PRICES or an endpoint's `prices` (README, "Money")."""
+FORGE_LLM_PRICES or an endpoint's `prices` (docs/guide.md, "Money")."""
 
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ def test_one_head_and_files_sort_in_apply_order():
 
 def test_a_database_made_by_0_1_needs_one_stamp(empty_db, tmp_path):
     """0.1 applied the same migrations as 0001 -> 0003 -> 0004 -> 0002: its head is called '0002',
-    today's review migration. `rlhf-forge db stamp 0004` then `db upgrade` (README, "Upgrading from 0.1")
+    today's review migration. `rlhf-forge db stamp 0004` then `db upgrade` (docs/guide.md, "Upgrading from 0.1")
     fixes it."""
     db.upgrade(empty_db, "0004")  # the schema 0.1 made
     engine = create_engine(empty_db)

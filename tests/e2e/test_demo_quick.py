@@ -43,7 +43,7 @@ def test_quick_demo_runs_the_whole_chain_and_resumes(database_url, tmp_path):
         assert " GET /api" not in first.stdout + first.stderr  # no access log lines
         # the local model's endpoint is declared free: the summary adds up $0, not "unknown"
         assert "$0.0000" in first.stdout and "unknown" not in first.stdout
-        assert set(state["seconds"]) == set(state["done"])  # each step's wall time, for the README's table
+        assert set(state["seconds"]) == set(state["done"])  # each step's wall time, for the wall-time table in docs/guide.md
 
         engine = create_engine(database_url)
         with engine.connect() as conn:
