@@ -84,7 +84,7 @@ def _worker(settings, tmp_path: Path) -> subprocess.Popen:
 
 
 def test_a_worker_killed_mid_export_leaves_no_partial_files_and_the_version_is_written(http, base_settings, clean_db, tmp_path):
-    dataset_id = _bulk_dataset(clean_db, "big", n=3000, width=1500)
+    dataset_id = _bulk_dataset(clean_db, "big", n=8000, width=1500)  # a few seconds of writing: the kill lands mid-write
     folder = base_settings.data_dir / "exports" / str(dataset_id)
     r = http.post(f"/api/v1/datasets/{dataset_id}/exports", json={"formats": ["sft", "rm", "rl", "pairs"], "archive": True})
     assert r.status_code == 202, r.text

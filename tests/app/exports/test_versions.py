@@ -3,6 +3,8 @@ render byte-identically later; the files load in `datasets`; the CLI does the sa
 
 from __future__ import annotations
 
+import shutil
+
 import asyncio
 import hashlib
 import io
@@ -248,12 +250,19 @@ async def test_one_pass_files_and_archive_are_the_same_each_time(seed, session, 
     assert set(done.manifest["counts"]) == {f.value for f in ExportFormat}
 
     again = tmp_path / "again"
-    manifest = await service.write_files(sessions, done, ds.name, again, archive=(tmp_path / "again.tar.gz", "v1"), track=False)
+
+    async def same_card(_manifest) -> list[str]:  # the job's extras: the dataset card, written after the manifest
+        shutil.copyfile(Path(done.path) / "README.md", again / "README.md")
+        return ["README.md"]
+
+    manifest = await service.write_files(
+        sessions, done, ds.name, again, archive=(tmp_path / "again.tar.gz", "v1"), track=False, extras=same_card
+    )
     assert manifest.files == done.manifest["files"] and manifest.verify(again) == []
     assert (tmp_path / "again.tar.gz").read_bytes() == archive.read_bytes()
     with tarfile.open(archive, "r:gz") as tar:
         members = tar.getmembers()
-        assert [m.name for m in members] == [f"v1/{n}" for n in [*manifest.files, "manifest.json"]]
+        assert [m.name for m in members] == [f"v1/{n}" for n in [*manifest.files, "manifest.json", "README.md"]]
         for m in members:
             assert tar.extractfile(m).read() == (again / m.name.removeprefix("v1/")).read_bytes()
     # a series of gzip members is one stream to a plain gzip reader, ending as a tar ends
