@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024**2, ge=1024, description="Largest request body in bytes, checked while it streams in (imports: the next)."
     )
+    import_within_input_max_rows: int = Field(
+        default=100_000, ge=0,
+        description="An import compares its new prompts with each other for near-duplicates when it has at most this many "
+        "(always with the stored ones); a bigger input is reported unchecked within itself: run `rlhf-forge dedup` after it.",
+    )
     max_import_bytes: int = Field(
         default=2 * 1024**3, ge=1024, description="Largest import upload in bytes, checked while it streams in."
     )

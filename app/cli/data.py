@@ -34,6 +34,7 @@ async def import_prompts(settings: Settings, file: Path, dataset_name: str, fmt,
             report = await prompts.import_file(
                 session, dataset, fh, fmt, max_chars=settings.max_text_chars, mode=mode,
                 near_duplicates=near_duplicates or "flag", threshold=settings.synth_near_dup_threshold,
+                within_input_max=settings.import_within_input_max_rows,
             )
         await session.commit()
         return report, dataset.id
@@ -49,7 +50,8 @@ async def import_records(settings: Settings, file: Path, dataset_name: str, fmt,
         with rich.progress.open(file, "rb", description=f"importing {file.name}", console=err) as fh:
             report = await imports.import_file(
                 session, dataset, fh, fmt, file_name=file.name, split=split, max_chars=settings.max_text_chars, mode=mode,
-                near_duplicates=near_duplicates or "flag", threshold=settings.synth_near_dup_threshold, actor="cli",
+                near_duplicates=near_duplicates or "flag", threshold=settings.synth_near_dup_threshold,
+                within_input_max=settings.import_within_input_max_rows, actor="cli",
             )
         await session.commit()
         return report
@@ -120,6 +122,11 @@ def import_(
         )
     if report.near_duplicates:
         console.print(f"{report.near_duplicates} near-duplicate prompt(s) ({report.near_duplicate_mode.value})")
+    if not report.near_duplicates_within_input:
+        console.print(
+            "the new prompts were compared with the stored ones only, not with each other (more than "
+            "FORGE_IMPORT_WITHIN_INPUT_MAX_ROWS): run `rlhf-forge dedup --dataset NAME` to find those"
+        )
     for e in report.errors[:20]:
         console.print(f"  line {e.line}: {e.message}")
     if report.invalid > 20:

@@ -111,6 +111,11 @@ async def stage_new_prompts(pg: psycopg.AsyncConnection) -> None:
     await pg.execute("ANALYZE record_import_new_prompt")  # temp tables get no statistics on their own
 
 
+async def new_prompt_count(pg: psycopg.AsyncConnection) -> int:
+    """The new prompts staged (record_import_new_prompt)."""
+    return await _count(pg, "SELECT count(*) FROM record_import_new_prompt")
+
+
 async def drop_skipped_prompts(pg: psycopg.AsyncConnection) -> int:
     """Leave out the lines of the new prompts the near-duplicate rule dropped (skip) from
     record_import_new_prompt: their answers and rankings too. Returns how many lines."""

@@ -72,7 +72,7 @@ async def import_records(
         return await service.import_file(
             session, dataset, upload.file, fmt, file_name=name, split=split or named_split,
             max_chars=settings.max_text_chars, mode=mode, near_duplicates=near_duplicates,
-            threshold=settings.synth_near_dup_threshold, actor=actor,
+            threshold=settings.synth_near_dup_threshold, actor=actor, within_input_max=settings.import_within_input_max_rows,
         )
     finally:
         upload.file.close()

@@ -33,7 +33,7 @@ from app.models import Dataset
 from app.prompts import dedup
 from app.prompts.repository import driver_connection
 from app.prompts.schemas import ImportMode, NearDuplicateMode, RowError, Split
-from app.prompts.service import KEY_BATCH, REPORT_LIMIT, ImportRejected, finish_near_duplicates, stage_near_duplicates
+from app.prompts.service import KEY_BATCH, REPORT_LIMIT, WITHIN_INPUT_MAX, ImportRejected, finish_near_duplicates, stage_near_duplicates
 
 PROGRESS_EVERY = 5000
 NEW_PROMPTS = "record_import_new_prompt"  # repository.stage_new_prompts
@@ -65,6 +65,7 @@ async def import_file(
     near_duplicates: NearDuplicateMode = NearDuplicateMode.flag,
     threshold: float = 0.7,
     actor: str,
+    within_input_max: int = WITHIN_INPUT_MAX,
     progress: Progress | None = None,
 ) -> RecordImportReport:
     """Stage every valid line (with its prompt's band keys) with COPY, then resolve prompts,
@@ -130,7 +131,8 @@ async def import_file(
     # its line(s) (skip), flagged (flag) or stored as it is (keep)
     await repo.stage_new_prompts(pg)
     matches = await stage_near_duplicates(
-        pg, dataset.id, near_duplicates, threshold, report, stage=NEW_PROMPTS, exact_duplicates=False
+        pg, dataset.id, near_duplicates, threshold, report, stage=NEW_PROMPTS, exact_duplicates=False,
+        within_input=await repo.new_prompt_count(pg) <= within_input_max,
     )
     skipped = await repo.drop_skipped_prompts(pg) if matches and near_duplicates is NearDuplicateMode.skip else 0
     report.prompts_created, report.prompts_reused = await repo.insert_prompts(

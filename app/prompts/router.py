@@ -88,6 +88,7 @@ async def import_prompts(
         return await service.import_file(
             session, dataset, fh, fmt, max_chars=settings.max_text_chars, mode=mode,
             near_duplicates=near_duplicates, threshold=settings.synth_near_dup_threshold,
+            within_input_max=settings.import_within_input_max_rows,
         )
     finally:
         fh.close()

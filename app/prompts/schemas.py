@@ -97,6 +97,11 @@ class ImportReport(BaseModel):
         0, description="Rows nearly duplicating a stored prompt or an earlier row of the input (skipped, flagged or kept by the mode)."
     )
     near_duplicate_matches: list[NearDuplicate] = Field(default_factory=list, description="The first 1000, with the prompt matched.")
+    near_duplicates_within_input: bool = Field(
+        True,
+        description="Whether the input's new prompts were also compared with each other (inputs up to "
+        "FORGE_IMPORT_WITHIN_INPUT_MAX_ROWS new prompts); false: only with the stored prompts, run `rlhf-forge dedup` after it.",
+    )
     committed: bool = True
 
 

@@ -55,6 +55,10 @@ class ImportRejected(InvalidInput):
     """All-or-nothing import with invalid rows: nothing was written. details = the report."""
 
 
+# default of settings.import_within_input_max_rows: inputs with more new prompts are compared
+# with the stored prompts only (comparing a million rows with each other costs more than the import)
+WITHIN_INPUT_MAX = 100_000
+
 async def import_rows(
     session: AsyncSession,
     dataset: Dataset,
@@ -63,6 +67,7 @@ async def import_rows(
     mode: ImportMode = ImportMode.partial,
     near_duplicates: NearDuplicateMode = NearDuplicateMode.flag,
     threshold: float = 0.7,
+    within_input_max: int = WITHIN_INPUT_MAX,
     progress: Progress | None = None,
 ) -> ImportReport:
     """Stage every valid row (with its band keys) with COPY, check the stage against the stored
@@ -113,7 +118,10 @@ async def import_rows(
             f"{invalid} invalid row(s), first at line {errors[0].line}: {errors[0].message}; nothing was imported",
             details=report.model_dump(),
         )
-    matches = await stage_near_duplicates(pg, dataset.id, near_duplicates, threshold, report, exact_duplicates=dup_count > 0)
+    matches = await stage_near_duplicates(
+        pg, dataset.id, near_duplicates, threshold, report, exact_duplicates=dup_count > 0,
+        within_input=total - invalid - dup_count <= within_input_max,
+    )
     skipped = len(matches) if near_duplicates is NearDuplicateMode.skip else 0
     report.inserted = await repo.insert_from_stage(
         pg, dataset.id, deduplicate=dup_count > 0,
@@ -129,23 +137,26 @@ async def import_rows(
 
 async def stage_near_duplicates(
     pg, dataset_id: int, mode: NearDuplicateMode, threshold: float, report: ImportReport, *,
-    stage: str = repo.PROMPT_STAGE, exact_duplicates: bool = True,
+    stage: str = repo.PROMPT_STAGE, exact_duplicates: bool = True, within_input: bool = True,
 ) -> list[dedup.Match]:
     """The near-duplicate rule of every bulk import, on a stage of new prompts (repository.STAGES):
     find the staged rows that nearly duplicate a stored prompt or an earlier staged row
     (dedup.first_come), count them in the report, and drop them (skip) or mark those matching a
     stored prompt (flag, keep; a match inside the input is flagged by `finish_near_duplicates`
     once its prompt has an id). `exact_duplicates=False`: the stage holds each text once, none
-    stored. Returns the matches, in line order."""
+    stored. `within_input=False`: only against the stored prompts (an input over the bound; the
+    report says so). Returns the matches, in line order."""
     stored: dict[int, dedup.Match] = {}
     if await repo.has_keyed_prompts(pg, dataset_id):
         candidates = await repo.stage_near_duplicate_candidates(pg, dataset_id, dedup.CANDIDATES_PER_KEY, stage)
         stored = dedup.best_matches(candidates, threshold)
     within: list[tuple[int, int, float]] = []
-    chunks = repo.stage_batch_candidates(pg, dataset_id, stage, exact_duplicates=exact_duplicates, chunk=dedup.VERIFY_BATCH)
-    async for chunk in chunks:
-        texts = {i: t for a, b, ta, tb in chunk for i, t in ((a, ta), (b, tb))}
-        within += dedup.best_pairs([(a, b) for a, b, _, _ in chunk], texts, threshold)
+    report.near_duplicates_within_input = within_input
+    if within_input:
+        chunks = repo.stage_batch_candidates(pg, dataset_id, stage, exact_duplicates=exact_duplicates, chunk=dedup.VERIFY_BATCH)
+        async for chunk in chunks:
+            texts = {i: t for a, b, ta, tb in chunk for i, t in ((a, ta), (b, tb))}
+            within += dedup.best_pairs([(a, b) for a, b, _, _ in chunk], texts, threshold)
     skip = mode is NearDuplicateMode.skip
     matches = dedup.first_come(stored, within, skip=skip)
     report.near_duplicates = len(matches)
@@ -186,12 +197,13 @@ async def import_file(
     mode: ImportMode = ImportMode.partial,
     near_duplicates: NearDuplicateMode = NearDuplicateMode.flag,
     threshold: float = 0.7,
+    within_input_max: int = WITHIN_INPUT_MAX,
     progress: Progress | None = None,
 ) -> ImportReport:
     try:
         return await import_rows(
             session, dataset, READERS[fmt](fh, max_chars), mode=mode, near_duplicates=near_duplicates,
-            threshold=threshold, progress=progress,
+            threshold=threshold, within_input_max=within_input_max, progress=progress,
         )
     except InputError as exc:
         raise InvalidInput(str(exc), details={"format": fmt.value}) from None

@@ -159,3 +159,29 @@ def test_cli_record_import_takes_the_near_duplicate_mode(clean_db, tmp_path, fac
     [(flags, detail)] = factory.rows("SELECT flag_reasons, meta->'flag_details'->'near_duplicate' FROM prompt WHERE text = :t", t=SHOUTED)
     assert flags == ["near_duplicate"] and detail["similarity"] == 1.0
     assert detail["prompt_id"] == factory.scalar("SELECT id FROM prompt WHERE text = :t", t=ORIGINAL)
+
+
+@pytest.mark.parametrize("fmt", ["prompts", "rm"])
+def test_an_input_over_the_bound_is_compared_with_the_stored_prompts_only(clean_db, tmp_path, factory, monkeypatch, fmt):
+    """Comparing the rows of a huge input with each other costs more than the import: over
+    FORGE_IMPORT_WITHIN_INPUT_MAX_ROWS new prompts only the stored ones are compared, and the
+    report says so."""
+    monkeypatch.setenv("FORGE_IMPORT_WITHIN_INPUT_MAX_ROWS", "2")
+    f = tmp_path / "data.jsonl"
+
+    def rows(*texts: str) -> str:
+        return "".join(json.dumps(t if fmt == "prompts" else rm(t, "a", "b")) + "\n" for t in texts)
+
+    args = ("--format", "rm") if fmt == "rm" else ()
+    f.write_text(rows(ORIGINAL, NEAR, OTHER))  # 3 new prompts > 2: not compared with each other
+    r = run_cli("import", str(f), "-d", "bound", *args, database_url=clean_db, tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "3 inserted" in r.stdout and "near-duplicate prompt(s)" not in r.stdout
+    assert "compared with the stored ones only" in r.stdout
+    assert factory.scalar("SELECT count(*) FROM prompt WHERE flag_reasons <> '{}'") == 0
+    f.write_text(rows(SHOUTED, "Name three rivers of Asia."))  # 2 new prompts: within the bound again
+    r = run_cli("import", str(f), "-d", "bound", *args, database_url=clean_db, tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "1 near-duplicate prompt(s) (flag)" in r.stdout and "stored ones only" not in r.stdout
+    [(flags,)] = factory.rows("SELECT flag_reasons FROM prompt WHERE text = :t", t=SHOUTED)
+    assert flags == ["near_duplicate"]
