@@ -85,7 +85,8 @@ async def import_rows(
     async def flush(copy) -> None:
         keys = dedup.lsh_keys([r.text for _, r in pending], dataset.id).tolist()
         for (line, r), k in zip(pending, keys, strict=True):
-            await copy.write_row((line, r.text, r.content_hash, r.source, r.split, r.tags, r.meta, k))
+            meta = json.dumps(r.meta) if r.meta else "{}"  # as psycopg's jsonb dumper writes it
+            await copy.write_row((line, r.text, r.content_hash, r.source, r.split, r.tags, meta, k))
         pending.clear()
 
     async with repo.copy_stage(pg) as copy:
