@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import trainer.formats as F
+from app.config import Settings
 from tests.conftest import LiveServer
 
 from .conftest import wait_for_export
@@ -51,9 +52,16 @@ def _bulk_dataset(url: str, name: str, n: int, width: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def api_only(base_settings) -> Iterator[LiveServer]:
+def own_settings(base_settings, tmp_path_factory) -> Settings:
+    """A data folder of this module's own: exports of earlier modules lie in the session's, under
+    the same dataset ids (the tables restart their ids), and `v1` must not exist before the job."""
+    return base_settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("durable-data")})
+
+
+@pytest.fixture(scope="module")
+def api_only(own_settings) -> Iterator[LiveServer]:
     """The API without a worker (the session's `live_server` runs one): the test's workers do the jobs."""
-    with LiveServer(base_settings.model_copy(update={"worker_in_process": False})) as server:
+    with LiveServer(own_settings.model_copy(update={"worker_in_process": False})) as server:
         yield server
 
 
@@ -83,7 +91,8 @@ def _worker(settings, tmp_path: Path) -> subprocess.Popen:
     )
 
 
-def test_a_worker_killed_mid_export_leaves_no_partial_files_and_the_version_is_written(http, base_settings, clean_db, tmp_path):
+def test_a_worker_killed_mid_export_leaves_no_partial_files_and_the_version_is_written(http, own_settings, clean_db, tmp_path):
+    base_settings = own_settings
     dataset_id = _bulk_dataset(clean_db, "big", n=8000, width=1500)  # a few seconds of writing: the kill lands mid-write
     folder = base_settings.data_dir / "exports" / str(dataset_id)
     r = http.post(f"/api/v1/datasets/{dataset_id}/exports", json={"formats": ["sft", "rm", "rl", "pairs"], "archive": True})
@@ -122,8 +131,8 @@ def test_a_worker_killed_mid_export_leaves_no_partial_files_and_the_version_is_w
 
 
 @pytest.fixture
-def small_stream_pool(base_settings, clean_db):
-    settings = base_settings.model_copy(update={
+def small_stream_pool(own_settings, clean_db):
+    settings = own_settings.model_copy(update={
         "worker_in_process": False, "export_stream_pool": 2, "export_stream_wait_s": 1.0, "export_stream_send_timeout_s": 3.0, "db_pool_size": 4,
     })
     with LiveServer(settings) as server:
