@@ -88,8 +88,9 @@ class Settings(BaseSettings):
     )
     import_within_input_max_rows: int = Field(
         default=100_000, ge=0,
-        description="An import compares its new prompts with each other for near-duplicates when it has at most this many "
-        "(always with the stored ones); a bigger input is reported unchecked within itself: run `rlhf-forge dedup` after it.",
+        description="An import compares its rows with each other for near-duplicates when it has at most this many "
+        "(valid rows; a records import: new prompts) and always with the stored prompts; a bigger input is reported "
+        "unchecked within itself (run `rlhf-forge dedup` after it) and is staged and inserted in chunks.",
     )
     max_import_bytes: int = Field(
         default=2 * 1024**3, ge=1024, description="Largest import upload in bytes, checked while it streams in."

@@ -33,6 +33,8 @@ MAX_JSON_DEPTH = 64  # how deep free-form JSON (meta, settings, params) may nest
 
 def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether `value` nests lists/objects more than `limit` levels (iterative: no recursion)."""
+    if not value or not isinstance(value, (dict, list)):
+        return False  # the common case (an empty meta on each imported row) costs one test
     stack = [(value, 0)]
     while stack:
         v, depth = stack.pop()

@@ -12,10 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Completion, Prompt, Ranking
 
-STAGE_COLUMNS = ("line", "text", "content_hash", "source", "split", "tags", "meta", "lsh_keys")
+
 # meta is staged as JSON text (the service encodes it, "{}" for most rows) and cast once in SQL:
-# psycopg's per-row jsonb dumper was a sixth of a big import's time
-STAGE_TYPES = ("int4", "text", "bytea", "text", "text", "text[]", "text", "int8[]")
+# psycopg's per-row jsonb dumper was a sixth of a big import's time. The band keys go in as
+# one int8 column each (psycopg's C dumper) and the stage builds the array: its Python list
+# dumper cost ~3 us a row, a sixth of what is left.
+def stage_columns(bands: int) -> tuple[str, ...]:
+    return ("line", "text", "content_hash", "source", "split", "tags", "meta", *(f"lsh_key{b}" for b in range(bands)))
+
+
+def stage_types(bands: int) -> list[str]:
+    return ["int4", "text", "bytea", "text", "text", "text[]", "text", *(["int8"] * bands)]
 
 
 async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection:
@@ -25,12 +32,14 @@ async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection:
     return raw.driver_connection
 
 
-async def create_stage(pg: psycopg.AsyncConnection) -> None:
+async def create_stage(pg: psycopg.AsyncConnection, bands: int) -> None:
+    keys = ", ".join(f"lsh_key{b}" for b in range(bands))
     await pg.execute(
-        """
+        f"""
         CREATE TEMP TABLE IF NOT EXISTS prompt_import_stage (
             line int NOT NULL, text text NOT NULL, content_hash bytea NOT NULL, source text NOT NULL,
-            split text, tags text[] NOT NULL, meta text NOT NULL, lsh_keys bigint[] NOT NULL,
+            split text, tags text[] NOT NULL, meta text NOT NULL, {" ".join(f"lsh_key{b} bigint NOT NULL," for b in range(bands))}
+            lsh_keys bigint[] GENERATED ALWAYS AS (ARRAY[{keys}]) STORED,
             near_duplicate jsonb
         ) ON COMMIT DROP
         """
@@ -38,10 +47,10 @@ async def create_stage(pg: psycopg.AsyncConnection) -> None:
     await pg.execute("TRUNCATE prompt_import_stage")
 
 
-def copy_stage(pg: psycopg.AsyncConnection):
-    """An async COPY context for staging rows: `await copy.write_row(row)`."""
+def copy_stage(pg: psycopg.AsyncConnection, bands: int):
+    """An async COPY context for staging rows: `await copy.write_row(row)`, the band keys last."""
     cur = pg.cursor()
-    return cur.copy(f"COPY prompt_import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)")
+    return cur.copy(f"COPY prompt_import_stage ({', '.join(stage_columns(bands))}) FROM STDIN (FORMAT BINARY)")
 
 
 async def stage_duplicates(pg: psycopg.AsyncConnection, dataset_id: int, limit: int) -> tuple[int, list[int]]:
@@ -83,11 +92,15 @@ PROMPT_STAGE = "prompt_import_stage"
 STAGES = (PROMPT_STAGE, "record_import_new_prompt")
 
 
+NO_ID_LIMIT = 2**63 - 1
+
+
 async def stage_near_duplicate_candidates(
-    pg: psycopg.AsyncConnection, dataset_id: int, per_key: int, stage: str = PROMPT_STAGE
+    pg: psycopg.AsyncConnection, dataset_id: int, per_key: int, stage: str = PROMPT_STAGE, max_id: int | None = None
 ) -> list[tuple[int, int, str, str]]:
     """(line, prompt id, staged text, stored text) for staged rows sharing a band key with a
-    stored prompt; rows whose exact text is stored are left out (duplicates, not inserted)."""
+    stored prompt (with an id up to `max_id`, if given); rows whose exact text is stored are
+    left out (duplicates, not inserted)."""
     stage = _stage(stage)
     cur = await pg.execute(f"SELECT count(*) FROM {stage}")
     small = (await cur.fetchone())[0] <= SMALL_BATCH
@@ -96,14 +109,16 @@ async def stage_near_duplicate_candidates(
         SELECT DISTINCT s.line, c.id FROM {stage} s
         CROSS JOIN LATERAL unnest(s.lsh_keys) AS q(k)
         CROSS JOIN LATERAL (
-            SELECT p.id FROM prompt p WHERE p.dataset_id = %(ds)s AND p.lsh_keys @> ARRAY[q.k] LIMIT %(per_key)s
+            SELECT p.id FROM prompt p WHERE p.dataset_id = %(ds)s AND p.lsh_keys @> ARRAY[q.k] AND p.id <= %(max_id)s
+            LIMIT %(per_key)s
         ) c"""
     else:
         pairs = f"""
         WITH sk AS (SELECT line, unnest(lsh_keys) AS k FROM {stage}),
         head AS (
             SELECT x.k, min(x.id) AS id
-            FROM (SELECT id, unnest(lsh_keys) AS k FROM prompt WHERE dataset_id = %(ds)s AND lsh_keys IS NOT NULL) x
+            FROM (SELECT id, unnest(lsh_keys) AS k FROM prompt
+                  WHERE dataset_id = %(ds)s AND lsh_keys IS NOT NULL AND id <= %(max_id)s) x
             WHERE x.k IN (SELECT k FROM sk)
             GROUP BY x.k
         )
@@ -116,7 +131,7 @@ async def stage_near_duplicate_candidates(
         JOIN prompt p ON p.id = c.id
         WHERE NOT EXISTS (SELECT 1 FROM prompt e WHERE e.dataset_id = %(ds)s AND e.content_hash = s.content_hash)
         """,
-        {"ds": dataset_id, "per_key": per_key},
+        {"ds": dataset_id, "per_key": per_key, "max_id": NO_ID_LIMIT if max_id is None else max_id},
     )
     return await cur.fetchall()
 
@@ -168,9 +183,22 @@ async def stage_prompt_ids(pg: psycopg.AsyncConnection, dataset_id: int, lines: 
     return dict(await cur.fetchall())
 
 
-async def has_keyed_prompts(pg: psycopg.AsyncConnection, dataset_id: int) -> bool:
-    cur = await pg.execute("SELECT EXISTS (SELECT 1 FROM prompt WHERE dataset_id = %s AND lsh_keys IS NOT NULL)", (dataset_id,))
+async def has_keyed_prompts(pg: psycopg.AsyncConnection, dataset_id: int, max_id: int | None = None) -> bool:
+    cur = await pg.execute(
+        "SELECT EXISTS (SELECT 1 FROM prompt WHERE dataset_id = %s AND lsh_keys IS NOT NULL AND id <= %s)",
+        (dataset_id, NO_ID_LIMIT if max_id is None else max_id),
+    )
     return (await cur.fetchone())[0]
+
+
+async def max_prompt_id(pg: psycopg.AsyncConnection, dataset_id: int) -> int:
+    """The newest prompt id of the dataset (0 when it has none)."""
+    cur = await pg.execute("SELECT coalesce(max(id), 0) FROM prompt WHERE dataset_id = %s", (dataset_id,))
+    return (await cur.fetchone())[0]
+
+
+async def clear_stage(pg: psycopg.AsyncConnection) -> None:
+    await pg.execute("TRUNCATE prompt_import_stage")
 
 
 async def mark_stage_near_duplicates(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
 from itertools import islice
-from typing import IO, TypeVar
+from typing import IO
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,20 +37,12 @@ from app.text import check_text
 
 REPORT_LIMIT = 1000
 PROGRESS_EVERY = 5000
-PARSE_BATCH = 2000  # rows parsed per trip to a worker thread
-
-
-async def parsed_off_loop(rows: Iterable[T], batch: int = PARSE_BATCH) -> AsyncIterator[T]:
-    """Advance a blocking reader (file reads, JSON / CSV parsing, validation) in a worker thread,
-    a batch at a time, so the event loop only ever writes rows and other requests keep flowing."""
-    it = iter(rows)
-    while chunk := await anyio.to_thread.run_sync(lambda: list(islice(it, batch))):
-        for row in chunk:
-            yield row
 KEY_BATCH = 2048  # rows whose band keys are computed together (numpy over the batch)
+# a big import goes through the stage this many rows at a time: the next chunk is read, parsed
+# and keyed in a worker thread while Postgres inserts the previous one, so both cores work
+CHUNK_ROWS = 25_000
 
 Progress = Callable[[int], None]
-T = TypeVar("T")
 
 
 class ImportRejected(InvalidInput):
@@ -59,6 +53,47 @@ class ImportRejected(InvalidInput):
 # with the stored prompts only (comparing a million rows with each other costs more than the import)
 WITHIN_INPUT_MAX = 100_000
 
+
+@dataclass(slots=True)
+class Chunk:
+    """Rows read and checked in a worker thread: the valid ones with their band keys, the errors."""
+
+    rows: list[tuple[int, ParsedRow]]
+    keys: list[list[int]]
+    errors: list[tuple[int, str]]
+    total: int
+
+
+async def chunks_ahead(rows: Iterable[tuple[int, ParsedRow | str]], size: int, dataset_id: int) -> AsyncIterator[Chunk]:
+    """The input `size` rows at a time, each chunk read, parsed and keyed in a worker thread
+    while the caller writes the one before (one chunk ahead: memory stays bounded)."""
+    it = iter(rows)
+
+    def read() -> Chunk | None:
+        valid, errors, total = [], [], 0
+        for line, row in islice(it, size):
+            total += 1
+            if isinstance(row, str):
+                errors.append((line, row))
+            else:
+                valid.append((line, row))
+        if not total:
+            return None
+        keys = dedup.lsh_keys([r.text for _, r in valid], dataset_id).tolist() if valid else []
+        return Chunk(valid, keys, errors, total)
+
+    ahead = asyncio.ensure_future(anyio.to_thread.run_sync(read))
+    try:
+        while (chunk := await ahead) is not None:
+            ahead = asyncio.ensure_future(anyio.to_thread.run_sync(read))
+            yield chunk
+    finally:
+        if not ahead.done():
+            ahead.cancel()
+            with contextlib.suppress(BaseException):
+                await ahead
+
+
 async def import_rows(
     session: AsyncSession,
     dataset: Dataset,
@@ -68,77 +103,112 @@ async def import_rows(
     near_duplicates: NearDuplicateMode = NearDuplicateMode.flag,
     threshold: float = 0.7,
     within_input_max: int = WITHIN_INPUT_MAX,
+    chunk_rows: int = CHUNK_ROWS,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Stage every valid row (with its band keys) with COPY, check the stage against the stored
+    """Stage the valid rows (with their band keys) with COPY, check the stage against the stored
     prompts for near-duplicates in one join, then insert the new ones in one statement.
 
-    Runs inside the caller's transaction: either the whole import lands or none of it does.
+    An input of up to `within_input_max` valid rows is staged whole, and its rows are also
+    compared with each other. A bigger one is compared with the prompts stored before it only
+    (the report says so) and goes through the stage `chunk_rows` at a time: Postgres inserts a
+    chunk while the next is parsed. Runs inside the caller's transaction: either the whole
+    import lands or none of it does (an all-or-nothing import with an invalid row raises
+    ImportRejected, and the caller's rollback undoes any chunk already inserted).
     """
     pg = await repo.driver_connection(session)
-    await repo.create_stage(pg)
-    total = invalid = 0
-    errors: list[RowError] = []
-    last_yield = time.monotonic()
-    pending: list[tuple[int, ParsedRow]] = []
-
-    async def flush(copy) -> None:
-        keys = dedup.lsh_keys([r.text for _, r in pending], dataset.id).tolist()
-        for (line, r), k in zip(pending, keys, strict=True):
-            meta = json.dumps(r.meta) if r.meta else "{}"  # as psycopg's jsonb dumper writes it
-            await copy.write_row((line, r.text, r.content_hash, r.source, r.split, r.tags, meta, k))
-        pending.clear()
-
-    async with repo.copy_stage(pg) as copy:
-        copy.set_types(list(repo.STAGE_TYPES))
-        async for line, row in parsed_off_loop(rows):
-            total += 1
-            if isinstance(row, str):
-                invalid += 1
-                if len(errors) < REPORT_LIMIT:
-                    errors.append(RowError(line=line, message=row))
-                continue
-            pending.append((line, row))
-            if len(pending) >= KEY_BATCH:
-                await flush(copy)
-            if total % PROGRESS_EVERY == 0:
-                if progress:
-                    progress(total)
-                if time.monotonic() - last_yield > 0.05:  # let other requests run during big imports
-                    await asyncio.sleep(0)
-                    last_yield = time.monotonic()
-        await flush(copy)
-    dup_count, dup_lines = await repo.stage_duplicates(pg, dataset.id, REPORT_LIMIT)
+    await repo.create_stage(pg, dedup.BANDS)
     report = ImportReport(
-        mode=mode, total=total, inserted=0, duplicates=dup_count, invalid=invalid,
-        duplicate_lines=dup_lines, errors=errors, near_duplicate_mode=near_duplicates,
+        mode=mode, total=0, inserted=0, duplicates=0, invalid=0, duplicate_lines=[], errors=[],
+        near_duplicate_mode=near_duplicates,
     )
-    if mode == ImportMode.all_or_nothing and invalid:
+    stored_max_id: int | None = None  # set once the input is over the bound: the prompts stored before it
+    found = Found()
+    last_yield = time.monotonic()
+    chunks = chunks_ahead(rows, min(chunk_rows, within_input_max + 1), dataset.id)
+    more = True
+    while more:
+        staged = 0
+        async with repo.copy_stage(pg, dedup.BANDS) as copy:
+            copy.set_types(repo.stage_types(dedup.BANDS))
+            while staged <= (within_input_max if stored_max_id is None else chunk_rows - 1):
+                chunk = await anext(chunks, None)
+                if chunk is None:
+                    more = False
+                    break
+                for line, message in chunk.errors:
+                    if len(report.errors) < REPORT_LIMIT:
+                        report.errors.append(RowError(line=line, message=message))
+                report.invalid += len(chunk.errors)
+                for (line, r), k in zip(chunk.rows, chunk.keys, strict=True):
+                    meta = json.dumps(r.meta) if r.meta else "{}"  # as psycopg's jsonb dumper writes it
+                    await copy.write_row((line, r.text, r.content_hash, r.source, r.split, r.tags, meta, *k))
+                    staged += 1
+                    if staged % PROGRESS_EVERY == 0 and time.monotonic() - last_yield > 0.05:
+                        await asyncio.sleep(0)  # let other requests run during big imports
+                        last_yield = time.monotonic()
+                report.total += chunk.total
+                if progress:
+                    progress(report.total)
+        if more and stored_max_id is None:  # over the bound: from here on, chunk by chunk
+            stored_max_id = await repo.max_prompt_id(pg, dataset.id)
+        if not (mode is ImportMode.all_or_nothing and report.invalid):  # else read on for the report only
+            await settle_stage(pg, session, dataset.id, report, found, near_duplicates, threshold, stored_max_id)
+        await repo.clear_stage(pg)
+    if mode is ImportMode.all_or_nothing and report.invalid:
         report.committed = False
+        first = report.errors[0]
         raise ImportRejected(
-            f"{invalid} invalid row(s), first at line {errors[0].line}: {errors[0].message}; nothing was imported",
+            f"{report.invalid} invalid row(s), first at line {first.line}: {first.message}; nothing was imported",
             details=report.model_dump(),
         )
+    report.near_duplicates_within_input = stored_max_id is None
+    report.near_duplicates = found.count
+    report.near_duplicate_matches = found.listed[:REPORT_LIMIT]
+    # a concurrent import may have taken some texts between the statements
+    report.duplicates = report.total - report.invalid - found.skipped - report.inserted
+    if progress:
+        progress(report.total)
+    return report
+
+
+@dataclass(slots=True)
+class Found:
+    """The near-duplicates of an import so far (over its chunks)."""
+
+    count: int = 0
+    skipped: int = 0
+    listed: list[NearDuplicate] = field(default_factory=list)
+
+
+async def settle_stage(
+    pg, session: AsyncSession, dataset_id: int, report: ImportReport, found: Found,
+    near_duplicates: NearDuplicateMode, threshold: float, stored_max_id: int | None,
+) -> None:
+    """What is staged: its exact duplicates counted, its near-duplicates found (with each other
+    as well when `stored_max_id` is None, else with the prompts up to that id), and the new
+    prompts inserted. Adds to the report and `found`."""
+    dup_count, dup_lines = await repo.stage_duplicates(pg, dataset_id, REPORT_LIMIT)
+    report.duplicate_lines = sorted([*report.duplicate_lines, *dup_lines])[:REPORT_LIMIT]
+    scratch = report.model_copy()
     matches = await stage_near_duplicates(
-        pg, dataset.id, near_duplicates, threshold, report, exact_duplicates=dup_count > 0,
-        within_input=total - invalid - dup_count <= within_input_max,
+        pg, dataset_id, near_duplicates, threshold, scratch, exact_duplicates=dup_count > 0,
+        within_input=stored_max_id is None, stored_max_id=stored_max_id,
     )
-    skipped = len(matches) if near_duplicates is NearDuplicateMode.skip else 0
-    report.inserted = await repo.insert_from_stage(
-        pg, dataset.id, deduplicate=dup_count > 0,
+    report.inserted += await repo.insert_from_stage(
+        pg, dataset_id, deduplicate=dup_count > 0,
         flag=near_duplicates is NearDuplicateMode.flag and any(m.earlier is None for m in matches),
     )
-    await finish_near_duplicates(session, pg, dataset.id, near_duplicates, matches, report)
-    # a concurrent import may have taken some texts between the two statements
-    report.duplicates = total - invalid - skipped - report.inserted
-    if progress:
-        progress(total)
-    return report
+    await finish_near_duplicates(session, pg, dataset_id, near_duplicates, matches, scratch)
+    found.count += len(matches)
+    found.skipped += len(matches) if near_duplicates is NearDuplicateMode.skip else 0
+    found.listed += scratch.near_duplicate_matches[: REPORT_LIMIT - len(found.listed)]
 
 
 async def stage_near_duplicates(
     pg, dataset_id: int, mode: NearDuplicateMode, threshold: float, report: ImportReport, *,
     stage: str = repo.PROMPT_STAGE, exact_duplicates: bool = True, within_input: bool = True,
+    stored_max_id: int | None = None,
 ) -> list[dedup.Match]:
     """The near-duplicate rule of every bulk import, on a stage of new prompts (repository.STAGES):
     find the staged rows that nearly duplicate a stored prompt or an earlier staged row
@@ -146,10 +216,11 @@ async def stage_near_duplicates(
     stored prompt (flag, keep; a match inside the input is flagged by `finish_near_duplicates`
     once its prompt has an id). `exact_duplicates=False`: the stage holds each text once, none
     stored. `within_input=False`: only against the stored prompts (an input over the bound; the
-    report says so). Returns the matches, in line order."""
+    report says so). `stored_max_id`: only the stored prompts up to that id count (those stored
+    before a chunked import began). Returns the matches, in line order."""
     stored: dict[int, dedup.Match] = {}
-    if await repo.has_keyed_prompts(pg, dataset_id):
-        candidates = await repo.stage_near_duplicate_candidates(pg, dataset_id, dedup.CANDIDATES_PER_KEY, stage)
+    if await repo.has_keyed_prompts(pg, dataset_id, stored_max_id):
+        candidates = await repo.stage_near_duplicate_candidates(pg, dataset_id, dedup.CANDIDATES_PER_KEY, stage, stored_max_id)
         stored = dedup.best_matches(candidates, threshold)
     within: list[tuple[int, int, float]] = []
     report.near_duplicates_within_input = within_input

@@ -218,3 +218,86 @@ def test_date_filters_accept_any_iso_offset(http, ds):
     assert r.status_code == 200 and len(r.json()["data"]) == 2
     r = http.get(f"/api/v1/datasets/{ds['id']}/prompts", params={"created_before": "2000-01-01T00:00:00"})
     assert r.status_code == 200 and r.json()["data"] == []
+
+
+BASE = "Describe how the water cycle moves water between oceans, air and land through evaporation, condensation and rain, in detail."
+ORIGINAL = "Explain how photosynthesis turns sunlight, water and carbon dioxide into sugar and oxygen in green plants, step by step."
+
+
+def _distinct(n: int) -> list[str]:
+    import random
+
+    rng = random.Random(7)
+    words = [f"w{i}x{rng.randrange(10**6)}" for i in range(400)]
+    return [" ".join(rng.sample(words, 9)) for _ in range(n)]
+
+
+def _big_input() -> tuple[bytes, list[str]]:
+    """14 lines: a near-duplicate of a stored prompt (7), an exact repeat across chunks (8), an
+    invalid row (9), a near-duplicate of an earlier line (10); returns the texts stored, in order."""
+    d = _distinct(10)
+    rows = [BASE, *d[:5], ORIGINAL.replace("step by step.", "step by step, please."), d[0], "", BASE + " Please.", *d[5:9]]
+    body = "".join(json.dumps({"prompt": t}) + "\n" for t in rows).encode()
+    stored = [t for i, t in enumerate(rows, start=1) if i not in (8, 9)]
+    return body, stored
+
+
+async def _import_big(session, name: str, **kw):
+    from sqlalchemy import select
+
+    from app.datasets.schemas import DatasetCreate
+    from app.datasets.service import create as create_dataset
+    from app.models import Prompt
+    from app.prompts import service
+    from app.prompts.parsing import READERS
+    from app.prompts.schemas import ImportFormat
+
+    ds = await create_dataset(session, DatasetCreate(name=name))
+    await service.import_file(session, ds, io.BytesIO(json.dumps(ORIGINAL).encode()), ImportFormat.jsonl, max_chars=1000)
+    await session.commit()
+    body, _ = _big_input()
+    report = await service.import_rows(session, ds, READERS[ImportFormat.jsonl](io.BytesIO(body), 1000), **kw)
+    rows = (await session.execute(select(Prompt.id, Prompt.text, Prompt.flag_reasons).where(Prompt.dataset_id == ds.id).order_by(Prompt.id))).all()
+    return ds, report, rows
+
+
+async def test_a_big_import_goes_through_the_stage_in_chunks_with_the_same_rules(session):
+    """Over the within-input bound an import is staged and inserted a chunk at a time (Postgres
+    inserts one while the next is parsed): exact repeats across chunks are still duplicates,
+    near-duplicates of stored prompts are still flagged, rows stay in input order, and only the
+    comparison of the input's rows with each other is left out (the report says so)."""
+    _, whole, whole_rows = await _import_big(session, "whole")
+    _, chunked, rows = await _import_big(session, "chunked", within_input_max=3, chunk_rows=4)
+    _, stored = _big_input()
+    assert [t for _, t, _ in rows] == [ORIGINAL, *stored] == [t for _, t, _ in whole_rows]
+    assert (chunked.total, chunked.invalid, chunked.duplicates, chunked.inserted) == (14, 1, 1, 12)
+    assert (whole.total, whole.invalid, whole.duplicates, whole.inserted) == (14, 1, 1, 12)
+    assert chunked.duplicate_lines == whole.duplicate_lines == [8]
+    assert [e.line for e in chunked.errors] == [e.line for e in whole.errors] == [9]
+    original_id = rows[0][0]
+    # the whole-stage import also finds line 10 (a near-copy of line 1); the chunked one does not
+    assert [(m.line, m.prompt_id, m.matched_line) for m in whole.near_duplicate_matches] == [
+        (7, whole_rows[0][0], None), (10, whole_rows[1][0], 1)]
+    assert [(m.line, m.prompt_id, m.matched_line) for m in chunked.near_duplicate_matches] == [(7, original_id, None)]
+    assert whole.near_duplicates_within_input and not chunked.near_duplicates_within_input
+    assert chunked.near_duplicates == 1
+    assert [t for _, t, flags in rows if flags] == [stored[6]]
+
+
+async def test_a_chunked_import_skips_and_rejects_as_a_whole_one_does(session):
+    from sqlalchemy import func, select
+
+    from app.models import Dataset, Prompt
+    from app.prompts.schemas import ImportMode, NearDuplicateMode
+    from app.prompts.service import ImportRejected
+
+    _, skipped, rows = await _import_big(session, "skip", within_input_max=3, chunk_rows=4, near_duplicates=NearDuplicateMode.skip)
+    assert (skipped.inserted, skipped.duplicates, skipped.near_duplicates) == (11, 1, 1)
+    assert len(rows) == 12 and not any(flags for _, _, flags in rows)
+    await session.commit()
+    with pytest.raises(ImportRejected) as exc:  # the invalid row is in the third chunk, after two were inserted
+        await _import_big(session, "all", within_input_max=3, chunk_rows=4, mode=ImportMode.all_or_nothing)
+    assert exc.value.details["invalid"] == 1 and exc.value.details["total"] == 14
+    await session.rollback()
+    stored = select(func.count()).select_from(Prompt).join(Dataset, Dataset.id == Prompt.dataset_id).where(Dataset.name == "all")
+    assert (await session.execute(stored)).scalar() == 1  # the prompt stored before it, nothing of the import
