@@ -325,8 +325,8 @@ class ExportItem(Base):
     """One prompt of a frozen export version with everything its files need, resolved at freeze
     time (SFT target, RM ranking, split), so re-rendering version N later is byte-identical
     whatever happens to the live rows. No foreign key to prompt: a frozen version outlives edits
-    and deletions. Nor to export (migration 0013): a version's million rows are checked by one
-    lock on their export (`exports.repository.lock_export`), and deleting an export deletes its
+    and deletions. Nor to export (migration 0011): a version's million rows are checked by one
+    lock on their export (`exports.repository.clear_items`), and deleting an export deletes its
     items by a statement trigger."""
 
     __tablename__ = "export_item"

@@ -9,7 +9,6 @@ keys come from trainer.formats' record definitions (`record_sql`), never written
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -312,12 +311,19 @@ def bundle_sql(export_id: int, formats: list[ExportFormat], render: RenderOption
 def freeze_bundle_sql(
     export: Export, formats: list[ExportFormat], render: RenderOptions, groups: Groups = NO_GROUPS
 ) -> tuple[str, dict[str, Any]]:
-    """The resolved rows of a version being frozen, rendered as `bundle_sql` renders them from
-    export_item later, each followed by its export_item values (`ITEM_COPY`'s columns): one pass
-    writes the files and, through the service, fills export_item by COPY."""
+    """Freeze a version and render it in one statement: the resolved rows go into export_item
+    by prompt, and each inserted row comes back rendered as `bundle_sql` renders it from
+    export_item later. Postgres writes the frozen rows itself (they never travel to the service
+    and back) while the service writes the files from what RETURNING sends.
+
+    RETURNING gives the rows in the order they were inserted, the ORDER BY's, which SQL does not
+    promise: the service checks that the prompt ids rise (`service._Pass`), so the first render
+    cannot differ from a later one without the job failing."""
     sql, params = resolution_sql(ExportFilters(**export.filters), SplitSpec(**export.split), groups)
     return (
-        f"SELECT {bundle_columns(formats, render)}, %(export_id)s, {_ITEM_COLUMNS} FROM ({sql}) e ORDER BY e.prompt_id",
+        f"INSERT INTO export_item AS e (export_id, {_ITEM_COLUMNS}) "
+        f"SELECT %(export_id)s, {_ITEM_COLUMNS} FROM ({sql}) r ORDER BY r.prompt_id "
+        f"RETURNING {bundle_columns(formats, render)}",
         {**params, "dataset_id": export.dataset_id, "export_id": export.id},
     )
 
@@ -353,19 +359,6 @@ async def copy_lines(
         async with cur.copy(_COPY.format(query=query), params) as copy:
             async for row in copy:
                 yield bytes(row)
-
-
-# export_item's values as freeze_bundle_sql's rows end with them, for COPY ... FROM STDIN
-# (a bulk insert: heap pages and WAL written many rows at a time, not one INSERT row at a time)
-ITEM_COPY = f"COPY export_item (export_id, {_ITEM_COLUMNS}) FROM STDIN " + _COPY.split(" TO STDOUT ")[1]
-
-
-@contextlib.asynccontextmanager
-async def item_copy(conn: AsyncConnection) -> AsyncIterator[psycopg.AsyncCopy]:
-    """A COPY into export_item on `conn`: `await copy.write(rows)`."""
-    pg = await driver(conn)
-    async with pg.cursor() as cur, cur.copy(ITEM_COPY) as copy:
-        yield copy
 
 
 async def copy_rows(

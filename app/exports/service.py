@@ -269,10 +269,9 @@ async def write_files(
     the files are written. Rendering the same version again gives byte-identical files.
 
     All formats and splits come from one pass over the version's rows (`repo.bundle_sql`). A
-    version not frozen yet is frozen by that same pass: the resolved rows come rendered and with
-    their export_item values (`repo.freeze_bundle_sql`), which go on into export_item by COPY
-    on the freeze's own connection; the freeze (with its split groups and leakage check) commits
-    once the files are written. `extras`, given the manifest, writes more files into out_dir (the
+    version not frozen yet is frozen by that same pass: one statement inserts the resolved rows
+    into export_item and returns each one rendered (`repo.freeze_bundle_sql`); the freeze (with
+    its split groups and leakage check) commits once the files are written. `extras`, given the manifest, writes more files into out_dir (the
     dataset card, Parquet) and names them; they go into the archive after the manifest."""
     render = render_options(export)
     formats = [ExportFormat(f) for f in export.options["formats"]]
@@ -291,16 +290,14 @@ async def write_files(
                 await s.commit()
 
     async def one_pass(
-        conn: Any, query: str, params: dict[str, Any], mem: str | None, items: Any = None
+        conn: Any, query: str, params: dict[str, Any], mem: str | None, check_order: bool = False
     ) -> tuple[_Pass, writer.VersionWriter]:
         nonlocal done
         out = writer.VersionWriter(out_dir, (archive[0], archive[1], int(export.created_at.timestamp())) if archive else None)
-        result = _Pass(formats, with_items=items is not None)
+        result = _Pass(formats, check_order=check_order)
         try:
-            async for batch, prompts, rows in result.batches(repo.copy_rows(conn, query, params, mem)):
+            async for batch, prompts in result.batches(repo.copy_rows(conn, query, params, mem)):
                 await out.write(batch)
-                if rows:
-                    await items.write(rows)
                 done += prompts
                 await report("rows")
             await out.finish()
@@ -312,15 +309,14 @@ async def write_files(
     out_dir.mkdir(parents=True, exist_ok=True)
     async with sessions() as session:
         if export.frozen_at is None:
-            # the freeze's transaction (session) fills export_item by COPY from the rows another
-            # connection reads and renders, then records the groups and the leakage check
+            # the freeze's transaction (session): the statement that fills export_item returns
+            # the rows rendered, then the groups and the leakage check are recorded
             await repo.clear_items(session, export.id)
             found = await groups.split_groups(session, export.dataset_id, SplitSpec(**export.split), threshold)
             total = await repo.prompt_count(session, export.dataset_id)
             await report("", force=True)
-            async with sessions() as reading, repo.item_copy(await session.connection()) as items:
-                query, params = repo.freeze_bundle_sql(export, formats, render, found.params())
-                passed, out = await one_pass(await reading.connection(), query, params, work_mem, items)
+            query, params = repo.freeze_bundle_sql(export, formats, render, found.params())
+            passed, out = await one_pass(await session.connection(), query, params, work_mem, check_order=True)
             await repo.set_status(
                 session, export.id, frozen_at=datetime.now(UTC), integrity=await integrity(session, export.id, found)
             )
@@ -371,35 +367,30 @@ async def write_files(
 
 
 class _Pass:
-    """Splits the rows of a bundle query (prompt id, split, pairs, one column per format, then
-    `with_items`: the row's export_item values) into each file's lines, counting records per file
-    and pairs per split."""
+    """Splits the rows of a bundle query (prompt id, split, pairs, one column per format) into
+    each file's lines, counting records per file and pairs per split. `check_order`: fail unless
+    the prompt ids rise (rows that RETURNING sends, whose order SQL does not promise)."""
 
-    def __init__(self, formats: list[ExportFormat], with_items: bool = False):
+    def __init__(self, formats: list[ExportFormat], check_order: bool = False):
         self.names = {split.value.encode(): [file_name(fmt, split) for fmt in formats] for split in _SPLITS}
         self.multi = [fmt in (ExportFormat.pairs, ExportFormat.pairs_chat) for fmt in formats]
-        self.with_items = with_items
+        self.check_order = check_order
         self.rows: dict[str, int] = {}
         self.pairs: dict[str, int] = {}
 
-    async def batches(self, rows: AsyncIterator[memoryview]) -> AsyncIterator[tuple[list[tuple[str, bytes]], int, bytes]]:
-        """Per about CHUNK_BYTES: the (file name, bytes) pairs, the number of prompts they hold
-        and their export_item rows (b"" without items)."""
+    async def batches(self, rows: AsyncIterator[memoryview]) -> AsyncIterator[tuple[list[tuple[str, bytes]], int]]:
+        """Per about CHUNK_BYTES: the (file name, bytes) pairs and the number of prompts they hold."""
         lines: dict[str, list[bytes]] = {}
-        items: list[bytes] = []
         counts = self.rows
-        size = prompts = 0
+        size = prompts = last = 0
         pairs: dict[bytes, int] = {}
         columns = list(enumerate(self.multi, start=3))
-        # the rendered values never hold \x02 (JSON text, a split, numbers); the item values last
-        fields = 3 + len(self.multi)
         async for row in rows:
-            if self.with_items:
-                values = bytes(row).split(b"\x02", fields)
-                items.append(values[fields])
-                size += len(values[fields])
-            else:
-                values = bytes(row[:-1]).split(b"\x02")
+            values = bytes(row[:-1]).split(b"\x02")  # the rendered values never hold \x02
+            if self.check_order:
+                if int(values[0]) <= last:
+                    raise RuntimeError(f"export rows out of prompt order: {int(values[0])} after {last}")
+                last = int(values[0])
             split = values[1]
             if values[2] != b"0":
                 pairs[split] = pairs.get(split, 0) + int(values[2])
@@ -420,10 +411,10 @@ class _Pass:
                     size += len(line)
             prompts += 1
             if size >= CHUNK_BYTES:
-                yield [(name, b"\n".join(group) + b"\n") for name, group in lines.items()], prompts, b"".join(items)
-                lines, items, size, prompts = {}, [], 0, 0
+                yield [(name, b"\n".join(group) + b"\n") for name, group in lines.items()], prompts
+                lines, size, prompts = {}, 0, 0
         if lines or prompts:
-            yield [(name, b"\n".join(group) + b"\n") for name, group in lines.items()], prompts, b"".join(items)
+            yield [(name, b"\n".join(group) + b"\n") for name, group in lines.items()], prompts
         self.pairs = {split.decode(): n for split, n in pairs.items()}
 
 

@@ -275,3 +275,21 @@ async def test_one_pass_files_and_archive_are_the_same_each_time(seed, session, 
     await session.commit()
     assert (await session.execute(sql(count), {"e": export.id})).scalar() == 0
 
+
+
+async def test_a_freeze_whose_rows_come_back_out_of_prompt_order_fails():
+    """The freeze's rows come from INSERT ... RETURNING, whose order SQL does not promise: the
+    job fails rather than write files that a later render (ordered by prompt) would not equal."""
+    from app.exports.service import _Pass
+    from app.exports.schemas import ExportFormat
+
+    async def rows(*ids: int):
+        for i in ids:
+            yield memoryview(b"%d\x02train\x020\x02{\"id\":\"%d\"}\n" % (i, i))
+
+    ordered = _Pass([ExportFormat.sft], check_order=True)
+    batches = [b async for b in ordered.batches(rows(1, 2, 10))]
+    assert batches == [([("sft.train.jsonl", b'{"id":"1"}\n{"id":"2"}\n{"id":"10"}\n')], 3)]
+    with pytest.raises(RuntimeError, match="out of prompt order: 2 after 10"):
+        [b async for b in _Pass([ExportFormat.sft], check_order=True).batches(rows(1, 10, 2))]
+    assert len([b async for b in _Pass([ExportFormat.sft]).batches(rows(1, 10, 2))]) == 1  # a read of the frozen rows
