@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -69,6 +71,33 @@ def start_fake(latency_ms: float) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}/v1"
     wait_http(url + "/models")
     return proc, url
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def profiled(pid: int, out: str | None):
+    """py-spy (pip install py-spy) records the service process while the block runs, into `out`
+    (a speedscope JSON when it ends in .json, else a flame graph SVG); nothing when out is None."""
+    if out is None:
+        yield
+        return
+    fmt = "speedscope" if out.endswith(".json") else "flamegraph"
+    spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", fmt, "-o", out],
+                           stdout=subprocess.DEVNULL)
+    time.sleep(1)  # py-spy attaches
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
 
 
 def seed_prompts(url: str, dataset_id: int, n: int, tag: str) -> None:
@@ -149,9 +178,11 @@ async def bare_aiohttp_rate(base_url: str, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a smaller size")
+    parser.add_argument("--profile", metavar="OUT", help="py-spy the service during the 0 ms run (.svg or .json)")
+    parser.add_argument("--fast-prompts", type=int, help="prompts of the 0 ms run (x K completions)")
     args = parser.parse_args()
     slow_prompts = 192 if args.quick else 500  # x K completions
-    fast_prompts = 250 if args.quick else 1000
+    fast_prompts = args.fast_prompts or (250 if args.quick else 1000)
     latency = 0.5
 
     procs: list[subprocess.Popen] = []
@@ -172,11 +203,12 @@ def main() -> None:
                 }),
                 "FORGE_DB_POOL_SIZE": "20",
             }
-            procs.append(subprocess.Popen(
+            service = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
                  "--port", str(port), "--log-level", "warning"],
                 cwd=ROOT, env=env,
-            ))
+            )
+            procs.append(service)
             wait_http(f"http://127.0.0.1:{port}/readyz")
             with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=60) as api:
                 pipeline_rate(api, url, "warmup", 16, "fast")
@@ -184,11 +216,17 @@ def main() -> None:
                 limit = CONCURRENCY / latency
                 print(f"latency {latency * 1000:.0f} ms, concurrency {CONCURRENCY}: {rate_slow:.1f} completions/s "
                       f"({slow_prompts * K} in {t_slow:.2f} s); limit {limit:.1f}/s")
-                rate_fast, t_fast = pipeline_rate(api, url, "fast", fast_prompts, "fast")
+                cpu_before = cpu_seconds(service.pid)
+                with profiled(service.pid, args.profile):
+                    rate_fast, t_fast = pipeline_rate(api, url, "fast", fast_prompts, "fast")
+                cpu_after = cpu_seconds(service.pid)
+                # the service's CPU per completion (its polls included; Postgres's not): steadier than a rate
+                cpu_ms = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) * 1000 / (fast_prompts * K)
                 bare = asyncio.run(bare_rate(fast_url, fast_prompts * K))
                 bare_aiohttp = asyncio.run(bare_aiohttp_rate(fast_url, fast_prompts * K))
                 print(f"latency 0 ms: {rate_fast:.1f} completions/s ({fast_prompts * K} in {t_fast:.2f} s); "
-                      f"bare httpx loop {bare:.1f} requests/s; bare aiohttp loop {bare_aiohttp:.1f} requests/s")
+                      f"bare httpx loop {bare:.1f} requests/s; bare aiohttp loop {bare_aiohttp:.1f} requests/s; "
+                      f"service CPU {cpu_ms if cpu_ms is None else round(cpu_ms, 3)} ms per completion")
         finally:
             for p in procs:
                 p.terminate()
@@ -202,7 +240,8 @@ def main() -> None:
         "ratio": round(rate_slow / limit, 3),
         "completions_per_s_0ms": round(rate_fast, 1), "bare_per_s": round(bare, 1),
         "bare_ratio": round(rate_fast / bare, 3), "bare_aiohttp_per_s": round(bare_aiohttp, 1),
-        "bare_aiohttp_ratio": round(rate_fast / bare_aiohttp, 3), "k": K, "concurrency": CONCURRENCY,
+        "bare_aiohttp_ratio": round(rate_fast / bare_aiohttp, 3),
+        "server_cpu_ms_per_completion_0ms": None if cpu_ms is None else round(cpu_ms, 3), "k": K, "concurrency": CONCURRENCY,
         "completions_500ms": slow_prompts * K, "completions_0ms": fast_prompts * K,
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }))
