@@ -26,6 +26,7 @@ class _Ctx:
     endpoint: Endpoint
     existing: set[tuple[int, int]]
     cached: dict[tuple[int, int], ChatResult]
+    requests: dict[tuple[int, int], ChatRequest]  # built (and hashed for the cache) once, in prepare
 
 
 def sample_request(spec: GenerateRun, endpoint: Endpoint, prompt: str, index: int) -> ChatRequest:
@@ -156,14 +157,17 @@ class GenerateHandler:
         made_by = run.id if spec.all else repo.same_plan_runs(run.dataset_id, run.params)
         async with rt.sessions() as session:
             existing = await repo.existing_samples(session, made_by, [i.prompt_id for i in items])
-        todo = [(i.prompt_id, k, i.prompt_text) for i in items for k in range(spec.k) if (i.prompt_id, k) not in existing]
-        hits = await rt.llm.cached_many(endpoint, [sample_request(spec, endpoint, text, k) for _, k, text in todo])
-        cached = {(p, k): hit for (p, k, _), hit in zip(todo, hits, strict=True) if hit is not None}
-        return _Ctx(run, spec, endpoint, existing, cached)
+        requests = {
+            (i.prompt_id, k): sample_request(spec, endpoint, i.prompt_text, k)
+            for i in items for k in range(spec.k) if (i.prompt_id, k) not in existing
+        }
+        hits = await rt.llm.cached_many(endpoint, list(requests.values()))
+        cached = {pk: hit for pk, hit in zip(requests, hits, strict=True) if hit is not None}
+        return _Ctx(run, spec, endpoint, existing, cached, requests)
 
     async def process(self, rt, ctx: _Ctx, item: Item) -> ItemOutcome:
         todo = [k for k in range(ctx.spec.k) if (item.prompt_id, k) not in ctx.existing]
-        requests = [sample_request(ctx.spec, ctx.endpoint, item.prompt_text, k) for k in todo]
+        requests = [ctx.requests[item.prompt_id, k] for k in todo]
         cached = [ctx.cached.get((item.prompt_id, k)) for k in todo]  # looked up for the chunk at once
         results = await asyncio.gather(
             *(_done(hit) if hit else rt.llm.chat(ctx.endpoint, r, use_cache=False) for r, hit in zip(requests, cached, strict=True)),

@@ -60,6 +60,9 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     params: dict[str, Any] = field(default_factory=dict)
     model: str | None = None  # None: the endpoint's model
+    # (endpoint, model, params, cache key) as LLMClient._resolve last found them: a request looked
+    # up in the cache for its chunk and then sent is hashed once (a request is not changed once made)
+    _resolved: tuple[Any, str, dict[str, Any], bytes] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -213,9 +216,14 @@ class LLMClient:
         return response, latency_ms
 
     def _resolve(self, endpoint: Endpoint, req: ChatRequest) -> tuple[str, dict[str, Any], bytes]:
+        memo = req._resolved
+        if memo is not None and memo[0] is endpoint:
+            return memo[1], memo[2], memo[3]
         model = req.model or endpoint.model
         params = {**endpoint.params, **req.params}
-        return model, params, cache.cache_key(endpoint.base_url, model, req.messages, params)
+        key = cache.cache_key(endpoint.base_url, model, req.messages, params)
+        req._resolved = (endpoint, model, params, key)
+        return model, params, key
 
     async def cached_many(self, endpoint: Endpoint, reqs: list[ChatRequest]) -> list[ChatResult | None]:
         """Stored answers for these requests (None where there is none), in one query."""
@@ -239,6 +247,33 @@ class LLMClient:
             (hit,) = await self.cached_many(endpoint, [req])
             if hit is not None:
                 return hit
+        attempts = [0]  # how many were made, also when the last one raises
+        try:
+            response, latency_ms = await self._attempts(endpoint, model, req, params, attempts)
+        except (openai.OpenAIError, OSError, ValueError) as exc:  # ValueError: a body that is not JSON or not UTF-8
+            # the reason is stored on the item: the endpoint's name, never its URL (credentials)
+            reason = _describe(exc, endpoint.api_key).replace(endpoint.base_url, f"<endpoint {endpoint.name}>")
+            suffix = f" after {attempts[0]} attempts" if attempts[0] > 1 else ""
+            log.warning("LLM call to endpoint %s (%s) failed%s: %s", endpoint.name, model, suffix, reason)
+            record_llm_call(endpoint.name, model, ok=False, attempts=attempts[0])
+            raise LLMCallFailed(reason + suffix, attempts[0]) from None
+        return self._result(response, model, params, key, attempts[0], latency_ms)
+
+    async def _attempts(self, endpoint: Endpoint, model: str, req: ChatRequest, params: dict[str, Any],
+                        attempts: list[int]) -> tuple[Any, int]:
+        """The call, retried while it fails with a retryable error (up to llm_max_attempts, waiting
+        Retry-After or a backoff); `attempts[0]` counts them. The first attempt goes alone and
+        tenacity's loop is built only after it failed: most calls succeed at once, and a retry
+        loop set up for each cost more than the rest of our bookkeeping of a call. That loop's
+        first attempt replays the failure, so its waits and its count are those of one loop over
+        every attempt."""
+        attempts[0] = 1
+        try:
+            return await self._once(endpoint, model, req, params)
+        except Exception as exc:
+            if not _retryable(exc) or self.settings.llm_max_attempts <= 1:
+                raise
+            replay: Exception | None = exc
         s = self.settings
         retrying = AsyncRetrying(
             stop=stop_after_attempt(s.llm_max_attempts),
@@ -249,20 +284,15 @@ class LLMClient:
             retry=retry_if_exception(_retryable),
             reraise=True,
         )
-        attempts = 0
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    attempts += 1
-                    response, latency_ms = await self._once(endpoint, model, req, params)
-        except (openai.OpenAIError, OSError, ValueError) as exc:  # ValueError: a body that is not JSON or not UTF-8
-            # the reason is stored on the item: the endpoint's name, never its URL (credentials)
-            reason = _describe(exc, endpoint.api_key).replace(endpoint.base_url, f"<endpoint {endpoint.name}>")
-            suffix = f" after {attempts} attempts" if attempts > 1 else ""
-            log.warning("LLM call to endpoint %s (%s) failed%s: %s", endpoint.name, model, suffix, reason)
-            record_llm_call(endpoint.name, model, ok=False, attempts=attempts)
-            raise LLMCallFailed(reason + suffix, attempts) from None
-        return self._result(response, model, params, key, attempts, latency_ms)
+        attempts[0] = 0
+        async for attempt in retrying:
+            with attempt:
+                attempts[0] += 1
+                if replay is not None:
+                    failed, replay = replay, None
+                    raise failed
+                response, latency_ms = await self._once(endpoint, model, req, params)
+        return response, latency_ms
 
     def _result(self, response: Any, model: str, params: dict[str, Any], key: bytes, attempts: int, latency_ms: int) -> ChatResult:
         """The reply as a ChatResult, or LLMCallFailed (with the tokens it cost) when it holds
