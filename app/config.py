@@ -37,6 +37,11 @@ class EndpointConfig(BaseModel):
     concurrency: int = Field(default=64, ge=1, description="Requests in flight per process to this endpoint.")
     rpm: int | None = Field(default=None, ge=1, description="Requests per minute, across all workers.")
     tpm: int | None = Field(default=None, ge=1, description="Tokens per minute, across all workers.")
+    supports_n: bool = Field(
+        default=False,
+        description="The endpoint answers OpenAI's `n` with n choices (vLLM, OpenAI do; llama-server, Ollama do not): "
+        "a generate run then asks for a prompt's samples that differ only by seed in one call.",
+    )
 
 
 class LLMRole(BaseModel):

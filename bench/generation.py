@@ -2,18 +2,28 @@
 
 Against a loopback OpenAI-compatible endpoint (tests/fake_llm.py in its own process):
   1. fixed 500 ms latency, endpoint concurrency 64: beside the limit concurrency / latency;
-  2. 0 ms latency: beside a bare async httpx loop (64 tasks) against the same endpoint (and,
-     stricter, a bare aiohttp loop: the transport the pipeline's openai client runs on).
+  2. 0 ms latency, one call per completion (the default plan: four temperatures): beside a bare
+     async httpx loop (64 tasks) against the same endpoint and, stricter, a bare aiohttp loop
+     (the transport the pipeline's openai client runs on), each one request per completion;
+  3. 0 ms latency again on an endpoint declared `supports_n` (as vLLM would be), with a plan of
+     one entry: a prompt's K samples differ only by seed, so each prompt is one call with n=K.
 The service (API + in-process worker) runs as its own uvicorn process on a fresh database.
 
-    python bench/generation.py [--quick]
+    python bench/generation.py [--quick] [--profile out.svg|out.json] [--fast-prompts N]
 
-Runs choose the fake servers as named endpoints ("slow", "fast": FORGE_LLM_ENDPOINTS), as a run
-never names a URL. The machine is shared: compare the figures of one run, not across runs.
+Runs choose the fake servers as named endpoints ("slow", "fast", "fast-n": FORGE_LLM_ENDPOINTS),
+as a run never names a URL. The machine is shared: compare the figures of one run, not across
+runs; `server_cpu_ms_per_completion_*` (the service process's CPU per completion, Postgres's not
+counted) is the steadier figure.
 
 Last line: one JSON object with `ratio` (pipeline / limit), `bare_ratio` (pipeline / bare httpx
-loop) and `bare_aiohttp_ratio` (pipeline / bare aiohttp loop, issue 15's measure), each beside
-its completions/s, and the load average over the run.
+loop) and `bare_aiohttp_ratio`, issue 15's measure: completions/s of the pipeline at n=1 over
+requests/s of the bare aiohttp loop, i.e. what the whole pipeline (openai SDK, retries, cache,
+cost, budget, SQL, job bookkeeping) keeps of what the transport alone could do per completion.
+`bare_aiohttp_ratio_n_k` is completions/s at n=K over the same bare loop's requests/s: not like
+for like (the bare loop gets one completion per request, the pipeline K), it says what an
+endpoint that supports `n` gives, and is reported beside, never instead of, the n=1 figure.
+Each figure sits beside its completions/s, with the load average over the run.
 """
 
 from __future__ import annotations
@@ -100,6 +110,19 @@ def profiled(pid: int, out: str | None):
         spy.wait(30)
 
 
+def measured(pid: int, n_prompts: int, run):
+    """run()'s result, and the service's CPU ms per completion meanwhile (its polls included,
+    Postgres's not): steadier than a rate on a shared machine."""
+    before = cpu_seconds(pid)
+    result = run()
+    after = cpu_seconds(pid)
+    return result, None if before is None or after is None else (after - before) * 1000 / (n_prompts * K)
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def seed_prompts(url: str, dataset_id: int, n: int, tag: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -110,10 +133,11 @@ def seed_prompts(url: str, dataset_id: int, n: int, tag: str) -> None:
     engine.dispose()
 
 
-def pipeline_rate(api: httpx.Client, url: str, name: str, n_prompts: int, endpoint: str) -> tuple[float, float]:
+def pipeline_rate(api: httpx.Client, url: str, name: str, n_prompts: int, endpoint: str,
+                  plan: list[dict] | None = None) -> tuple[float, float]:
     ds = api.post("/datasets", json={"name": name}).json()["id"]
     seed_prompts(url, ds, n_prompts, name)
-    body = {"kind": "generate", "k": K, "llm": {"generator": {"endpoint": endpoint}}}
+    body = {"kind": "generate", "k": K, "llm": {"generator": {"endpoint": endpoint}}, **({"plan": plan} if plan else {})}
     started = time.perf_counter()
     run = api.post(f"/datasets/{ds}/runs", json=body).json()
     if "status" not in run:
@@ -200,6 +224,8 @@ def main() -> None:
                 "FORGE_LLM_ENDPOINTS": json.dumps({
                     "slow": {"base_url": slow_url, "concurrency": CONCURRENCY},
                     "fast": {"base_url": fast_url, "concurrency": CONCURRENCY},
+                    # the same server, declared to answer OpenAI's `n` (as vLLM does)
+                    "fast-n": {"base_url": fast_url, "concurrency": CONCURRENCY, "supports_n": True},
                 }),
                 "FORGE_DB_POOL_SIZE": "20",
             }
@@ -216,17 +242,17 @@ def main() -> None:
                 limit = CONCURRENCY / latency
                 print(f"latency {latency * 1000:.0f} ms, concurrency {CONCURRENCY}: {rate_slow:.1f} completions/s "
                       f"({slow_prompts * K} in {t_slow:.2f} s); limit {limit:.1f}/s")
-                cpu_before = cpu_seconds(service.pid)
                 with profiled(service.pid, args.profile):
-                    rate_fast, t_fast = pipeline_rate(api, url, "fast", fast_prompts, "fast")
-                cpu_after = cpu_seconds(service.pid)
-                # the service's CPU per completion (its polls included; Postgres's not): steadier than a rate
-                cpu_ms = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) * 1000 / (fast_prompts * K)
+                    (rate_fast, t_fast), cpu_ms = measured(service.pid, fast_prompts, lambda: pipeline_rate(api, url, "fast", fast_prompts, "fast"))
+                # K samples of a prompt in one call (`n`): a plan of one entry, so they differ only by seed
+                (rate_n, t_n), cpu_ms_n = measured(service.pid, fast_prompts, lambda: pipeline_rate(
+                    api, url, "fast-n", fast_prompts, "fast-n", plan=[{"temperature": 0.8}]))
                 bare = asyncio.run(bare_rate(fast_url, fast_prompts * K))
                 bare_aiohttp = asyncio.run(bare_aiohttp_rate(fast_url, fast_prompts * K))
-                print(f"latency 0 ms: {rate_fast:.1f} completions/s ({fast_prompts * K} in {t_fast:.2f} s); "
-                      f"bare httpx loop {bare:.1f} requests/s; bare aiohttp loop {bare_aiohttp:.1f} requests/s; "
-                      f"service CPU {cpu_ms if cpu_ms is None else round(cpu_ms, 3)} ms per completion")
+                print(f"latency 0 ms: {rate_fast:.1f} completions/s ({fast_prompts * K} in {t_fast:.2f} s), "
+                      f"service CPU {_ms(cpu_ms)} ms per completion; with n={K}: {rate_n:.1f} completions/s "
+                      f"({t_n:.2f} s), {_ms(cpu_ms_n)} ms per completion; bare httpx loop {bare:.1f} requests/s; "
+                      f"bare aiohttp loop {bare_aiohttp:.1f} requests/s")
         finally:
             for p in procs:
                 p.terminate()
@@ -241,7 +267,9 @@ def main() -> None:
         "completions_per_s_0ms": round(rate_fast, 1), "bare_per_s": round(bare, 1),
         "bare_ratio": round(rate_fast / bare, 3), "bare_aiohttp_per_s": round(bare_aiohttp, 1),
         "bare_aiohttp_ratio": round(rate_fast / bare_aiohttp, 3),
-        "server_cpu_ms_per_completion_0ms": None if cpu_ms is None else round(cpu_ms, 3), "k": K, "concurrency": CONCURRENCY,
+        "server_cpu_ms_per_completion_0ms": _ms(cpu_ms),
+        "completions_per_s_0ms_n_k": round(rate_n, 1), "bare_aiohttp_ratio_n_k": round(rate_n / bare_aiohttp, 3),
+        "server_cpu_ms_per_completion_0ms_n_k": _ms(cpu_ms_n), "k": K, "concurrency": CONCURRENCY,
         "completions_500ms": slow_prompts * K, "completions_0ms": fast_prompts * K,
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }))
