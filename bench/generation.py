@@ -202,7 +202,7 @@ async def bare_aiohttp_rate(base_url: str, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a smaller size")
-    parser.add_argument("--profile", metavar="OUT", help="py-spy the service during the 0 ms run (.svg or .json)")
+    parser.add_argument("--profile", metavar="OUT", help="py-spy the service during the 0 ms runs (.svg or .json; the n=K run's beside, -n)")
     parser.add_argument("--fast-prompts", type=int, help="prompts of the 0 ms run (x K completions)")
     args = parser.parse_args()
     slow_prompts = 192 if args.quick else 500  # x K completions
@@ -245,8 +245,9 @@ def main() -> None:
                 with profiled(service.pid, args.profile):
                     (rate_fast, t_fast), cpu_ms = measured(service.pid, fast_prompts, lambda: pipeline_rate(api, url, "fast", fast_prompts, "fast"))
                 # K samples of a prompt in one call (`n`): a plan of one entry, so they differ only by seed
-                (rate_n, t_n), cpu_ms_n = measured(service.pid, fast_prompts, lambda: pipeline_rate(
-                    api, url, "fast-n", fast_prompts, "fast-n", plan=[{"temperature": 0.8}]))
+                with profiled(service.pid, args.profile and str(Path(args.profile).with_stem(Path(args.profile).stem + "-n"))):
+                    (rate_n, t_n), cpu_ms_n = measured(service.pid, fast_prompts, lambda: pipeline_rate(
+                        api, url, "fast-n", fast_prompts, "fast-n", plan=[{"temperature": 0.8}]))
                 bare = asyncio.run(bare_rate(fast_url, fast_prompts * K))
                 bare_aiohttp = asyncio.run(bare_aiohttp_rate(fast_url, fast_prompts * K))
                 print(f"latency 0 ms: {rate_fast:.1f} completions/s ({fast_prompts * K} in {t_fast:.2f} s), "

@@ -33,6 +33,8 @@ def _generate(api, dataset_id: int, **body) -> dict:
 
 def test_an_endpoint_with_n_is_asked_once_per_prompt_for_k_samples(api, sql, fake):
     ds, prompt_ids = make_dataset(api, sql, n_prompts=3, llm={"generator": {"endpoint": "vllm"}})
+    dry = api.post(f"/datasets/{ds}/runs", json={"kind": "generate", "k": K, "plan": ONE_ENTRY, "dry_run": True}).json()
+    assert (dry["prompts"], dry["requests"]) == (3, 3)  # a dry run counts the calls as they will be made
     run = _generate(api, ds, plan=ONE_ENTRY, seed=7)
     assert run["status"] == "succeeded" and (run["done"], run["failed"]) == (3, 0), run
     assert len(fake.requests) == 3 and all(r["n"] == K and r["seed"] == 7 for r in fake.requests)
@@ -101,7 +103,6 @@ def test_a_choice_that_is_missing_or_empty_fails_its_sample_and_a_rerun_makes_ex
 
     # the next run (what is missing) asks the one sample left, alone: its own seed, no `n`
     fake.clear()
-    fake.requests.clear()
     rerun = _generate(api, ds, plan=ONE_ENTRY)
     assert rerun["status"] == "succeeded" and rerun["done"] == 1
     assert [(r.get("n"), r["seed"]) for r in fake.requests] == [(None, missing)]
