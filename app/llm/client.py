@@ -241,7 +241,9 @@ class LLMClient:
         if memo is not None and memo[0] is endpoint:
             return memo[1], memo[2], memo[3]
         model = req.model or endpoint.model
-        params = {**endpoint.params, **req.params}
+        # how many choices a call asks (`n`) is the request's alone: an `n` among the configured or
+        # run's parameters would be paid for n times and read once
+        params = {**{p: v for p, v in endpoint.params.items() if p != "n"}, **req.params}
         key = cache.cache_key(endpoint.base_url, model, req.messages, params)
         req._resolved = (endpoint, model, params, key)
         return model, params, key

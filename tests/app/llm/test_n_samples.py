@@ -74,8 +74,9 @@ def test_samples_that_differ_by_more_than_seed_are_separate_calls(api, sql, fake
 
 
 def test_an_endpoint_without_the_setting_never_gets_n(api, sql, fake):
-    ds, _ = make_dataset(api, sql, n_prompts=2)  # "default": supports_n is off unless configured
-    run = _generate(api, ds, plan=ONE_ENTRY)
+    # "default": supports_n is off unless configured; an `n` among a run's parameters is not sent
+    ds, _ = make_dataset(api, sql, n_prompts=2)
+    run = _generate(api, ds, plan=ONE_ENTRY, llm={"generator": {"params": {"n": 3}}})
     assert run["status"] == "succeeded" and len(fake.requests) == 2 * K
     assert not any("n" in r for r in fake.requests) and sorted(r["seed"] for r in fake.requests) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert not any("n" in c["params"] or "choice" in c["params"] for c in rows(sql, "SELECT params FROM completion"))
