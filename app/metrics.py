@@ -14,6 +14,7 @@ run a job works on are kept in contextvars; `ContextFilter` puts both on every r
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import time
@@ -48,25 +49,36 @@ REVIEW_EVENTS = Gauge("forge_review_events", "Review actions recorded (a counter
 EXPORT_ROWS = Gauge("forge_export_rows", "Rows of finished export versions", ["format"])
 
 
+@functools.lru_cache(maxsize=1024)
+def _llm_children(endpoint: str, model: str) -> tuple:
+    """The LLM metrics' children for one (endpoint, model): looked up once, not five times a call."""
+    labels = (endpoint, model)
+    return (
+        LLM_CALLS.labels(*labels, "cached"), LLM_CALLS.labels(*labels, "ok"), LLM_CALLS.labels(*labels, "error"),
+        LLM_RETRIES.labels(*labels), LLM_ERRORS.labels(*labels), LLM_TOKENS.labels(*labels, "prompt"),
+        LLM_TOKENS.labels(*labels, "completion"), LLM_COST.labels(*labels), LLM_LATENCY.labels(*labels),
+    )
+
+
 def record_llm_call(endpoint: str, model: str, *, ok: bool, cached: bool = False, attempts: int = 1,
                     prompt_tokens: int = 0, completion_tokens: int = 0, cost: Decimal | None = None,
                     latency_ms: int | None = None) -> None:
     """One call to the endpoint NAMED `endpoint` (never its URL: it may carry credentials). A reply
     that holds nothing usable is an error that still spent tokens; an unpriced call adds no cost."""
-    labels = (endpoint, model)
-    LLM_CALLS.labels(*labels, "cached" if cached else ("ok" if ok else "error")).inc()
+    n_cached, n_ok, n_error, retries, errors, prompt, completion, usd, latency = _llm_children(endpoint, model)
+    (n_cached if cached else (n_ok if ok else n_error)).inc()
     if cached:
         return
     if attempts > 1:
-        LLM_RETRIES.labels(*labels).inc(attempts - 1)
+        retries.inc(attempts - 1)
     if not ok:
-        LLM_ERRORS.labels(*labels).inc()
-    LLM_TOKENS.labels(*labels, "prompt").inc(prompt_tokens)
-    LLM_TOKENS.labels(*labels, "completion").inc(completion_tokens)
+        errors.inc()
+    prompt.inc(prompt_tokens)
+    completion.inc(completion_tokens)
     if cost is not None:
-        LLM_COST.labels(*labels).inc(float(cost))
+        usd.inc(float(cost))
     if ok and latency_ms is not None:
-        LLM_LATENCY.labels(*labels).observe(latency_ms / 1000)
+        latency.observe(latency_ms / 1000)
 
 
 # --- the database's side, read at scrape time -------------------------------------------------

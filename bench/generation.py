@@ -2,26 +2,38 @@
 
 Against a loopback OpenAI-compatible endpoint (tests/fake_llm.py in its own process):
   1. fixed 500 ms latency, endpoint concurrency 64: beside the limit concurrency / latency;
-  2. 0 ms latency: beside a bare async httpx loop (64 tasks) against the same endpoint (and,
-     stricter, a bare aiohttp loop: the transport the pipeline's openai client runs on).
+  2. 0 ms latency, one call per completion (the default plan: four temperatures): beside a bare
+     async httpx loop (64 tasks) against the same endpoint and, stricter, a bare aiohttp loop
+     (the transport the pipeline's openai client runs on), each one request per completion;
+  3. 0 ms latency again on an endpoint declared `supports_n` (as vLLM would be), with a plan of
+     one entry: a prompt's K samples differ only by seed, so each prompt is one call with n=K.
 The service (API + in-process worker) runs as its own uvicorn process on a fresh database.
 
-    python bench/generation.py [--quick]
+    python bench/generation.py [--quick] [--profile out.svg|out.json] [--fast-prompts N]
 
-Runs choose the fake servers as named endpoints ("slow", "fast": FORGE_LLM_ENDPOINTS), as a run
-never names a URL. The machine is shared: compare the figures of one run, not across runs.
+Runs choose the fake servers as named endpoints ("slow", "fast", "fast-n": FORGE_LLM_ENDPOINTS),
+as a run never names a URL. The machine is shared: compare the figures of one run, not across
+runs; `server_cpu_ms_per_completion_*` (the service process's CPU per completion, Postgres's not
+counted) is the steadier figure.
 
 Last line: one JSON object with `ratio` (pipeline / limit), `bare_ratio` (pipeline / bare httpx
-loop) and `bare_aiohttp_ratio` (pipeline / bare aiohttp loop, issue 15's measure), each beside
-its completions/s, and the load average over the run.
+loop) and `bare_aiohttp_ratio`, issue 15's measure: completions/s of the pipeline at n=1 over
+requests/s of the bare aiohttp loop, i.e. what the whole pipeline (openai SDK, retries, cache,
+cost, budget, SQL, job bookkeeping) keeps of what the transport alone could do per completion.
+`bare_aiohttp_ratio_n_k` is completions/s at n=K over the same bare loop's requests/s: not like
+for like (the bare loop gets one completion per request, the pipeline K), it says what an
+endpoint that supports `n` gives, and is reported beside, never instead of, the n=1 figure.
+Each figure sits beside its completions/s, with the load average over the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -71,6 +83,46 @@ def start_fake(latency_ms: float) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def profiled(pid: int, out: str | None):
+    """py-spy (pip install py-spy) records the service process while the block runs, into `out`
+    (a speedscope JSON when it ends in .json, else a flame graph SVG); nothing when out is None."""
+    if out is None:
+        yield
+        return
+    fmt = "speedscope" if out.endswith(".json") else "flamegraph"
+    spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", fmt, "-o", out],
+                           stdout=subprocess.DEVNULL)
+    time.sleep(1)  # py-spy attaches
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+
+
+def measured(pid: int, n_prompts: int, run):
+    """run()'s result, and the service's CPU ms per completion meanwhile (its polls included,
+    Postgres's not): steadier than a rate on a shared machine."""
+    before = cpu_seconds(pid)
+    result = run()
+    after = cpu_seconds(pid)
+    return result, None if before is None or after is None else (after - before) * 1000 / (n_prompts * K)
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def seed_prompts(url: str, dataset_id: int, n: int, tag: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -81,10 +133,11 @@ def seed_prompts(url: str, dataset_id: int, n: int, tag: str) -> None:
     engine.dispose()
 
 
-def pipeline_rate(api: httpx.Client, url: str, name: str, n_prompts: int, endpoint: str) -> tuple[float, float]:
+def pipeline_rate(api: httpx.Client, url: str, name: str, n_prompts: int, endpoint: str,
+                  plan: list[dict] | None = None) -> tuple[float, float]:
     ds = api.post("/datasets", json={"name": name}).json()["id"]
     seed_prompts(url, ds, n_prompts, name)
-    body = {"kind": "generate", "k": K, "llm": {"generator": {"endpoint": endpoint}}}
+    body = {"kind": "generate", "k": K, "llm": {"generator": {"endpoint": endpoint}}, **({"plan": plan} if plan else {})}
     started = time.perf_counter()
     run = api.post(f"/datasets/{ds}/runs", json=body).json()
     if "status" not in run:
@@ -149,9 +202,11 @@ async def bare_aiohttp_rate(base_url: str, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a smaller size")
+    parser.add_argument("--profile", metavar="OUT", help="py-spy the service during the 0 ms runs (.svg or .json; the n=K run's beside, -n)")
+    parser.add_argument("--fast-prompts", type=int, help="prompts of the 0 ms run (x K completions)")
     args = parser.parse_args()
     slow_prompts = 192 if args.quick else 500  # x K completions
-    fast_prompts = 250 if args.quick else 1000
+    fast_prompts = args.fast_prompts or (250 if args.quick else 1000)
     latency = 0.5
 
     procs: list[subprocess.Popen] = []
@@ -169,14 +224,17 @@ def main() -> None:
                 "FORGE_LLM_ENDPOINTS": json.dumps({
                     "slow": {"base_url": slow_url, "concurrency": CONCURRENCY},
                     "fast": {"base_url": fast_url, "concurrency": CONCURRENCY},
+                    # the same server, declared to answer OpenAI's `n` (as vLLM does)
+                    "fast-n": {"base_url": fast_url, "concurrency": CONCURRENCY, "supports_n": True},
                 }),
                 "FORGE_DB_POOL_SIZE": "20",
             }
-            procs.append(subprocess.Popen(
+            service = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
                  "--port", str(port), "--log-level", "warning"],
                 cwd=ROOT, env=env,
-            ))
+            )
+            procs.append(service)
             wait_http(f"http://127.0.0.1:{port}/readyz")
             with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=60) as api:
                 pipeline_rate(api, url, "warmup", 16, "fast")
@@ -184,11 +242,18 @@ def main() -> None:
                 limit = CONCURRENCY / latency
                 print(f"latency {latency * 1000:.0f} ms, concurrency {CONCURRENCY}: {rate_slow:.1f} completions/s "
                       f"({slow_prompts * K} in {t_slow:.2f} s); limit {limit:.1f}/s")
-                rate_fast, t_fast = pipeline_rate(api, url, "fast", fast_prompts, "fast")
+                with profiled(service.pid, args.profile):
+                    (rate_fast, t_fast), cpu_ms = measured(service.pid, fast_prompts, lambda: pipeline_rate(api, url, "fast", fast_prompts, "fast"))
+                # K samples of a prompt in one call (`n`): a plan of one entry, so they differ only by seed
+                with profiled(service.pid, args.profile and str(Path(args.profile).with_stem(Path(args.profile).stem + "-n"))):
+                    (rate_n, t_n), cpu_ms_n = measured(service.pid, fast_prompts, lambda: pipeline_rate(
+                        api, url, "fast-n", fast_prompts, "fast-n", plan=[{"temperature": 0.8}]))
                 bare = asyncio.run(bare_rate(fast_url, fast_prompts * K))
                 bare_aiohttp = asyncio.run(bare_aiohttp_rate(fast_url, fast_prompts * K))
-                print(f"latency 0 ms: {rate_fast:.1f} completions/s ({fast_prompts * K} in {t_fast:.2f} s); "
-                      f"bare httpx loop {bare:.1f} requests/s; bare aiohttp loop {bare_aiohttp:.1f} requests/s")
+                print(f"latency 0 ms: {rate_fast:.1f} completions/s ({fast_prompts * K} in {t_fast:.2f} s), "
+                      f"service CPU {_ms(cpu_ms)} ms per completion; with n={K}: {rate_n:.1f} completions/s "
+                      f"({t_n:.2f} s), {_ms(cpu_ms_n)} ms per completion; bare httpx loop {bare:.1f} requests/s; "
+                      f"bare aiohttp loop {bare_aiohttp:.1f} requests/s")
         finally:
             for p in procs:
                 p.terminate()
@@ -202,7 +267,10 @@ def main() -> None:
         "ratio": round(rate_slow / limit, 3),
         "completions_per_s_0ms": round(rate_fast, 1), "bare_per_s": round(bare, 1),
         "bare_ratio": round(rate_fast / bare, 3), "bare_aiohttp_per_s": round(bare_aiohttp, 1),
-        "bare_aiohttp_ratio": round(rate_fast / bare_aiohttp, 3), "k": K, "concurrency": CONCURRENCY,
+        "bare_aiohttp_ratio": round(rate_fast / bare_aiohttp, 3),
+        "server_cpu_ms_per_completion_0ms": _ms(cpu_ms),
+        "completions_per_s_0ms_n_k": round(rate_n, 1), "bare_aiohttp_ratio_n_k": round(rate_n / bare_aiohttp, 3),
+        "server_cpu_ms_per_completion_0ms_n_k": _ms(cpu_ms_n), "k": K, "concurrency": CONCURRENCY,
         "completions_500ms": slow_prompts * K, "completions_0ms": fast_prompts * K,
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }))

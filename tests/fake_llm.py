@@ -12,6 +12,7 @@ answered honestly, as a capable checking model would: a candidate addresses the 
 holds one of `fake.injections` (phrasings a test registers) or INJECTION. `fake.known` maps
 texts to the judge's opinion of them (canaries whose better answer the fake should know).
 And 200 replies that are no answer: `{}` (no choices), an empty text, a NUL byte, invalid UTF-8.
+It honours OpenAI's `n` (several choices per call), as vLLM does.
 
     with FakeLLM() as fake:                      # in a thread of this process
         fake.add_fault("429", times=2, retry_after=0.1)
@@ -78,6 +79,7 @@ class Fault:
     # 429 | 500 | 401 | drop | slow | invalid_json | fenced_json | position_bias | inject
     # | obey_injection | prefer_long | model_taste (judge modes)
     # | empty_object | empty | nul | bad_utf8 | nul_rationale (judge JSON whose rationale holds \u0000)
+    # | short_n (a reply with one choice fewer than the `n` asked)
     kind: str
     times: int | None = None  # per logical request (model + messages); None: always
     match: str | None = None  # only requests whose messages contain this text
@@ -233,13 +235,19 @@ class FakeLLM:
         return reply
 
     def _completion(self, body: dict, fault: Fault | None) -> dict:
-        text = self.answer(body, fault)
+        """The reply: `n` choices (OpenAI's parameter, as vLLM answers it), choice 0 the answer a
+        call without `n` gets, each further one sampled with the choice number mixed into the seed;
+        usage counts the prompt once and every choice's tokens. `short_n` answers one choice fewer."""
+        n = body.get("n") or 1
+        texts = [self.answer(body, fault) if i == 0 else self.answer({**body, "seed": [body.get("seed"), i]}, fault) for i in range(n)]
+        if fault and fault.kind == "short_n":
+            texts = texts[:-1]
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
-        completion_tokens = len(text.split())
+        completion_tokens = sum(len(t.split()) for t in texts)
         return {
-            "id": "chatcmpl-" + _h(text)[:12], "object": "chat.completion", "created": int(time.time()),
+            "id": "chatcmpl-" + _h(texts)[:12], "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model") or "fake",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"} for i, t in enumerate(texts)],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,9 @@ class _Ctx:
     spec: GenerateRun
     endpoint: Endpoint
     existing: set[tuple[int, int]]
-    cached: dict[tuple[int, int], ChatResult]
+    # per prompt, its calls: (the sample indexes a call answers, in choice order; the request;
+    # its stored answers when every one is stored). Built (and hashed for the cache) once, in prepare.
+    calls: dict[int, list[tuple[list[int], ChatRequest, list[ChatResult] | None]]]
 
 
 def sample_request(spec: GenerateRun, endpoint: Endpoint, prompt: str, index: int) -> ChatRequest:
@@ -41,8 +44,28 @@ def sample_request(spec: GenerateRun, endpoint: Endpoint, prompt: str, index: in
     return ChatRequest(messages=messages, params=params, model=entry.model or endpoint.model)
 
 
-async def _done(result: ChatResult) -> ChatResult:
-    return result
+def plan_calls(spec: GenerateRun, endpoint: Endpoint, prompt: str, todo: list[int]) -> list[tuple[list[int], ChatRequest]]:
+    """The calls that make samples `todo` of a prompt: one per sample; or, on an endpoint that
+    supports `n`, one per set of samples whose requests differ only by seed, asked with the seed
+    of its first sample and n = their number (choice i is the set's i-th sample). A set of one is
+    the plain call, so its request (and cache key) is the one an endpoint without `n` gets."""
+    calls: dict[Any, tuple[list[int], ChatRequest]] = {}
+    for k in todo:
+        req = sample_request(spec, endpoint, prompt, k)
+        same = (k,) if not endpoint.supports_n else json.dumps(
+            [req.model, req.messages, {p: v for p, v in req.params.items() if p != "seed"}], sort_keys=True
+        )
+        calls.setdefault(same, ([], req))[0].append(k)
+    for ks, req in calls.values():
+        if len(ks) > 1:
+            req.params["n"] = len(ks)
+    return list(calls.values())
+
+
+async def _answers(rt, endpoint: Endpoint, req: ChatRequest, stored: list[ChatResult] | None) -> list[ChatResult | LLMCallFailed]:
+    if stored is not None:
+        return stored
+    return await rt.llm.chat_choices(endpoint, req)
 
 
 # a sample that repeats a completion of its prompt exactly: the id it repeats, set by _store_samples
@@ -137,13 +160,12 @@ class GenerateHandler:
         )
         plan, estimate = body.sampling_plan(), Estimate(prompts=len(chosen))
         for prompt_id, chars in chosen:
-            for k in range(body.k):
-                if (prompt_id, k) in existing:
-                    continue
-                entry = plan[k % len(plan)]
-                estimate.requests += 1
+            # the calls as plan_calls makes them (prompt text left out: the same for all of a prompt's)
+            for ks, _ in plan_calls(body, endpoint, "", [k for k in range(body.k) if (prompt_id, k) not in existing]):
+                entry = plan[ks[0] % len(plan)]
+                estimate.requests += 1  # a call of n samples reads its prompt once
                 estimate.prompt_tokens += approx_tokens(chars + len(entry.system_prompt or ""))
-                estimate.completion_tokens += entry.max_tokens or endpoint.params.get("max_tokens") or 0
+                estimate.completion_tokens += len(ks) * (entry.max_tokens or endpoint.params.get("max_tokens") or 0)
         return estimate
 
     async def write_rows(self, session, rows: list[dict[str, Any]]) -> None:
@@ -156,33 +178,41 @@ class GenerateHandler:
         made_by = run.id if spec.all else repo.same_plan_runs(run.dataset_id, run.params)
         async with rt.sessions() as session:
             existing = await repo.existing_samples(session, made_by, [i.prompt_id for i in items])
-        todo = [(i.prompt_id, k, i.prompt_text) for i in items for k in range(spec.k) if (i.prompt_id, k) not in existing]
-        hits = await rt.llm.cached_many(endpoint, [sample_request(spec, endpoint, text, k) for _, k, text in todo])
-        cached = {(p, k): hit for (p, k, _), hit in zip(todo, hits, strict=True) if hit is not None}
-        return _Ctx(run, spec, endpoint, existing, cached)
+        planned = [
+            (i.prompt_id, ks, req)
+            for i in items
+            for ks, req in plan_calls(spec, endpoint, i.prompt_text, [k for k in range(spec.k) if (i.prompt_id, k) not in existing])
+        ]
+        hits = await rt.llm.cached_many(endpoint, [req for _, _, req in planned])
+        calls: dict[int, list] = {}
+        for (prompt_id, ks, req), hit in zip(planned, hits, strict=True):
+            calls.setdefault(prompt_id, []).append((ks, req, hit))
+        return _Ctx(run, spec, endpoint, existing, calls)
 
     async def process(self, rt, ctx: _Ctx, item: Item) -> ItemOutcome:
-        todo = [k for k in range(ctx.spec.k) if (item.prompt_id, k) not in ctx.existing]
-        requests = [sample_request(ctx.spec, ctx.endpoint, item.prompt_text, k) for k in todo]
-        cached = [ctx.cached.get((item.prompt_id, k)) for k in todo]  # looked up for the chunk at once
-        results = await asyncio.gather(
-            *(_done(hit) if hit else rt.llm.chat(ctx.endpoint, r, use_cache=False) for r, hit in zip(requests, cached, strict=True)),
-            return_exceptions=True,
-        )
+        calls = ctx.calls.get(item.prompt_id, [])
+        answers = await asyncio.gather(*(_answers(rt, ctx.endpoint, req, hit) for _, req, hit in calls), return_exceptions=True)
         outcome = ItemOutcome()
-        rows, errors = [], []
-        for k, req, res in zip(todo, requests, results, strict=True):
-            if isinstance(res, LLMCallFailed):
-                errors.append(f"sample {k}: {res.reason}")
-                outcome.charge(res)
+        rows, errors, todo = [], [], 0
+        for (ks, req, _), got in zip(calls, answers, strict=True):
+            todo += len(ks)
+            if isinstance(got, LLMCallFailed):  # the call itself failed: each of its samples did
+                errors += [(k, got.reason) for k in ks]
+                outcome.charge(got)  # once, whatever the number of samples it was for
                 continue
-            if isinstance(res, BaseException):
-                raise res
-            outcome.add(res)
-            rows.append(self._row(ctx, item, k, req, res))
-        outcome.result = {"completions": len(rows) + ctx.spec.k - len(todo)}
+            if isinstance(got, BaseException):
+                raise got
+            for k, res in zip(ks, got, strict=True):
+                if isinstance(res, LLMCallFailed):
+                    errors.append((k, res.reason))
+                    outcome.charge(res)
+                    continue
+                outcome.add(res)
+                rows.append(self._row(ctx, item, k, req, res))
+        rows.sort(key=lambda r: r["sample_index"])  # in sample order, however the calls grouped them
+        outcome.result = {"completions": len(rows) + ctx.spec.k - todo}
         if errors:
-            outcome.error = "; ".join(errors)[:2000]
+            outcome.error = "; ".join(f"sample {k}: {reason}" for k, reason in sorted(errors))[:2000]
 
         outcome.rows = rows  # stored for the whole batch at once by write_rows
 
@@ -203,7 +233,9 @@ class GenerateHandler:
         return {
             "dataset_id": ctx.run.dataset_id, "prompt_id": item.prompt_id, "text": res.text,
             "source": CompletionSource.model.value, "model": res.model,
-            "params": {**res.params, "system_prompt": system, "endpoint": ctx.endpoint.name},
+            # a sample asked with others in one call (`n`) records that call's seed and n, and its choice
+            "params": {**res.params, "system_prompt": system, "endpoint": ctx.endpoint.name,
+                       **({"choice": res.choice} if "n" in res.params else {})},
             "template_version": TEMPLATE_VERSION, "prompt_tokens": res.prompt_tokens,
             "completion_tokens": res.completion_tokens, "cost": res.cost, "latency_ms": res.latency_ms,
             "finish_reason": res.finish_reason, "run_id": ctx.run.id, "sample_index": k,

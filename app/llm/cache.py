@@ -21,6 +21,14 @@ def cache_key(base_url: str, model: str, messages: list[dict[str, Any]], params:
     return hashlib.sha256(blob.encode()).digest()
 
 
+def choice_keys(key: bytes, n: int) -> list[bytes]:
+    """The cache keys of a call's n choices (its `n` parameter): the call's own key when it asks
+    one (as every call did before `n`), else one per choice derived from it."""
+    if n == 1:
+        return [key]
+    return [hashlib.sha256(key + b"/choice/" + str(i).encode()).digest() for i in range(n)]
+
+
 async def lookup_many(conn: AsyncConnection, keys: list[bytes]) -> dict[bytes, dict[str, Any]]:
     rows = await conn.execute(select(LLMCache.key, LLMCache.response).where(LLMCache.key.in_(keys)))
     return {key: response for key, response in rows}

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import httpx2
@@ -60,6 +60,9 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     params: dict[str, Any] = field(default_factory=dict)
     model: str | None = None  # None: the endpoint's model
+    # (endpoint, model, params, cache key) as LLMClient._resolve last found them: a request looked
+    # up in the cache for its chunk and then sent is hashed once (a request is not changed once made)
+    _resolved: tuple[Any, str, dict[str, Any], bytes] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -75,6 +78,7 @@ class ChatResult:
     attempts: int
     cache_key: bytes
     params: dict[str, Any]
+    choice: int = 0  # which of the call's `n` choices (params["n"]) this is
 
     def cache_row(self) -> tuple[bytes, str, dict[str, Any]]:
         return self.cache_key, self.model, {
@@ -83,13 +87,32 @@ class ChatResult:
         }
 
 
-def _from_cache(hit: dict[str, Any], model: str, params: dict[str, Any], key: bytes) -> ChatResult:
+def _from_cache(hit: dict[str, Any], model: str, params: dict[str, Any], key: bytes, choice: int = 0) -> ChatResult:
     # a cached answer costs nothing this time: the run did not pay for it
     return ChatResult(
         text=hit["text"], model=model, finish_reason=hit.get("finish_reason"),
         prompt_tokens=hit.get("prompt_tokens", 0), completion_tokens=hit.get("completion_tokens", 0),
-        cost=Decimal(0), latency_ms=0, cached=True, attempts=0, cache_key=key, params=params,
+        cost=Decimal(0), latency_ms=0, cached=True, attempts=0, cache_key=key, params=params, choice=choice,
     )
+
+
+def choices_asked(params: dict[str, Any]) -> int:
+    """The OpenAI `n` of a request: how many choices (samples) one call asks for."""
+    n = params.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
+def _shares(total: int, n: int) -> list[int]:
+    """`total` split into n whole shares that add up to it (the remainder on the first)."""
+    return [total // n + (total % n if i == 0 else 0) for i in range(n)]
+
+
+def _cost_shares(cost: Decimal | None, n: int) -> list[Decimal | None]:
+    """A call's cost split into n shares of whole micro-USD that add up to it exactly."""
+    if cost is None:
+        return [None] * n
+    share = (cost / n).quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
+    return [cost - share * (n - 1), *[share] * (n - 1)]
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -190,7 +213,8 @@ class LLMClient:
     @staticmethod
     def _estimate_tokens(req: ChatRequest, params: dict[str, Any]) -> int:
         chars = sum(len(str(m.get("content", ""))) for m in req.messages)
-        return chars // 4 + int(params.get("max_tokens") or params.get("max_completion_tokens") or 256)
+        most = int(params.get("max_tokens") or params.get("max_completion_tokens") or 256)
+        return chars // 4 + most * choices_asked(params)
 
     async def _once(self, endpoint: Endpoint, model: str, req: ChatRequest, params: dict[str, Any]) -> tuple[Any, int]:
         limiter = self._limiter if (endpoint.rpm or endpoint.tpm) else None  # no limit: no round trip
@@ -213,32 +237,87 @@ class LLMClient:
         return response, latency_ms
 
     def _resolve(self, endpoint: Endpoint, req: ChatRequest) -> tuple[str, dict[str, Any], bytes]:
+        memo = req._resolved
+        if memo is not None and memo[0] is endpoint:
+            return memo[1], memo[2], memo[3]
         model = req.model or endpoint.model
-        params = {**endpoint.params, **req.params}
-        return model, params, cache.cache_key(endpoint.base_url, model, req.messages, params)
+        # how many choices a call asks (`n`) is the request's alone: an `n` among the configured or
+        # run's parameters would be paid for n times and read once
+        params = {**{p: v for p, v in endpoint.params.items() if p != "n"}, **req.params}
+        key = cache.cache_key(endpoint.base_url, model, req.messages, params)
+        req._resolved = (endpoint, model, params, key)
+        return model, params, key
 
-    async def cached_many(self, endpoint: Endpoint, reqs: list[ChatRequest]) -> list[ChatResult | None]:
-        """Stored answers for these requests (None where there is none), in one query."""
+    async def cached_many(self, endpoint: Endpoint, reqs: list[ChatRequest]) -> list[list[ChatResult] | None]:
+        """For each request, the stored answers of its `n` choices (one for most requests), or None
+        unless every one of them is stored; in one query."""
         if not (self.settings.llm_cache and self.engine is not None and reqs):
             return [None] * len(reqs)
         resolved = [self._resolve(endpoint, r) for r in reqs]
+        keys = [cache.choice_keys(key, choices_asked(params)) for _, params, key in resolved]
         async with self.engine.connect() as conn:
-            hits = await cache.lookup_many(conn, [key for _, _, key in resolved])
-        for model, _, key in resolved:
-            if key in hits:
+            hits = await cache.lookup_many(conn, [k for ks in keys for k in ks])
+        out: list[list[ChatResult] | None] = []
+        for (model, params, _), ks in zip(resolved, keys, strict=True):
+            if all(k in hits for k in ks):
                 record_llm_call(endpoint.name, model, ok=True, cached=True)
-        return [
-            _from_cache(hits[key], model, params, key) if key in hits else None for model, params, key in resolved
-        ]
+                out.append([_from_cache(hits[k], model, params, k, i) for i, k in enumerate(ks)])
+            else:
+                out.append(None)
+        return out
 
     async def chat(self, endpoint: Endpoint, req: ChatRequest, *, use_cache: bool = True) -> ChatResult:
         """One chat completion for `endpoint` (its model and default parameters under the
         request's); raises LLMCallFailed once the attempts are spent."""
         model, params, key = self._resolve(endpoint, req)
+        if choices_asked(params) != 1:
+            raise ValueError("chat answers one choice: a request with n > 1 goes to chat_choices")
         if use_cache:
             (hit,) = await self.cached_many(endpoint, [req])
             if hit is not None:
-                return hit
+                return hit[0]
+        (result,) = await self._call(endpoint, req, model, params, key)
+        if isinstance(result, LLMCallFailed):
+            raise result
+        return result
+
+    async def chat_choices(self, endpoint: Endpoint, req: ChatRequest) -> list[ChatResult | LLMCallFailed]:
+        """The `n` choices of one call (params["n"], an endpoint that supports it), each a result or
+        why it cannot be used (its share of the call's tokens and cost with it); the call's usage
+        and cost are split evenly among the n (exact sums). Raises LLMCallFailed when the call
+        itself fails. Not looked up in the cache (cached_many does that for a batch)."""
+        model, params, key = self._resolve(endpoint, req)
+        return await self._call(endpoint, req, model, params, key)
+
+    async def _call(self, endpoint: Endpoint, req: ChatRequest, model: str, params: dict[str, Any],
+                    key: bytes) -> list[ChatResult | LLMCallFailed]:
+        attempts = [0]  # how many were made, also when the last one raises
+        try:
+            response, latency_ms = await self._attempts(endpoint, model, req, params, attempts)
+        except (openai.OpenAIError, OSError, ValueError) as exc:  # ValueError: a body that is not JSON or not UTF-8
+            # the reason is stored on the item: the endpoint's name, never its URL (credentials)
+            reason = _describe(exc, endpoint.api_key).replace(endpoint.base_url, f"<endpoint {endpoint.name}>")
+            suffix = f" after {attempts[0]} attempts" if attempts[0] > 1 else ""
+            log.warning("LLM call to endpoint %s (%s) failed%s: %s", endpoint.name, model, suffix, reason)
+            record_llm_call(endpoint.name, model, ok=False, attempts=attempts[0])
+            raise LLMCallFailed(reason + suffix, attempts[0]) from None
+        return self._results(response, model, params, key, attempts[0], latency_ms)
+
+    async def _attempts(self, endpoint: Endpoint, model: str, req: ChatRequest, params: dict[str, Any],
+                        attempts: list[int]) -> tuple[Any, int]:
+        """The call, retried while it fails with a retryable error (up to llm_max_attempts, waiting
+        Retry-After or a backoff); `attempts[0]` counts them. The first attempt goes alone and
+        tenacity's loop is built only after it failed: most calls succeed at once, and a retry
+        loop set up for each cost more than the rest of our bookkeeping of a call. That loop's
+        first attempt replays the failure, so its waits and its count are those of one loop over
+        every attempt."""
+        attempts[0] = 1
+        try:
+            return await self._once(endpoint, model, req, params)
+        except Exception as exc:
+            if not _retryable(exc) or self.settings.llm_max_attempts <= 1:
+                raise
+            replay: Exception | None = exc
         s = self.settings
         retrying = AsyncRetrying(
             stop=stop_after_attempt(s.llm_max_attempts),
@@ -249,55 +328,65 @@ class LLMClient:
             retry=retry_if_exception(_retryable),
             reraise=True,
         )
-        attempts = 0
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    attempts += 1
-                    response, latency_ms = await self._once(endpoint, model, req, params)
-        except (openai.OpenAIError, OSError, ValueError) as exc:  # ValueError: a body that is not JSON or not UTF-8
-            # the reason is stored on the item: the endpoint's name, never its URL (credentials)
-            reason = _describe(exc, endpoint.api_key).replace(endpoint.base_url, f"<endpoint {endpoint.name}>")
-            suffix = f" after {attempts} attempts" if attempts > 1 else ""
-            log.warning("LLM call to endpoint %s (%s) failed%s: %s", endpoint.name, model, suffix, reason)
-            record_llm_call(endpoint.name, model, ok=False, attempts=attempts)
-            raise LLMCallFailed(reason + suffix, attempts) from None
-        return self._result(response, model, params, key, attempts, latency_ms)
+        attempts[0] = 0
+        async for attempt in retrying:
+            with attempt:
+                attempts[0] += 1
+                if replay is not None:
+                    failed, replay = replay, None
+                    raise failed
+                response, latency_ms = await self._once(endpoint, model, req, params)
+        return response, latency_ms
 
-    def _result(self, response: Any, model: str, params: dict[str, Any], key: bytes, attempts: int, latency_ms: int) -> ChatResult:
-        """The reply as a ChatResult, or LLMCallFailed (with the tokens it cost) when it holds
-        nothing usable: a 200 is not an answer until it has a non-empty, storable text."""
+    def _results(self, response: Any, model: str, params: dict[str, Any], key: bytes, attempts: int,
+                 latency_ms: int) -> list[ChatResult | LLMCallFailed]:
+        """The reply's `n` choices, each a ChatResult or LLMCallFailed (with its share of the tokens
+        it cost) when it holds nothing usable: a 200 is not an answer until it has a non-empty,
+        storable text. A reply with fewer choices than asked fails the ones it lacks."""
+        n = choices_asked(params)
         usage = _field(response, "usage")
         prompt_tokens = _count(_field(usage, "prompt_tokens", 0))
         completion_tokens = _count(_field(usage, "completion_tokens", 0))
         cost = call_cost(price(self.settings, self.endpoint, model), prompt_tokens, completion_tokens)
-        choices = _field(response, "choices")
-        choice = choices[0] if isinstance(choices, list) and choices else None
-        text = _field(_field(choice, "message"), "content")
-        if choice is None:
-            problem = "the reply has no choices"
-        elif not isinstance(text, str) or not text.strip():
-            problem = f"the reply is empty (finish_reason {_field(choice, 'finish_reason')!r})"
-        else:
-            problem = unusable_text(text)
-        record_llm_call(self.endpoint.name, model, ok=problem is None, attempts=attempts, prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens, cost=cost, latency_ms=latency_ms)
-        if problem is not None:
-            log.warning("LLM call to endpoint %s (%s): %s", self.endpoint.name, model, problem)
-            raise LLMCallFailed(problem, attempts, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
-        return ChatResult(
-            text=text,
-            model=_text_or_none(_field(response, "model")) or model,
-            finish_reason=_text_or_none(_field(choice, "finish_reason")),
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost=cost,
-            latency_ms=latency_ms,
-            cached=False,
-            attempts=attempts,
-            cache_key=key,
-            params=params,
-        )
+        choices = _ordered(_field(response, "choices"), n)
+        keys = cache.choice_keys(key, n)
+        shares = zip(_shares(prompt_tokens, n), _shares(completion_tokens, n), _cost_shares(cost, n), strict=True)
+        out: list[ChatResult | LLMCallFailed] = []
+        for i, (choice, (pt, ct, usd)) in enumerate(zip(choices, shares, strict=True)):
+            text = _field(_field(choice, "message"), "content")
+            if choice is None:
+                problem = "the reply has no choices" if n == 1 else f"the reply has {_len(response)} choices of the {n} asked"
+            elif not isinstance(text, str) or not text.strip():
+                problem = f"the reply is empty (finish_reason {_field(choice, 'finish_reason')!r})"
+            else:
+                problem = unusable_text(text)
+            if problem is not None:
+                log.warning("LLM call to endpoint %s (%s)%s: %s", self.endpoint.name, model, f", choice {i}" if n > 1 else "", problem)
+                out.append(LLMCallFailed(problem, attempts, prompt_tokens=pt, completion_tokens=ct, cost=usd))
+                continue
+            out.append(ChatResult(
+                text=text, model=_text_or_none(_field(response, "model")) or model,
+                finish_reason=_text_or_none(_field(choice, "finish_reason")), prompt_tokens=pt, completion_tokens=ct,
+                cost=usd, latency_ms=latency_ms, cached=False, attempts=attempts, cache_key=keys[i], params=params, choice=i,
+            ))
+        record_llm_call(self.endpoint.name, model, ok=all(isinstance(r, ChatResult) for r in out), attempts=attempts,
+                        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost, latency_ms=latency_ms)
+        return out
+
+
+def _ordered(choices: Any, n: int) -> list[Any]:
+    """A reply's choices in slots 0..n-1 (by their `index` when each has a distinct one in range,
+    else as listed); None where the reply has none."""
+    listed = choices if isinstance(choices, list) else []
+    indexes = [_field(c, "index") for c in listed]
+    if n > 1 and sorted(i for i in indexes if isinstance(i, int) and not isinstance(i, bool)) == list(range(len(listed))):
+        listed = sorted(listed, key=lambda c: c["index"])
+    return (listed + [None] * n)[:n]
+
+
+def _len(response: Any) -> int:
+    choices = _field(response, "choices")
+    return len(choices) if isinstance(choices, list) else 0
 
 
 def _field(obj: Any, name: str, default: Any = None) -> Any:
@@ -332,7 +421,10 @@ class LLMPool:
     async def chat(self, endpoint: Endpoint, req: ChatRequest, *, use_cache: bool = True) -> ChatResult:
         return await self.client(endpoint).chat(endpoint, req, use_cache=use_cache)
 
-    async def cached_many(self, endpoint: Endpoint, reqs: list[ChatRequest]) -> list[ChatResult | None]:
+    async def chat_choices(self, endpoint: Endpoint, req: ChatRequest) -> list[ChatResult | LLMCallFailed]:
+        return await self.client(endpoint).chat_choices(endpoint, req)
+
+    async def cached_many(self, endpoint: Endpoint, reqs: list[ChatRequest]) -> list[list[ChatResult] | None]:
         return await self.client(endpoint).cached_many(endpoint, reqs)
 
     async def close(self) -> None:

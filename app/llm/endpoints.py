@@ -63,6 +63,11 @@ class Endpoint:
     tpm: int | None = None
     config: EndpointConfig | None = field(default=None, repr=False, hash=False, compare=False)
 
+    @property
+    def supports_n(self) -> bool:
+        """Whether one call may ask for several choices (`n`): only where configured (EndpointConfig)."""
+        return bool(self.config and self.config.supports_n)
+
     def public(self) -> dict[str, Any]:
         """What provenance may record: the endpoint's name, never its URL or key."""
         return {"endpoint": self.name, "model": self.model, "params": self.params}
