@@ -24,8 +24,12 @@ One thread is also TRL's fastest setting under that load. ``--threads 2`` on a q
   position ids. ``--trl-sft padded`` adds TRL's padded batches grouped by length.
   No bf16 and no gradient checkpointing (TRL 1.x defaults to both; ours uses neither).
 - RM: preference pairs per second. Ours reads each K=4 ranking as one batch element (K forwards
-  give all C(K,2) = 6 pairs); TRL's ``RewardTrainer`` (no padding-free mode) gets the same rankings
-  expanded into the 6 (chosen, rejected) pairs, 2 forwards per pair, the same pairs per step.
+  give all C(K,2) = 6 pairs; the prompt is computed once for its K completions, an exact sharing
+  under causal attention: ``trainer.data.pack_shared``); TRL's ``RewardTrainer`` (no padding-free
+  mode) gets the same rankings expanded into the 6 (chosen, rejected) pairs, 2 forwards per pair,
+  the same pairs per step, padded to the longest of its batch (about 40% of its batch is padding
+  here; length grouping needs a length column TRL's preference data does not have, and would
+  remove at most that).
 
 Usage: ``python bench/trainer.py [--quick]`` (``--quick``: a smoke run of every side on a 0.4M-parameter
 model; the figures come from a full run). The last line is one JSON object: ``sft_ratio``,
