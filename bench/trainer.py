@@ -6,6 +6,14 @@ batch, dtype (fp32), threads and machine. Each side runs in its own subprocess, 
 (``resource.getrusage``'s ``ru_maxrss``) is its own; the first ``--warmup`` optimizer steps are
 not timed (allocator, lazy initialisation).
 
+Every side runs with the same fixed number of torch threads (``--threads``, default 1; also
+``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` of its process). On a shared 2-core machine whose load is
+above 2, two OpenMP threads wait on each other at every parallel region while the other jobs hold
+the cores: at load ~6 a step took 2-2.5x longer with 2 threads than with 1 on both sides (TRL
+packed 139 vs 291 tokens/s, ours 162 vs 404), and the side with the smaller operations (ours: 3x
+fewer tokens per RM step) lost most, so the ratios measured the contention rather than the loops.
+One thread is also TRL's fastest setting under that load. ``--threads 2`` on a quiet machine.
+
 - SFT: real tokens per second (prompt + completion, no pad). Ours trains on padding-free batches
   (one row per batch, per-sequence causal attention from ``cu_seq_lens``). TRL ``SFTTrainer`` runs
   its fastest single-device settings for this machine, each measured and the best one taken:
@@ -16,8 +24,12 @@ not timed (allocator, lazy initialisation).
   position ids. ``--trl-sft padded`` adds TRL's padded batches grouped by length.
   No bf16 and no gradient checkpointing (TRL 1.x defaults to both; ours uses neither).
 - RM: preference pairs per second. Ours reads each K=4 ranking as one batch element (K forwards
-  give all C(K,2) = 6 pairs); TRL's ``RewardTrainer`` (no padding-free mode) gets the same rankings
-  expanded into the 6 (chosen, rejected) pairs, 2 forwards per pair, the same pairs per step.
+  give all C(K,2) = 6 pairs; the prompt is computed once for its K completions, an exact sharing
+  under causal attention: ``trainer.data.pack_shared``); TRL's ``RewardTrainer`` (no padding-free
+  mode) gets the same rankings expanded into the 6 (chosen, rejected) pairs, 2 forwards per pair,
+  the same pairs per step, padded to the longest of its batch (about 40% of its batch is padding
+  here; length grouping needs a length column TRL's preference data does not have, and would
+  remove at most that).
 
 Usage: ``python bench/trainer.py [--quick]`` (``--quick``: a smoke run of every side on a 0.4M-parameter
 model; the figures come from a full run). The last line is one JSON object: ``sft_ratio``,
@@ -237,8 +249,10 @@ def run_side(name: str, args, work: Path) -> dict:
         "--warmup", str(args.warmup), "--batch-size", str(args.batch_size), "--rm-batch-size", str(args.rm_batch_size),
         "--threads", str(args.threads), "--pack-length", str(args.pack_length), "--trl-attn", args.trl_attn,
     ]
+    threads = str(args.threads) if args.threads else ""
+    env = {**os.environ, **({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} if threads else {})}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
         raise SystemExit(f"side {name} failed ({proc.returncode})")
@@ -256,7 +270,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=0, help="SFT records per step (default 16: about 2,400 tokens; quick 8)")
     parser.add_argument("--rm-batch-size", type=int, default=0, help="RM prompts per step, x6 pairs for TRL (default 2, quick 1)")
     parser.add_argument("--pack-length", type=int, default=1024, help="TRL packing: tokens per bin (TRL's max_length default)")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads, every side (0: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads, every side (default 1; 0: torch's choice)"
+    )
     parser.add_argument("--hidden", type=int, default=0, help="hidden size of the Llama (default 512, quick 128)")
     parser.add_argument("--layers", type=int, default=0, help="layers of the Llama (default 6: 16.0M parameters; quick 2)")
     parser.add_argument("--trl-sft", default="", help=f"TRL SFT variants, comma-separated, of {TRL_SFT_VARIANTS}")

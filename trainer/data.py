@@ -126,6 +126,51 @@ def pack(seqs: Sequence[Sequence[int]]) -> dict[str, torch.Tensor | int]:
     }
 
 
+def common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``seqs`` share, leaving each at least its last token."""
+    limit = min(len(s) for s in seqs) - 1
+    n = 0
+    while n < limit and all(s[n] == seqs[0][n] for s in seqs):
+        n += 1
+    return n
+
+
+def pack_shared(groups: Sequence[Sequence[Sequence[int]]]) -> dict:
+    """A padding-free RM batch in which each prompt's K sequences share their common prefix.
+
+    Each group (one prompt's K sequences: the prompt, then a completion) becomes the prefix once,
+    then the K suffixes, in one row. Under causal attention a token's hidden state depends only on
+    the tokens before it, so the prefix's states are the same in all K sequences: computing them
+    once and letting each suffix attend to [prefix; itself] gives each sequence's exact states
+    (and, autograd summing the K suffixes' gradients into the shared prefix, exact gradients) for
+    K-1 fewer copies of the prompt. ``position_ids`` go on from the prefix in each suffix;
+    ``prefix_groups`` lists ``(prefix start, prefix end, ((suffix start, suffix end), ...))`` for
+    ``trainer.models.varlen_sdpa_forward``; ``last`` indexes each sequence's last token.
+    """
+    ids: list[int] = []
+    positions: list[int] = []
+    last: list[int] = []
+    layout = []
+    for seqs in groups:
+        n = common_prefix_length(seqs)
+        start = len(ids)
+        ids += seqs[0][:n]
+        positions += range(n)
+        suffixes = []
+        for s in seqs:
+            suffixes.append((len(ids), len(ids) + len(s) - n))
+            ids += s[n:]
+            positions += range(n, len(s))
+            last.append(len(ids) - 1)
+        layout.append((start, start + n, tuple(suffixes)))
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+        "prefix_groups": tuple(layout),
+        "last": torch.tensor(last, dtype=torch.long),
+    }
+
+
 @dataclass
 class PackedSFTCollator:
     """A padding-free SFT batch (``pack``). The first label of each sequence is IGNORE_INDEX, so
@@ -151,10 +196,13 @@ class RMCollator:
 
     pad_token_id: int
     padding_free: bool = False  # one row, no pads (``pack``); ``last`` indexes each sequence's last token
+    share_prefix: bool = False  # padding-free, each prompt's K sequences share their common prefix (``pack_shared``)
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         seqs = [s for e in examples for s in e["input_ids"]]
-        if self.padding_free:
+        if self.padding_free and self.share_prefix:
+            inputs = pack_shared([e["input_ids"] for e in examples])
+        elif self.padding_free:
             inputs = pack(seqs)
             inputs["last"] = inputs["cu_seq_lens_q"][1:].long() - 1
         else:

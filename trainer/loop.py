@@ -76,7 +76,23 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=fused_adamw_ok(params))
+
+
+def fused_adamw_ok(params: list[torch.Tensor]) -> bool:
+    """AdamW's fused kernel (one pass over all tensors) where torch has it for these parameters.
+
+    On a CPU torch otherwise runs the single-tensor loop (its multi-tensor path is CUDA-only):
+    about ten small operations per parameter tensor per step. transformers' ``Trainer`` (and so
+    TRL) defaults to the fused kernel too (``adamw_torch_fused``). Same update rule, same state
+    (a checkpoint saved without it resumes with it and the other way round).
+    """
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+    except ImportError:  # a private helper: without it, the default path
+        return False
+    devices = set(_get_fused_kernels_supported_devices())
+    return bool(params) and all(p.is_floating_point() and p.device.type in devices for p in params)
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:

@@ -322,6 +322,8 @@ def varlen_sdpa_forward(module, query, key, value, attention_mask, dropout: floa
     with the mask transformers built for it."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    if kwargs.get("prefix_groups") is not None:
+        return prefix_shared_attention(query, key, value, kwargs, dropout, scaling)
     cu = kwargs.get("cu_seq_lens_q")
     window = kwargs.get("sliding_window")
     max_len = kwargs.get("max_length_q")
@@ -346,6 +348,51 @@ def varlen_sdpa_forward(module, query, key, value, attention_mask, dropout: floa
         dim=2,
     )
     return out.transpose(1, 2).contiguous(), None
+
+
+def prefix_shared_attention(query, key, value, kwargs: dict, dropout: float, scaling) -> tuple[torch.Tensor, None]:
+    """Attention over a ``trainer.data.pack_shared`` row: causal inside each shared prefix; each
+    suffix's queries see the whole prefix, then their own suffix causally. Needs plain causal
+    attention: a sliding window or a softcap would change what a token sees, so they are refused
+    (``shares_prefix`` keeps such models on ``pack``)."""
+    groups = kwargs["prefix_groups"]
+    longest = max((b - a) + (d - c) for a, b, suffixes in groups for c, d in suffixes)
+    window = kwargs.get("sliding_window")
+    if query.shape[0] != 1 or kwargs.get("softcap") is not None or (window is not None and window < longest):
+        raise ValueError("a shared-prefix batch needs one row and plain causal attention (no sliding window, no softcap)")
+    gqa = key.shape[1] != query.shape[1]
+
+    def attend(q, k, v, mask=None):
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling, is_causal=mask is None, enable_gqa=gqa
+        )
+
+    parts = []
+    for a, b, suffixes in groups:
+        if b > a:
+            parts.append(attend(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b]))
+        for c, d in suffixes:
+            if b == a:
+                parts.append(attend(query[:, :, c:d], key[:, :, c:d], value[:, :, c:d]))
+                continue
+            own = torch.ones(d - c, d - c, dtype=torch.bool, device=query.device).tril()
+            mask = torch.cat([own.new_ones(d - c, b - a), own], dim=1)
+            k = torch.cat([key[:, :, a:b], key[:, :, c:d]], dim=2)
+            v = torch.cat([value[:, :, a:b], value[:, :, c:d]], dim=2)
+            parts.append(attend(query[:, :, c:d], k, v, mask))
+    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
+
+
+def shares_prefix(model: nn.Module, max_length: int) -> bool:
+    """Whether ``model`` (after ``use_varlen_attention`` returned True) can train on
+    ``pack_shared`` rows: plain causal attention over ``max_length`` tokens, no logit softcap."""
+    base = model.backbone if isinstance(model, ScalarModel) else model
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    if base.config._attn_implementation != VARLEN_SDPA or getattr(config, "attn_logit_softcapping", None):
+        return False
+    window = getattr(config, "sliding_window", None)
+    return window is None or window >= max_length
 
 
 def use_varlen_attention(model: nn.Module) -> bool:

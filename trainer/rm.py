@@ -35,12 +35,12 @@ from trainer.loop import (
     set_lr,
 )
 from trainer.losses import ranking_loss
-from trainer.models import load_scalar_model, load_tokenizer, use_varlen_attention
+from trainer.models import load_scalar_model, load_tokenizer, shares_prefix, use_varlen_attention
 
 
 def packed_inputs(batch: dict, device) -> dict:
-    keys = ("position_ids", "last", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
-    return {k: batch[k].to(device) if isinstance(batch[k], torch.Tensor) else batch[k] for k in keys}
+    keys = ("position_ids", "last", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "prefix_groups")
+    return {k: batch[k].to(device) if isinstance(batch[k], torch.Tensor) else batch[k] for k in keys if k in batch}
 
 
 def batch_loss(model, batch: dict, device, margin_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,11 +105,10 @@ def train_rm(
     val = [encode_rm(tokenizer, r, cfg.max_length, cfg.prompt_format) for r in val_records]
     total = cfg.total_steps(steps_per_epoch(len(train), cfg.batch_size))
     collate = RMCollator(tokenizer.pad_token_id)
-    train_collate = RMCollator(tokenizer.pad_token_id, padding_free=cfg.padding_free)
-
     model = load_scalar_model(source, tokenizer, seed=cfg.seed)
-    if cfg.padding_free:
-        use_varlen_attention(model)
+    # each prompt's K sequences share its tokens once per batch where the attention allows it
+    share = cfg.padding_free and use_varlen_attention(model) and shares_prefix(model, cfg.max_length)
+    train_collate = RMCollator(tokenizer.pad_token_id, padding_free=cfg.padding_free, share_prefix=share)
     model, optimizer, step = prepare_model(model, cfg, accelerator, resumed)
 
     prov = provenance(cfg, validation_file(cfg.data))

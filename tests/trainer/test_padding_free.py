@@ -8,10 +8,18 @@ from torch import nn
 
 from trainer import synthetic
 from trainer.config import SFTConfig
-from trainer.data import PackedSFTCollator, RMCollator, SFTCollator, encode_rm, encode_sft
+from trainer.data import PackedSFTCollator, RMCollator, SFTCollator, common_prefix_length, encode_rm, encode_sft
 from trainer.formats import RMRecord, write_jsonl
 from trainer.losses import IGNORE_INDEX, sft_loss
-from trainer.models import VARLEN_SDPA, ScalarModel, build_tiny_causal_lm, build_tiny_tokenizer, use_varlen_attention
+from trainer.models import (
+    VARLEN_SDPA,
+    ScalarModel,
+    build_tiny_causal_lm,
+    build_tiny_tokenizer,
+    prefix_shared_attention,
+    shares_prefix,
+    use_varlen_attention,
+)
 from trainer.rm import batch_loss
 from trainer.sft import model_inputs, n_real_tokens, train_sft
 
@@ -124,3 +132,81 @@ def test_padding_free_rm_loss_and_gradients_equal_padded(tok, varlen):
     assert loss_f == pytest.approx(loss_p.item(), rel=1e-5)
     for name, grad in grads_p.items():
         torch.testing.assert_close(grads_f[name], grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def shared_prefix_records() -> list[RMRecord]:
+    """Text prompts of 16-100 characters with K=4 completions each; one prompt whose completions
+    all start alike (their common prefix runs past the prompt) and one whose completions are all
+    the same (each sequence must keep its last token of its own)."""
+    base = synthetic.text_records(10, seed=7)
+    records = [
+        RMRecord(prompt=base[i * 5].prompt, completion=[base[i * 5 + j].completion for j in range(1, 5)], ranking=[1, 2, 3, 4])
+        for i in range(2)
+    ]
+    records.append(RMRecord(prompt="same start", completion=["abc " + c for c in "wxyz"], ranking=[2, 1, 4, 3]))
+    records.append(RMRecord(prompt="all equal", completion=["tie"] * 4, ranking=[1, 2, 3, 4]))
+    return records
+
+
+def test_shared_prefix_rm_batch_holds_each_prompt_once():
+    tok = build_tiny_tokenizer()
+    examples = [encode_rm(tok, r, 512) for r in shared_prefix_records()]
+    batch = RMCollator(tok.pad_token_id, padding_free=True, share_prefix=True)(examples)
+    lengths = [[len(s) for s in e["input_ids"]] for e in examples]
+    prefixes = [common_prefix_length(e["input_ids"]) for e in examples]
+    prompt_len = len(tok("same start\n")["input_ids"])
+    assert prefixes[2] == prompt_len + len("abc ")  # the shared completion start is shared too
+    assert prefixes[3] == lengths[3][0] - 1  # identical sequences: all but the last token
+    assert batch["input_ids"].shape == (1, sum(sum(ls) - 3 * p for ls, p in zip(lengths, prefixes)))
+    ids, positions = batch["input_ids"][0], batch["position_ids"][0]
+    for e, (a, b, suffixes) in zip(examples, batch["prefix_groups"]):
+        for seq, (c, d) in zip(e["input_ids"], suffixes):  # prefix + suffix is the sequence, in place
+            assert torch.cat([ids[a:b], ids[c:d]]).tolist() == seq
+            assert torch.cat([positions[a:b], positions[c:d]]).tolist() == list(range(len(seq)))
+    assert batch["last"].tolist() == [d - 1 for _, _, suffixes in batch["prefix_groups"] for _, d in suffixes]
+
+
+def test_shared_prefix_rm_loss_rewards_and_gradients_equal_padded():
+    """Computing each prompt once for its K completions is exact: the same rewards, loss and
+    gradients as the padded batch of the K full sequences."""
+    tok = build_tiny_tokenizer()
+    records = shared_prefix_records()
+    # a prompt longer than half of max_length is cut to fit each completion: prefixes differ
+    records.append(RMRecord(prompt="p" * 90, completion=["a" * 10, "b" * 30, "c" * 60, "d" * 5], ranking=[4, 3, 2, 1]))
+    examples = [encode_rm(tok, r, 96) for r in records]
+    model = ScalarModel.from_causal_lm(build_tiny_causal_lm(tok, seed=0))
+    nn.init.normal_(model.head.weight, std=0.1)
+    model.train()
+
+    def run(batch):
+        model.zero_grad(set_to_none=True)
+        loss, rewards = batch_loss(model, batch, "cpu", margin_scale=0.5)
+        loss.backward()
+        return loss.detach(), rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    loss_p, rewards_p, grads_p = run(RMCollator(tok.pad_token_id)(examples))
+    assert use_varlen_attention(model) and shares_prefix(model, 96)
+    shared = RMCollator(tok.pad_token_id, padding_free=True, share_prefix=True)(examples)
+    loss_s, rewards_s, grads_s = run(shared)
+    torch.testing.assert_close(rewards_s, rewards_p, rtol=1e-4, atol=1e-5)
+    assert loss_s == pytest.approx(loss_p.item(), rel=1e-5)
+    for name, grad in grads_p.items():
+        torch.testing.assert_close(grads_s[name], grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_shared_prefix_refused_where_attention_is_not_plain_causal():
+    """A sliding window shorter than a sequence changes what its suffix sees: such a model stays on
+    ``pack`` (``shares_prefix`` False), and a shared-prefix row given to it anyway is refused."""
+    tok = build_tiny_tokenizer()
+    examples = [encode_rm(tok, r, 512) for r in shared_prefix_records()]
+    model = ScalarModel.from_causal_lm(build_tiny_causal_lm(tok, seed=0))
+    assert not shares_prefix(model, 512)  # not switched to the varlen attention yet
+    assert use_varlen_attention(model) and shares_prefix(model, 512)
+    model.backbone.config.sliding_window = 32
+    assert not shares_prefix(model, 512)
+    batch = RMCollator(tok.pad_token_id, padding_free=True, share_prefix=True)(examples)
+    with pytest.raises(ValueError, match="plain causal attention"):
+        prefix_shared_attention(
+            torch.zeros(1, 2, 400, 8), torch.zeros(1, 2, 400, 8), torch.zeros(1, 2, 400, 8),
+            {"prefix_groups": batch["prefix_groups"], "sliding_window": 32}, 0.0, None,
+        )
