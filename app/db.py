@@ -101,11 +101,13 @@ async def open_database(settings: Settings, *, check: bool = True) -> AsyncItera
 
 
 def make_engine(url: str, settings: Settings) -> AsyncEngine:
+    """No pre-ping: it was a round trip on every checkout, i.e. every request. A connection the
+    database dropped (a restart) fails the one statement that meets it; SQLAlchemy then throws
+    away every connection of the pool made before, and the next request connects afresh."""
     return create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
         echo=settings.db_echo,
     )
 

@@ -39,11 +39,17 @@ async def load_item(session: AsyncSession, prompt_id: int) -> Prompt:
     return await prompts_service.get_or_404(session, prompt_id)
 
 
-async def next_item(session: AsyncSession, dataset: Dataset, reviewer: str, settings: Settings, f: repo.QueueFilter) -> int | None:
-    """The id of the item now leased to `reviewer` (one statement), or None."""
-    return await repo.claim_next(
-        session, dataset.id, reviewer, overlap=overlap_of(dataset, settings), lease_seconds=settings.review_lease_seconds, f=f
+async def next_item(session: AsyncSession, dataset_id: int, reviewer: str, settings: Settings, f: repo.QueueFilter) -> int | None:
+    """The id of the item now leased to `reviewer`, or None; one statement, which reads the dataset
+    too (NotFound when it does not exist). A bad review_overlap setting raises InvalidInput after
+    it: the request's rollback undoes whatever the claim released."""
+    got = await repo.claim(
+        session, dataset_id, reviewer, default_overlap=settings.review_overlap, lease_seconds=settings.review_lease_seconds, f=f
     )
+    if got is None:
+        raise NotFound(f"dataset {dataset_id} does not exist")
+    _overlap(dataset_id, got.dataset_settings, settings)
+    return got.prompt_id
 
 
 async def _lock(session: AsyncSession, prompt_id: int, actor: str) -> Prompt:
