@@ -7,10 +7,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import Depends, Request
-from sqlalchemy import create_engine, text
+from sqlalchemy import TextClause, create_engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.config import Settings, normalize_db_url
@@ -191,6 +191,41 @@ def check_schema(url: str) -> None:
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+_PIPELINE_SQL: dict[int, tuple[TextClause, str]] = {}
+
+
+def _driver_sql(stmt: TextClause, dialect) -> str:
+    """A text statement as the driver takes it (`%(name)s` parameters), compiled once."""
+    got = _PIPELINE_SQL.get(id(stmt))
+    if got is None or got[0] is not stmt:
+        got = _PIPELINE_SQL[id(stmt)] = (stmt, str(stmt.compile(dialect=dialect)))
+    return got[1]
+
+
+async def pipelined(session: AsyncSession, *statements: tuple[TextClause, dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Run text statements in the session's transaction in ONE round trip (psycopg's pipeline
+    mode), the transaction's BEGIN included when it is the first: each rows as dicts of the
+    driver's values (jsonb as dicts, timestamps as datetimes). Statements run in order, each
+    seeing what those before it wrote; an error aborts the rest and raises, and the request's
+    rollback follows as for any statement. For hot paths, whose statements are module-level
+    text() (untyped parameters: the driver adapts them) compiled once."""
+    conn = await session.connection()
+    raw = (await conn.get_raw_connection()).driver_connection
+    async with raw.pipeline():
+        cursors = []
+        for stmt, params in statements:
+            cursor = raw.cursor()
+            await cursor.execute(_driver_sql(stmt, conn.dialect), params)
+            cursors.append(cursor)
+        out = []
+        for cursor in cursors:
+            rows = await cursor.fetchall()  # first: in a pipeline, the description comes with the results
+            names = [c.name for c in cursor.description]
+            out.append([dict(zip(names, row, strict=True)) for row in rows])
+            await cursor.close()
+    return out
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

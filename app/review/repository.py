@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app.db import pipelined
 from app.models import FLAGGED_PREDICATE, Completion, Prompt, Ranking, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
 
 OPEN_STATUSES = (ReviewStatus.pending.value, ReviewStatus.needs_review.value)
@@ -175,13 +176,43 @@ _ITEM_LOCKED_SQL = text(
 )
 
 
+# the item the actor holds in a dataset (the claim just before leased it, releasing any other)
+_ITEM_HELD_SQL = text(
+    _ITEM.format(extra="").replace(
+        "WHERE p.id = :prompt_id", "WHERE p.dataset_id = :ds AND p.lease_holder = :actor AND p.lease_expires_at > now()"
+    )
+)
+
+
 async def load_item(session: AsyncSession, prompt_id: int, actor: str, *, lock: bool = False) -> dict[str, Any] | None:
     """The item as a dict (completions, rankings and verdict as dicts of their columns), or None;
     with `lock`, the prompt row is locked for the transaction and `new_verdict_id` is the id for
-    the actor's verdict when they have none yet (actions)."""
+    the actor's verdict when they have none yet (actions). Pipelined: an action's BEGIN goes
+    with it."""
     q = _ITEM_LOCKED_SQL if lock else _ITEM_SQL
-    row = (await session.execute(q, {"prompt_id": prompt_id, "actor": actor})).mappings().one_or_none()
-    return None if row is None else dict(row)
+    [rows] = await pipelined(session, (q, {"prompt_id": prompt_id, "actor": actor}))
+    return rows[0] if rows else None
+
+
+async def claim_and_load(
+    session: AsyncSession, dataset_id: int, reviewer: str, *, default_overlap: int, lease_seconds: int, f: QueueFilter
+) -> tuple[Claim, dict[str, Any] | None] | None:
+    """`claim`, then the item it leased as `load_item` reads it, in one round trip with the
+    transaction's BEGIN (two statements pipelined: the read is its own statement, so it sees the
+    row as locked and leased, and everything committed up to then). None: no such dataset."""
+    q = _claim_sql(bool(f.statuses), bool(f.tags), bool(f.source), bool(f.exclude), f.include_empty)
+    params = {
+        "ds": dataset_id, "reviewer": reviewer, "default_overlap": default_overlap, "lease_seconds": lease_seconds,
+        "statuses": list(f.statuses), "tags": list(f.tags), "source": f.source, "exclude": list(f.exclude),
+    }
+    claimed, items = await pipelined(session, (q, params), (_ITEM_HELD_SQL, {"ds": dataset_id, "actor": reviewer}))
+    if not claimed:
+        return None
+    got = Claim(claimed[0]["settings"], claimed[0]["prompt_id"])
+    item = items[0] if items and got.prompt_id is not None else None
+    if got.prompt_id is not None and (item is None or item["id"] != got.prompt_id):  # pragma: no cover - one lease per reviewer
+        raise RuntimeError(f"claimed prompt {got.prompt_id} but read {item and item['id']}")
+    return got, item
 
 
 async def lock_item(session: AsyncSession, prompt_id: int) -> Prompt | None:
