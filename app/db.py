@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 from fastapi import Depends, Request
+import psycopg
 from sqlalchemy import TextClause, create_engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.config import Settings, normalize_db_url
@@ -217,18 +219,26 @@ async def pipelined(session: AsyncSession, *statements: tuple[TextClause, dict[s
     text() (untyped parameters: the driver adapts them) compiled once."""
     conn = await session.connection()
     raw = (await conn.get_raw_connection()).driver_connection
-    async with raw.pipeline():
-        cursors = []
-        for stmt, params in statements:
-            cursor = raw.cursor()
-            await cursor.execute(_driver_sql(stmt, conn.dialect), params)
-            cursors.append(cursor)
-        out = []
-        for cursor in cursors:
-            rows = await cursor.fetchall()  # first: in a pipeline, the description comes with the results
-            names = [c.name for c in cursor.description]
-            out.append([dict(zip(names, row, strict=True)) for row in rows])
-            await cursor.close()
+    try:
+        async with raw.pipeline():
+            cursors = []
+            for stmt, params in statements:
+                cursor = raw.cursor()
+                await cursor.execute(_driver_sql(stmt, conn.dialect), params)
+                cursors.append(cursor)
+            out = []
+            for cursor in cursors:
+                rows = await cursor.fetchall()  # first: in a pipeline, the description comes with the results
+                names = [c.name for c in cursor.description]
+                out.append([dict(zip(names, row, strict=True)) for row in rows])
+                await cursor.close()
+    except psycopg.Error as exc:
+        # as SQLAlchemy's own execute would: a dropped connection leaves the pool, and the error is
+        # SQLAlchemy's (a DataError, e.g. a NUL in a text, is the app's 422 like any other)
+        invalidated = conn.dialect.is_disconnect(exc, raw, None)
+        if invalidated:
+            await conn.invalidate(exc)
+        raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=invalidated) from exc
     return out
 
 
