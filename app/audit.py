@@ -14,11 +14,12 @@ to it by anyone else is refused (`ensure_can_act`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, inspect, update
+from sqlalchemy import bindparam, inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound
@@ -166,25 +167,50 @@ class SqlChange:
 
     async def record(self, session: AsyncSession, *, actor: str, action: str, comment: str | None = None) -> dict[str, Any]:
         """Write the rows that change and the event in one statement; the event's columns."""
-        writes = []
+        shape, params = [], {}
         for n, (kind, row_id, before, after, values, new) in enumerate(self._rows.values()):
-            table = AUDITED[kind][0].__table__
-            if new:
-                stmt = insert(table).values(id=row_id, **values)
-            elif before != after or set(values) - set(AUDITED[kind][1]):
-                stmt = update(table).where(table.c.id == row_id).values(**values, updated_at=func.now())
-            else:
+            if not new and before == after and not set(values) - set(AUDITED[kind][1]):
                 continue  # nothing of this row changes (it is still in the event, as Change has it)
-            writes.append(stmt.returning(table.c.id).cte(f"w{n}"))
+            shape.append((n, kind, new, tuple(values)))
+            params[f"w{n}_id"] = row_id
+            params.update({f"w{n}_{col}": v for col, v in values.items()})
         (kind, _, tb, ta, _, _), *others = [self._rows[self.target], *(e for k, e in self._rows.items() if k != self.target)]
         before, after = event_states((self.target, tb, ta), [(f"{e[0]}:{e[1]}", e[2], e[3]) for e in others])
-        table = ReviewEvent.__table__
-        event = insert(table).values(
-            dataset_id=self.dataset_id, prompt_id=self.prompt_id, actor=actor, action=action, target_type=kind,
-            target_id=self._rows[self.target][1], before=before, after=after, comment=comment,
+        params.update(
+            e_dataset_id=self.dataset_id, e_prompt_id=self.prompt_id, e_actor=actor, e_action=action, e_target_type=kind,
+            e_target_id=self._rows[self.target][1], e_before=before, e_after=after, e_comment=comment,
         )
-        row = (await session.execute(event.add_cte(*writes).returning(*table.c))).mappings().one()
+        row = (await session.execute(_record_sql(tuple(shape)), params)).mappings().one()
         return dict(row)
+
+
+_EVENT_COLUMNS = ("dataset_id", "prompt_id", "actor", "action", "target_type", "target_id", "before", "after", "comment")
+
+
+@functools.lru_cache(maxsize=256)  # shapes: the number of completions an item has, mostly
+def _record_sql(writes: tuple[tuple[int, str, bool, tuple[str, ...]], ...]):
+    """`SqlChange.record`'s statement for one shape of change ((n, kind, new, columns) per row
+    written), as text built once: building and compiling the Core expression per request cost
+    about as much as running it. Parameters are typed as their columns, so they bind as Core's did."""
+    ctes, binds = [], []
+    for n, kind, new, cols in writes:
+        table = AUDITED[kind][0].__table__
+        binds += [bindparam(f"w{n}_{c}", type_=table.c[c].type) for c in cols]
+        if new:
+            names = ", ".join(["id", *cols])
+            values = ", ".join([f":w{n}_id", *(f":w{n}_{c}" for c in cols)])
+            ctes.append(f"w{n} AS (INSERT INTO {table.name} ({names}) VALUES ({values}) RETURNING id)")
+        else:
+            sets = ", ".join([*(f"{c} = :w{n}_{c}" for c in cols), "updated_at = now()"])
+            ctes.append(f"w{n} AS (UPDATE {table.name} SET {sets} WHERE id = :w{n}_id RETURNING id)")
+    event = ReviewEvent.__table__
+    binds += [bindparam(f"e_{c}", type_=event.c[c].type) for c in _EVENT_COLUMNS]
+    sql = (
+        (f"WITH {', '.join(ctes)} " if ctes else "")
+        + f"INSERT INTO review_event ({', '.join(_EVENT_COLUMNS)}) VALUES ({', '.join(f':e_{c}' for c in _EVENT_COLUMNS)}) "
+        + f"RETURNING {', '.join(c.name for c in event.c)}"
+    )
+    return text(sql).bindparams(*binds).columns(*event.c)
 
 
 def item_of_row(kind: str, row: Mapping[str, Any]) -> int:

@@ -81,7 +81,9 @@ class Settings(BaseSettings):
         description="Postgres URL. Unset: an embedded Postgres is started in data_dir/pg.",
     )
     data_dir: Path = Field(default_factory=default_data_dir)
-    db_pool_size: int = 10
+    db_pool_size: int = Field(
+        default=10, ge=1, description="The API's database connections: up to 2 x this many, kept open once made (app.db.make_engine)."
+    )
     db_echo: bool = False
 
     # --- API ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from app import db
 from app.auth.dependencies import check_routes
 from app.auth.guard import WriteGuard
+from app.auth.service import OpenMode
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.headers import SecurityHeaders
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
+    app.state.open_mode = OpenMode()  # "no key at all", remembered for a second (app.auth.service)
     install_error_handlers(app)
     # added last = run first: the rate, then the body size, both before routing, auth and parsing;
     # inside them a POST's Idempotency-Key (it reads the caller's key, so inside the session too)

@@ -52,10 +52,11 @@ async def _public(session, rows) -> list[KeyPublic]:
 
 
 @keys.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated, summary="Make a key (shown this once)")
-async def create_key(body: KeyCreate, session: SessionDep, actor: ActorDep):
+async def create_key(body: KeyCreate, request: Request, session: SessionDep, actor: ActorDep):
     row, datasets, key = await service.create(
         session, name=body.name, role=body.role, dataset_ids=body.datasets, expires_in_days=body.expires_in_days, created_by=actor
     )
+    request.app.state.open_mode.key_made()  # the single-user mode ends with this request
     return KeyCreated(**KeyPublic.model_validate(row).model_dump(exclude={"datasets"}), datasets=datasets, key=key)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,6 +46,34 @@ def _env_key(settings: Settings, key_hash: str) -> str | None:
 async def keys_configured(session: AsyncSession, settings: Settings) -> bool:
     """False only in the local single-user mode: no FORGE_API_KEYS and no key ever made."""
     return bool(settings.api_keys) or await repo.any_key(session)
+
+
+class OpenMode:
+    """`keys_configured` for the requests of one app, without a query each: the answer "no key"
+    is kept for `ttl_s` seconds, the one that ends the mode ("a key exists") is never kept.
+
+    Every request of the local single-user mode (no key at all) asked the database first, a round
+    trip as costly as the route's own statements. A key made through this process's API ends the
+    mode at once (`key_made`); one made elsewhere (`rlhf-forge keys create`, another API process)
+    within `ttl_s`. Keys are never deleted, so the mode never comes back once a key exists."""
+
+    def __init__(self, ttl_s: float = 1.0):
+        self.ttl_s = ttl_s
+        self._open_until = 0.0  # monotonic time until which "no key" stands
+
+    async def keys_configured(self, session: AsyncSession, settings: Settings) -> bool:
+        if settings.api_keys:
+            return True
+        if time.monotonic() < self._open_until:
+            return False
+        configured = await repo.any_key(session)
+        if not configured:
+            self._open_until = time.monotonic() + self.ttl_s
+        return configured
+
+    def key_made(self) -> None:
+        """A key was made here: the next request asks the database again."""
+        self._open_until = 0.0
 
 
 async def principal(session: AsyncSession, settings: Settings, key_hash: str, *, via: str = "key") -> Principal:

@@ -6,13 +6,14 @@ import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, case, exists, func, not_, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app.db import pipelined
 from app.models import FLAGGED_PREDICATE, Completion, Prompt, Ranking, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
 
 OPEN_STATUSES = (ReviewStatus.pending.value, ReviewStatus.needs_review.value)
@@ -32,10 +33,15 @@ _OPEN = "('pending', 'needs_review')"  # inlined, so the planner matches ix_prom
 _FREE = "(p.lease_expires_at IS NULL OR p.lease_expires_at <= now())"
 
 
-@functools.cache
-def _claim_sql(one_reviewer: bool, statuses: bool, tags: bool, source: bool, exclude: bool, include_empty: bool):
-    """The claim statement for one shape of filter (built once, parameters bound per call); the
-    partial indexes' predicates are spelled as in app.models, so the planner matches them."""
+# The overlap the claim works with: the dataset's settings.review_overlap when it is an integer
+# literal, the service's default when the setting is absent, NULL otherwise (no arm runs: the
+# service refuses the setting and the request's rollback undoes the claim's releases).
+_OVERLAP = """CASE WHEN d.settings IS NULL OR NOT (d.settings ? 'review_overlap') THEN CAST(:default_overlap AS int)
+     WHEN jsonb_typeof(d.settings -> 'review_overlap') = 'number' AND (d.settings ->> 'review_overlap') ~ '^[0-9]{1,3}$'
+     THEN CAST(d.settings ->> 'review_overlap' AS int) END"""
+
+
+def _eligible(one_reviewer: bool, statuses: bool, tags: bool, source: bool, exclude: bool, include_empty: bool) -> str:
     conds = ["p.dataset_id = :ds", "NOT (:reviewer = ANY (p.reviewed_by))"]
     if statuses:
         conds.append("p.review_status = ANY (CAST(:statuses AS text[]))")
@@ -44,7 +50,7 @@ def _claim_sql(one_reviewer: bool, statuses: bool, tags: bool, source: bool, exc
         if not statuses:
             conds.append(f"p.review_status IN {_OPEN}")
     else:
-        conds.append("cardinality(p.reviewed_by) < :overlap")
+        conds.append("cardinality(p.reviewed_by) < (SELECT overlap FROM ds)")
         if not statuses:  # open items, and items others reviewed that still want more reviewers
             conds.append(f"(p.review_status IN {_OPEN} OR cardinality(p.reviewed_by) > 0)")
     if tags:
@@ -55,57 +61,91 @@ def _claim_sql(one_reviewer: bool, statuses: bool, tags: bool, source: bool, exc
         conds.append("p.id <> ALL (CAST(:exclude AS bigint[]))")
     if not include_empty:
         conds.append("EXISTS (SELECT FROM completion c WHERE c.prompt_id = p.id)")
-    eligible = " AND ".join(conds)
+    # the shape runs only for its overlap: a one-time filter, so the other shape's arms cost nothing
+    conds.append("(SELECT overlap FROM ds) = 1" if one_reviewer else "(SELECT overlap FROM ds) > 1")
+    return " AND ".join(conds)
+
+
+@functools.cache
+def _claim_sql(statuses: bool, tags: bool, source: bool, exclude: bool, include_empty: bool):
+    """The claim statement for one shape of filter (built once, parameters bound per call); the
+    partial indexes' predicates are spelled as in app.models, so the planner matches them. It
+    reads the dataset too (its settings, for the overlap), so the route needs no query of its own."""
     lock = "LIMIT 1 FOR UPDATE OF p SKIP LOCKED"
     flagged = " UNION ".join(
         f"SELECT {col} AS id FROM {table} WHERE dataset_id = :ds AND ({FLAGGED_PREDICATE})"
         for table, col in (("prompt", "id"), ("ranking", "prompt_id"), ("completion", "prompt_id"))
     )
-    return text(f"""
-WITH pick AS (
-  SELECT id FROM (
-    SELECT id FROM (SELECT p.id FROM prompt p
+    arms = []
+    for one_reviewer in (True, False):  # overlap 1 (the partial indexes' shape), then overlap > 1
+        eligible = _eligible(one_reviewer, statuses, tags, source, exclude, include_empty)
+        arms += [
+            f"""SELECT id FROM (SELECT p.id FROM prompt p
                     WHERE {eligible} AND p.lease_holder = :reviewer AND p.lease_expires_at > now()
-                    ORDER BY p.id {lock}) AS held
-    UNION ALL
-    SELECT id FROM (SELECT p.id FROM ({flagged}) AS f JOIN prompt p ON p.id = f.id
-                    WHERE {eligible} AND {_FREE} ORDER BY f.id {lock}) AS flagged_first
-    UNION ALL
-    SELECT id FROM (SELECT p.id FROM prompt p WHERE {eligible} AND {_FREE} ORDER BY p.id {lock}) AS oldest
+                    ORDER BY p.id {lock}) AS held""",
+            f"""SELECT id FROM (SELECT p.id FROM ({flagged}) AS f JOIN prompt p ON p.id = f.id
+                    WHERE {eligible} AND {_FREE} ORDER BY f.id {lock}) AS flagged_first""",
+            f"""SELECT id FROM (SELECT p.id FROM prompt p WHERE {eligible} AND {_FREE} ORDER BY p.id {lock}) AS oldest""",
+        ]
+    candidates = "\n    UNION ALL\n    ".join(arms)
+    return text(f"""
+WITH ds AS (SELECT d.id, d.settings, {_OVERLAP} AS overlap FROM dataset d WHERE d.id = :ds),
+pick AS (
+  SELECT id FROM (
+    {candidates}
   ) AS candidates
   LIMIT 1
+),
+claimed AS (
+  UPDATE prompt
+  SET lease_holder = CASE WHEN id = (SELECT id FROM pick) THEN CAST(:reviewer AS varchar) END,
+      lease_expires_at = CASE WHEN id = (SELECT id FROM pick) THEN now() + make_interval(secs => :lease_seconds) END,
+      updated_at = now()
+  WHERE id = (SELECT id FROM pick) OR (dataset_id = :ds AND lease_holder = :reviewer)
+  RETURNING id, lease_holder
 )
-UPDATE prompt
-SET lease_holder = CASE WHEN id = (SELECT id FROM pick) THEN CAST(:reviewer AS varchar) END,
-    lease_expires_at = CASE WHEN id = (SELECT id FROM pick) THEN now() + make_interval(secs => :lease_seconds) END,
-    updated_at = now()
-WHERE id = (SELECT id FROM pick) OR (dataset_id = :ds AND lease_holder = :reviewer)
-RETURNING id, lease_holder
+SELECT ds.settings, (SELECT id FROM claimed WHERE lease_holder IS NOT NULL) AS prompt_id FROM ds
 """)
 
 
-async def claim_next(
-    session: AsyncSession, dataset_id: int, reviewer: str, *, overlap: int, lease_seconds: int, f: QueueFilter
-) -> int | None:
-    """Lease the next item to `reviewer` and return its id: the one they already hold, else the
-    oldest flagged one, else the oldest; None (releasing whatever they held) when nothing is left.
+class Claim(NamedTuple):
+    dataset_settings: dict[str, Any] | None  # for the service to check the overlap setting
+    prompt_id: int | None  # the item now leased; None: nothing left under the filter
+
+
+async def claim(
+    session: AsyncSession, dataset_id: int, reviewer: str, *, default_overlap: int, lease_seconds: int, f: QueueFilter
+) -> Claim | None:
+    """Lease the next item to `reviewer`: the one they already hold, else the oldest flagged one,
+    else the oldest; releasing whatever else they held in the dataset. None: no such dataset.
 
     One statement: a CTE picks the row with `FOR UPDATE SKIP LOCKED`, so concurrent claims pass
     over a row another transaction is claiming, and the UPDATE around it sets the lease and
     releases any other item the reviewer held in the dataset (one item per reviewer at a time).
     The lease columns live on the row, so a claim that reaches a row just after another committed
-    re-checks them (READ COMMITTED re-evaluates the WHERE on the new row version). The three
-    candidate queries (held; flagged, walked from the small flagged set in the partial indexes;
-    oldest) are the arms of a UNION ALL under LIMIT 1: Postgres runs an arm only when those
-    before it found nothing. The SQL is text built once per filter shape: building and
-    compiling the expression per request cost more than running it.
+    re-checks them (READ COMMITTED re-evaluates the WHERE on the new row version). The candidate
+    queries (held; flagged, walked from the small flagged set in the partial indexes; oldest),
+    for overlap 1 and then for more, are the arms of a UNION ALL under LIMIT 1: Postgres runs an
+    arm only when those before it found nothing, and an arm of the other overlap not at all. The
+    overlap is the dataset's setting (read in the same statement), else `default_overlap`. The
+    SQL is text built once per filter shape: building and compiling the expression per request
+    cost more than running it.
     """
-    q = _claim_sql(overlap == 1, bool(f.statuses), bool(f.tags), bool(f.source), bool(f.exclude), f.include_empty)
+    q = _claim_sql(bool(f.statuses), bool(f.tags), bool(f.source), bool(f.exclude), f.include_empty)
     params = {
-        "ds": dataset_id, "reviewer": reviewer, "overlap": overlap, "lease_seconds": lease_seconds,
+        "ds": dataset_id, "reviewer": reviewer, "default_overlap": default_overlap, "lease_seconds": lease_seconds,
         "statuses": list(f.statuses), "tags": list(f.tags), "source": f.source, "exclude": list(f.exclude),
     }
-    return next((pid for pid, holder in await session.execute(q, params) if holder is not None), None)
+    row = (await session.execute(q, params)).one_or_none()
+    return None if row is None else Claim(row[0], row[1])
+
+
+async def claim_next(
+    session: AsyncSession, dataset_id: int, reviewer: str, *, overlap: int, lease_seconds: int, f: QueueFilter
+) -> int | None:
+    """`claim`'s item id (`overlap`: the service's default, which the dataset's setting overrides)."""
+    got = await claim(session, dataset_id, reviewer, default_overlap=overlap, lease_seconds=lease_seconds, f=f)
+    return None if got is None else got.prompt_id
 
 
 # An item as a reviewer sees it, in one round trip: the prompt and its dataset's settings, its
@@ -136,13 +176,43 @@ _ITEM_LOCKED_SQL = text(
 )
 
 
+# the item the actor holds in a dataset (the claim just before leased it, releasing any other)
+_ITEM_HELD_SQL = text(
+    _ITEM.format(extra="").replace(
+        "WHERE p.id = :prompt_id", "WHERE p.dataset_id = :ds AND p.lease_holder = :actor AND p.lease_expires_at > now()"
+    )
+)
+
+
 async def load_item(session: AsyncSession, prompt_id: int, actor: str, *, lock: bool = False) -> dict[str, Any] | None:
     """The item as a dict (completions, rankings and verdict as dicts of their columns), or None;
     with `lock`, the prompt row is locked for the transaction and `new_verdict_id` is the id for
-    the actor's verdict when they have none yet (actions)."""
+    the actor's verdict when they have none yet (actions). Pipelined: an action's BEGIN goes
+    with it."""
     q = _ITEM_LOCKED_SQL if lock else _ITEM_SQL
-    row = (await session.execute(q, {"prompt_id": prompt_id, "actor": actor})).mappings().one_or_none()
-    return None if row is None else dict(row)
+    [rows] = await pipelined(session, (q, {"prompt_id": prompt_id, "actor": actor}))
+    return rows[0] if rows else None
+
+
+async def claim_and_load(
+    session: AsyncSession, dataset_id: int, reviewer: str, *, default_overlap: int, lease_seconds: int, f: QueueFilter
+) -> tuple[Claim, dict[str, Any] | None] | None:
+    """`claim`, then the item it leased as `load_item` reads it, in one round trip with the
+    transaction's BEGIN (two statements pipelined: the read is its own statement, so it sees the
+    row as locked and leased, and everything committed up to then). None: no such dataset."""
+    q = _claim_sql(bool(f.statuses), bool(f.tags), bool(f.source), bool(f.exclude), f.include_empty)
+    params = {
+        "ds": dataset_id, "reviewer": reviewer, "default_overlap": default_overlap, "lease_seconds": lease_seconds,
+        "statuses": list(f.statuses), "tags": list(f.tags), "source": f.source, "exclude": list(f.exclude),
+    }
+    claimed, items = await pipelined(session, (q, params), (_ITEM_HELD_SQL, {"ds": dataset_id, "actor": reviewer}))
+    if not claimed:
+        return None
+    got = Claim(claimed[0]["settings"], claimed[0]["prompt_id"])
+    item = items[0] if items and got.prompt_id is not None else None
+    if got.prompt_id is not None and (item is None or item["id"] != got.prompt_id):  # pragma: no cover - one lease per reviewer
+        raise RuntimeError(f"claimed prompt {got.prompt_id} but read {item and item['id']}")
+    return got, item
 
 
 async def lock_item(session: AsyncSession, prompt_id: int) -> Prompt | None:

@@ -37,7 +37,7 @@ PromptId = IdPath
 
 @router.get("/datasets/{dataset_id}/review/next", dependencies=[REVIEW], response_model=NextItem, summary="Lease the next item to review")
 async def next_item(
-    dataset: DatasetDep,
+    dataset_id: IdPath,
     session: SessionDep,
     settings: SettingsDep,
     actor: ActorDep,
@@ -48,10 +48,7 @@ async def next_item(
     include_empty: Annotated[bool, Query(description="Also prompts without completions.")] = False,
 ):
     f = repo.QueueFilter(tags=tag, source=source, statuses=[s.value for s in status], exclude=exclude, include_empty=include_empty)
-    prompt_id = await service.next_item(session, dataset, actor, settings, f)
-    if prompt_id is None:
-        return {"item": None}
-    return {"item": await service.item_view(session, prompt_id, actor, settings)}
+    return {"item": await service.next_item(session, dataset_id, actor, settings, f)}
 
 
 @router.get("/datasets/{dataset_id}/review/agreement", dependencies=[READ], response_model=AgreementReport)

@@ -39,11 +39,19 @@ async def load_item(session: AsyncSession, prompt_id: int) -> Prompt:
     return await prompts_service.get_or_404(session, prompt_id)
 
 
-async def next_item(session: AsyncSession, dataset: Dataset, reviewer: str, settings: Settings, f: repo.QueueFilter) -> int | None:
-    """The id of the item now leased to `reviewer` (one statement), or None."""
-    return await repo.claim_next(
-        session, dataset.id, reviewer, overlap=overlap_of(dataset, settings), lease_seconds=settings.review_lease_seconds, f=f
+async def next_item(session: AsyncSession, dataset_id: int, reviewer: str, settings: Settings, f: repo.QueueFilter) -> dict[str, Any] | None:
+    """The item now leased to `reviewer` as `item_view` shows it, or None when nothing is left;
+    one round trip (the claim, which reads the dataset too, and the item's read, pipelined).
+    NotFound when the dataset does not exist; a bad review_overlap setting raises InvalidInput
+    after the claim: the request's rollback undoes whatever it released."""
+    got = await repo.claim_and_load(
+        session, dataset_id, reviewer, default_overlap=settings.review_overlap, lease_seconds=settings.review_lease_seconds, f=f
     )
+    if got is None:
+        raise NotFound(f"dataset {dataset_id} does not exist")
+    claim, item = got
+    _overlap(dataset_id, claim.dataset_settings, settings)
+    return None if item is None else _view(item, reviewer, settings)
 
 
 async def _lock(session: AsyncSession, prompt_id: int, actor: str) -> Prompt:

@@ -202,6 +202,23 @@ async def test_without_keys_x_actor_names_the_actor_until_a_key_exists(open_, fa
     assert (await open_.get(f"{API}/datasets", headers={"x-actor": "ann"})).status_code == 401
 
 
+async def test_a_key_made_elsewhere_ends_the_open_mode_within_a_second(open_, factory):
+    """The open mode's "no key" is remembered for OpenMode.ttl_s (1 s) instead of a query per
+    request; a key another process makes (`rlhf-forge keys create`) is enforced after that."""
+    import asyncio
+    import time
+
+    from app.models import ApiKey
+
+    assert (await open_.get(f"{API}/datasets", headers={"x-actor": "ann"})).status_code == 200
+    factory._add(ApiKey(name="cli", role="admin", key_hash=hashlib.sha256(b"elsewhere").hexdigest(), prefix="rf_elsewh", created_by="cli"))
+    made = time.monotonic()
+    while (r := await open_.get(f"{API}/datasets", headers={"x-actor": "ann"})).status_code == 200:
+        assert time.monotonic() - made < 1.5, "the open mode outlived its second"
+        await asyncio.sleep(0.05)
+    assert r.status_code == 401
+
+
 async def test_without_keys_only_this_machine_is_served(base_settings, clean_db):
     async with serving(base_settings, client=("10.1.2.3", 40000)) as c:
         r = await c.get(f"{API}/datasets", headers={"x-actor": "eve"})

@@ -131,6 +131,10 @@ def test_bad_overlap_setting_and_bad_queue_params(http, factory):
         r = http.get(f"{API}/datasets/{ok}/review/next", params=params)
         assert r.status_code == 422 and where in r.json()["error"]["message"], r.text
     assert http.get(f"{API}/datasets/999999/review/next").status_code == 404
+    # a value Postgres refuses (the claim runs on the driver directly, pipelined): 422, as elsewhere
+    r = http.get(f"{API}/datasets/{ok}/review/next", params={"tag": "a\x00b"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_value", r.text
+    assert http.get(f"{API}/datasets/{ok}/review/next").json() == {"item": None}  # the connection is fine after it
     for path in ("/prompts/999999/review", "/prompts/999999/review/claim", "/prompts/999999/review/release", "/prompts/999999/history"):
         r = http.request("GET" if path.endswith(("review", "history")) else "POST", API + path)
         assert r.status_code == 404 and "prompt 999999" in r.json()["error"]["message"], path
