@@ -6,7 +6,8 @@ clients, beside a trivial FastAPI endpoint measured in the same run.
 
 Each server is a separate process on 127.0.0.1 driven from this process by asyncio + httpx: the
 trivial app under plain uvicorn, the service exactly as `rlhf-forge serve` runs it by default
-(its uvicorn settings, pool size, access log and in-process job worker). Every review client is
+(its uvicorn settings, pool size, access log and in-process job worker; the default rate limit
+once per client, as 32 reviewers with their own keys would have it). Every review client is
 its own reviewer: it leases the next item (flagged first, then oldest; `FOR UPDATE SKIP LOCKED`
 keeps the 32 of them apart) and approves it, so each loop is one claim and one write
 transaction with its audit event and verdict. Both phases warm up first (the trivial one with
