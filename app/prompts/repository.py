@@ -72,6 +72,25 @@ async def stage_duplicates(pg: psycopg.AsyncConnection, dataset_id: int, limit: 
     return count, lines
 
 
+async def stage_lines_not_inserted(pg: psycopg.AsyncConnection, dataset_id: int, after_id: int, limit: int) -> list[int]:
+    """After a chunk's insert: the staged lines it skipped as exact duplicates, i.e. all but the
+    first line of each text whose prompt is new (an id above `after_id`, the newest before the
+    insert). A concurrent import that stored one of the texts first can make a skipped line
+    look inserted here; the count, taken from the insert, stays exact."""
+    cur = await pg.execute(
+        """
+        WITH first AS (SELECT content_hash, min(line) AS line FROM prompt_import_stage GROUP BY content_hash)
+        SELECT s.line FROM prompt_import_stage s JOIN first f USING (content_hash)
+        WHERE s.line <> f.line OR NOT EXISTS (
+            SELECT 1 FROM prompt p WHERE p.dataset_id = %(ds)s AND p.content_hash = s.content_hash AND p.id > %(after)s
+        )
+        ORDER BY s.line LIMIT %(limit)s
+        """,
+        {"ds": dataset_id, "after": after_id, "limit": limit},
+    )
+    return [line for (line,) in await cur.fetchall()]
+
+
 # Candidates of a batch among the stored prompts, two ways. A few texts: per band key, a few
 # stored prompts holding it, through the GIN index (no ORDER BY: a key shared by thousands of
 # templated prompts must not make each lookup read and sort them all). Many texts: per key the

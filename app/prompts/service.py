@@ -153,7 +153,7 @@ async def import_rows(
         if more and stored_max_id is None:  # over the bound: from here on, chunk by chunk
             stored_max_id = await repo.max_prompt_id(pg, dataset.id)
         if not (mode is ImportMode.all_or_nothing and report.invalid):  # else read on for the report only
-            await settle_stage(pg, session, dataset.id, report, found, near_duplicates, threshold, stored_max_id)
+            await settle_stage(pg, session, dataset.id, report, found, near_duplicates, threshold, stored_max_id, staged)
         await repo.clear_stage(pg)
     if mode is ImportMode.all_or_nothing and report.invalid:
         report.committed = False
@@ -183,25 +183,38 @@ class Found:
 
 async def settle_stage(
     pg, session: AsyncSession, dataset_id: int, report: ImportReport, found: Found,
-    near_duplicates: NearDuplicateMode, threshold: float, stored_max_id: int | None,
+    near_duplicates: NearDuplicateMode, threshold: float, stored_max_id: int | None, staged: int,
 ) -> None:
-    """What is staged: its exact duplicates counted, its near-duplicates found (with each other
-    as well when `stored_max_id` is None, else with the prompts up to that id), and the new
-    prompts inserted. Adds to the report and `found`."""
-    dup_count, dup_lines = await repo.stage_duplicates(pg, dataset_id, REPORT_LIMIT)
-    report.duplicate_lines = sorted([*report.duplicate_lines, *dup_lines])[:REPORT_LIMIT]
+    """What is staged (`staged` rows): its exact duplicates counted, its near-duplicates found
+    (with each other as well when `stored_max_id` is None, else with the prompts up to that id),
+    and the new prompts inserted. Adds to the report and `found`.
+
+    A whole input's stage is checked for exact duplicates first (the comparison inside the input
+    leaves them out). A chunk's are what its insert skips (ON CONFLICT): counted from the insert,
+    and their lines looked up only when there are some, which spares a pass over every chunk."""
+    chunked = stored_max_id is not None
+    if chunked:
+        dup_count, before = None, await repo.max_prompt_id(pg, dataset_id)
+    else:
+        dup_count, dup_lines = await repo.stage_duplicates(pg, dataset_id, REPORT_LIMIT)
+        report.duplicate_lines = sorted([*report.duplicate_lines, *dup_lines])[:REPORT_LIMIT]
     scratch = report.model_copy()
     matches = await stage_near_duplicates(
-        pg, dataset_id, near_duplicates, threshold, scratch, exact_duplicates=dup_count > 0,
-        within_input=stored_max_id is None, stored_max_id=stored_max_id,
+        pg, dataset_id, near_duplicates, threshold, scratch, exact_duplicates=dup_count is None or dup_count > 0,
+        within_input=not chunked, stored_max_id=stored_max_id,
     )
-    report.inserted += await repo.insert_from_stage(
-        pg, dataset_id, deduplicate=dup_count > 0,
+    skipped = len(matches) if near_duplicates is NearDuplicateMode.skip else 0
+    inserted = await repo.insert_from_stage(
+        pg, dataset_id, deduplicate=bool(dup_count),
         flag=near_duplicates is NearDuplicateMode.flag and any(m.earlier is None for m in matches),
     )
+    report.inserted += inserted
+    if chunked and staged - skipped - inserted > 0 and len(report.duplicate_lines) < REPORT_LIMIT:
+        lines = await repo.stage_lines_not_inserted(pg, dataset_id, before, REPORT_LIMIT)
+        report.duplicate_lines = sorted([*report.duplicate_lines, *lines])[:REPORT_LIMIT]
     await finish_near_duplicates(session, pg, dataset_id, near_duplicates, matches, scratch)
     found.count += len(matches)
-    found.skipped += len(matches) if near_duplicates is NearDuplicateMode.skip else 0
+    found.skipped += skipped
     found.listed += scratch.near_duplicate_matches[: REPORT_LIMIT - len(found.listed)]
 
 

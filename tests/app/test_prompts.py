@@ -234,11 +234,12 @@ def _distinct(n: int) -> list[str]:
 
 def _big_input() -> tuple[bytes, list[str]]:
     """14 lines: a near-duplicate of a stored prompt (7), an exact repeat across chunks (8), an
-    invalid row (9), a near-duplicate of an earlier line (10); returns the texts stored, in order."""
+    invalid row (9), a near-duplicate of an earlier line (10), an exact repeat inside a chunk
+    (14, of 13); returns the texts stored, in order."""
     d = _distinct(10)
-    rows = [BASE, *d[:5], ORIGINAL.replace("step by step.", "step by step, please."), d[0], "", BASE + " Please.", *d[5:9]]
+    rows = [BASE, *d[:5], ORIGINAL.replace("step by step.", "step by step, please."), d[0], "", BASE + " Please.", *d[5:8], d[7]]
     body = "".join(json.dumps({"prompt": t}) + "\n" for t in rows).encode()
-    stored = [t for i, t in enumerate(rows, start=1) if i not in (8, 9)]
+    stored = [t for i, t in enumerate(rows, start=1) if i not in (8, 9, 14)]
     return body, stored
 
 
@@ -270,9 +271,9 @@ async def test_a_big_import_goes_through_the_stage_in_chunks_with_the_same_rules
     _, chunked, rows = await _import_big(session, "chunked", within_input_max=3, chunk_rows=4)
     _, stored = _big_input()
     assert [t for _, t, _ in rows] == [ORIGINAL, *stored] == [t for _, t, _ in whole_rows]
-    assert (chunked.total, chunked.invalid, chunked.duplicates, chunked.inserted) == (14, 1, 1, 12)
-    assert (whole.total, whole.invalid, whole.duplicates, whole.inserted) == (14, 1, 1, 12)
-    assert chunked.duplicate_lines == whole.duplicate_lines == [8]
+    assert (chunked.total, chunked.invalid, chunked.duplicates, chunked.inserted) == (14, 1, 2, 11)
+    assert (whole.total, whole.invalid, whole.duplicates, whole.inserted) == (14, 1, 2, 11)
+    assert chunked.duplicate_lines == whole.duplicate_lines == [8, 14]
     assert [e.line for e in chunked.errors] == [e.line for e in whole.errors] == [9]
     original_id = rows[0][0]
     # the whole-stage import also finds line 10 (a near-copy of line 1); the chunked one does not
@@ -292,8 +293,9 @@ async def test_a_chunked_import_skips_and_rejects_as_a_whole_one_does(session):
     from app.prompts.service import ImportRejected
 
     _, skipped, rows = await _import_big(session, "skip", within_input_max=3, chunk_rows=4, near_duplicates=NearDuplicateMode.skip)
-    assert (skipped.inserted, skipped.duplicates, skipped.near_duplicates) == (11, 1, 1)
-    assert len(rows) == 12 and not any(flags for _, _, flags in rows)
+    assert (skipped.inserted, skipped.duplicates, skipped.near_duplicates) == (10, 2, 1)
+    assert skipped.duplicate_lines == [8, 14]
+    assert len(rows) == 11 and not any(flags for _, _, flags in rows)
     await session.commit()
     with pytest.raises(ImportRejected) as exc:  # the invalid row is in the third chunk, after two were inserted
         await _import_big(session, "all", within_input_max=3, chunk_rows=4, mode=ImportMode.all_or_nothing)
