@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _pg import bench_database  # noqa: E402
+from _proc import cpu_seconds  # noqa: E402
 
 from app.prompts.hashing import content_hash  # noqa: E402
 
@@ -81,15 +82,6 @@ def start_fake(latency_ms: float) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}/v1"
     wait_http(url + "/models")
     return proc, url
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 @contextlib.contextmanager

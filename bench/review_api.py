@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from fastapi import FastAPI
 
 from bench._pg import bench_database
+from bench._proc import cpu_seconds
 
 # the trivial endpoint the review API is compared with (served by its own uvicorn process)
 trivial_app = FastAPI()
@@ -97,15 +98,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class Server:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -99,6 +101,14 @@ def test_padding_free_training_matches_padded_training(tmp_path):
     assert free["val_loss"] == pytest.approx(padded["val_loss"], rel=1e-4)
 
 
+def _loss_rewards_grads(model, batch):
+    """One RM batch's loss, rewards and every parameter's gradient."""
+    model.zero_grad(set_to_none=True)
+    loss, rewards = batch_loss(model, batch, "cpu", margin_scale=0.5)
+    loss.backward()
+    return loss.detach(), rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
 @pytest.mark.parametrize("varlen", [True, False], ids=["varlen-sdpa", "sdpa-block-mask"])
 def test_padding_free_rm_loss_and_gradients_equal_padded(tok, varlen):
     """The K-wise ranking loss of a padding-free RM batch (rewards read at each sequence's last
@@ -114,11 +124,7 @@ def test_padding_free_rm_loss_and_gradients_equal_padded(tok, varlen):
     nn.init.normal_(model.head.weight, std=0.1)  # a zero head would give zero rewards either way
     model.train()
 
-    def run(batch):
-        model.zero_grad(set_to_none=True)
-        loss, rewards = batch_loss(model, batch, "cpu", margin_scale=0.5)
-        loss.backward()
-        return loss.detach(), rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+    run = functools.partial(_loss_rewards_grads, model)
 
     padded = RMCollator(tok.pad_token_id)(examples)
     assert (padded["attention_mask"] == 0).any()
@@ -178,11 +184,7 @@ def test_shared_prefix_rm_loss_rewards_and_gradients_equal_padded():
     nn.init.normal_(model.head.weight, std=0.1)
     model.train()
 
-    def run(batch):
-        model.zero_grad(set_to_none=True)
-        loss, rewards = batch_loss(model, batch, "cpu", margin_scale=0.5)
-        loss.backward()
-        return loss.detach(), rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+    run = functools.partial(_loss_rewards_grads, model)
 
     loss_p, rewards_p, grads_p = run(RMCollator(tok.pad_token_id)(examples))
     assert use_varlen_attention(model) and shares_prefix(model, 96)
