@@ -43,14 +43,6 @@ def _loopback(request: Request) -> bool:
         return host == "localhost"
 
 
-def _open_mode(request: Request) -> service.OpenMode:
-    """The app's `OpenMode` (create_app makes one; an app built otherwise gets one here)."""
-    state = request.app.state
-    if getattr(state, "open_mode", None) is None:
-        state.open_mode = service.OpenMode()
-    return state.open_mode
-
-
 # declared for the OpenAPI document (the docs page's "Authorize" button); the header is read below
 _bearer = HTTPBearer(auto_error=False, description="An API key (`rlhf-forge keys create`), or one of FORGE_API_KEYS.")
 
@@ -82,7 +74,7 @@ async def authenticate(
             if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
                 raise Forbidden(f"a write from a signed-in page needs its {CSRF_HEADER} header: reload the page")
         return caller
-    if settings.environment != "local" or await _open_mode(request).keys_configured(session, settings):
+    if settings.environment != "local" or await request.app.state.open_mode.keys_configured(session, settings):
         raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' (or sign in on /ui/)")
     if not _loopback(request):
         raise Forbidden("no API key is configured, so only requests from this machine are served")

@@ -113,41 +113,6 @@ class Claim(NamedTuple):
     prompt_id: int | None  # the item now leased; None: nothing left under the filter
 
 
-async def claim(
-    session: AsyncSession, dataset_id: int, reviewer: str, *, default_overlap: int, lease_seconds: int, f: QueueFilter
-) -> Claim | None:
-    """Lease the next item to `reviewer`: the one they already hold, else the oldest flagged one,
-    else the oldest; releasing whatever else they held in the dataset. None: no such dataset.
-
-    One statement: a CTE picks the row with `FOR UPDATE SKIP LOCKED`, so concurrent claims pass
-    over a row another transaction is claiming, and the UPDATE around it sets the lease and
-    releases any other item the reviewer held in the dataset (one item per reviewer at a time).
-    The lease columns live on the row, so a claim that reaches a row just after another committed
-    re-checks them (READ COMMITTED re-evaluates the WHERE on the new row version). The candidate
-    queries (held; flagged, walked from the small flagged set in the partial indexes; oldest),
-    for overlap 1 and then for more, are the arms of a UNION ALL under LIMIT 1: Postgres runs an
-    arm only when those before it found nothing, and an arm of the other overlap not at all. The
-    overlap is the dataset's setting (read in the same statement), else `default_overlap`. The
-    SQL is text built once per filter shape: building and compiling the expression per request
-    cost more than running it.
-    """
-    q = _claim_sql(bool(f.statuses), bool(f.tags), bool(f.source), bool(f.exclude), f.include_empty)
-    params = {
-        "ds": dataset_id, "reviewer": reviewer, "default_overlap": default_overlap, "lease_seconds": lease_seconds,
-        "statuses": list(f.statuses), "tags": list(f.tags), "source": f.source, "exclude": list(f.exclude),
-    }
-    row = (await session.execute(q, params)).one_or_none()
-    return None if row is None else Claim(row[0], row[1])
-
-
-async def claim_next(
-    session: AsyncSession, dataset_id: int, reviewer: str, *, overlap: int, lease_seconds: int, f: QueueFilter
-) -> int | None:
-    """`claim`'s item id (`overlap`: the service's default, which the dataset's setting overrides)."""
-    got = await claim(session, dataset_id, reviewer, default_overlap=overlap, lease_seconds=lease_seconds, f=f)
-    return None if got is None else got.prompt_id
-
-
 # An item as a reviewer sees it, in one round trip: the prompt and its dataset's settings, its
 # completions, the latest judge ranking, the caller's latest ranking and verdict (json aggregation).
 # `cost` goes out as text so it keeps its scale, as the ORM's Decimal does.
@@ -197,9 +162,25 @@ async def load_item(session: AsyncSession, prompt_id: int, actor: str, *, lock: 
 async def claim_and_load(
     session: AsyncSession, dataset_id: int, reviewer: str, *, default_overlap: int, lease_seconds: int, f: QueueFilter
 ) -> tuple[Claim, dict[str, Any] | None] | None:
-    """`claim`, then the item it leased as `load_item` reads it, in one round trip with the
-    transaction's BEGIN (two statements pipelined: the read is its own statement, so it sees the
-    row as locked and leased, and everything committed up to then). None: no such dataset."""
+    """Lease the next item to `reviewer`: the one they already hold, else the oldest flagged one,
+    else the oldest; releasing whatever else they held in the dataset. Returns the claim and the
+    item it leased as `load_item` reads it (None: nothing left); None: no such dataset.
+
+    One statement: a CTE picks the row with `FOR UPDATE SKIP LOCKED`, so concurrent claims pass
+    over a row another transaction is claiming, and the UPDATE around it sets the lease and
+    releases any other item the reviewer held in the dataset (one item per reviewer at a time).
+    The lease columns live on the row, so a claim that reaches a row just after another committed
+    re-checks them (READ COMMITTED re-evaluates the WHERE on the new row version). The candidate
+    queries (held; flagged, walked from the small flagged set in the partial indexes; oldest),
+    for overlap 1 and then for more, are the arms of a UNION ALL under LIMIT 1: Postgres runs an
+    arm only when those before it found nothing, and an arm of the other overlap not at all. The
+    overlap is the dataset's setting (read in the same statement), else `default_overlap`. The
+    SQL is text built once per filter shape: building and compiling the expression per request
+    cost more than running it.
+
+    The claim and the item's read go in one round trip with the transaction's BEGIN (pipelined:
+    the read is its own statement, so it sees the row as locked and leased).
+    """
     q = _claim_sql(bool(f.statuses), bool(f.tags), bool(f.source), bool(f.exclude), f.include_empty)
     params = {
         "ds": dataset_id, "reviewer": reviewer, "default_overlap": default_overlap, "lease_seconds": lease_seconds,

@@ -156,9 +156,9 @@ async def test_simultaneous_claims_in_the_database_are_disjoint(engine, factory)
     async def claim(who: str):
         async with sessions() as s:
             await start.wait()
-            prompt_id = await repo.claim_next(s, ds, who, overlap=1, lease_seconds=60, f=f)
+            claim, _ = await repo.claim_and_load(s, ds, who, default_overlap=1, lease_seconds=60, f=f)
             await s.commit()
-            return prompt_id
+            return claim.prompt_id
 
     tasks = [asyncio.create_task(claim(f"r{i}")) for i in range(16)]
     await asyncio.sleep(0.05)
@@ -190,9 +190,11 @@ async def test_simultaneous_claims_with_overlap_hold_each_item_once(engine, fact
     async def claim(who: str, exclude: list[int]):
         async with sessions() as s:
             await start.wait()
-            prompt_id = await repo.claim_next(s, ds, who, overlap=2, lease_seconds=60, f=repo.QueueFilter(**{**f.__dict__, "exclude": exclude}))
+            claim, _ = await repo.claim_and_load(
+                s, ds, who, default_overlap=2, lease_seconds=60, f=repo.QueueFilter(**{**f.__dict__, "exclude": exclude})
+            )
             await s.commit()
-            return prompt_id
+            return claim.prompt_id
 
     tasks = [asyncio.create_task(claim(f"r{i}", [])) for i in range(12)]
     await asyncio.sleep(0.05)
