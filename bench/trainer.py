@@ -159,29 +159,19 @@ def side(args) -> dict:
     work = Path(args.work)
     steps = Steps(args.warmup)
     before = None
-    if args.side == "ours-sft":
-        from trainer.config import SFTConfig
+    if args.side in ("ours-sft", "ours-rm"):
+        from trainer.config import RMConfig, SFTConfig
+        from trainer.rm import train_rm
         from trainer.sft import train_sft
 
+        sft = args.side == "ours-sft"
+        config, train = (SFTConfig, train_sft) if sft else (RMConfig, train_rm)
         before = peak_rss_mb()
-        train_sft(
-            SFTConfig(
-                data=str(work / "bench.sft.jsonl"), model=str(work / "model"), out=str(work / "ours-sft"),
-                max_steps=args.steps, batch_size=args.batch_size, lr=1e-3, val_fraction=0.0, eval_every=0,
-                log_every=10_000, max_length=512,
-            ),
-            on_step=steps,
-        )
-    elif args.side == "ours-rm":
-        from trainer.config import RMConfig
-        from trainer.rm import train_rm
-
-        before = peak_rss_mb()
-        train_rm(
-            RMConfig(
-                data=str(work / "bench.rm.jsonl"), model=str(work / "model"), out=str(work / "ours-rm"),
-                max_steps=args.steps, batch_size=args.rm_batch_size, lr=1e-3, val_fraction=0.0, eval_every=0,
-                log_every=10_000, max_length=512,
+        train(
+            config(
+                data=str(work / f"bench.{'sft' if sft else 'rm'}.jsonl"), model=str(work / "model"), out=str(work / args.side),
+                max_steps=args.steps, batch_size=args.batch_size if sft else args.rm_batch_size, lr=1e-3, val_fraction=0.0,
+                eval_every=0, log_every=10_000, max_length=512,
             ),
             on_step=steps,
         )
