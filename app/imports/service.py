@@ -33,7 +33,14 @@ from app.models import Dataset
 from app.prompts import dedup
 from app.prompts.repository import driver_connection
 from app.prompts.schemas import ImportMode, NearDuplicateMode, RowError, Split
-from app.prompts.service import KEY_BATCH, REPORT_LIMIT, WITHIN_INPUT_MAX, ImportRejected, finish_near_duplicates, stage_near_duplicates
+from app.prompts.service import (
+    KEY_BATCH,
+    REPORT_LIMIT,
+    WITHIN_INPUT_MAX,
+    ImportRejected,
+    finish_near_duplicates,
+    stage_near_duplicates,
+)
 
 PROGRESS_EVERY = 5000
 NEW_PROMPTS = "record_import_new_prompt"  # repository.stage_new_prompts
@@ -130,16 +137,18 @@ async def import_file(
     # a new text nearly duplicating a stored prompt or an earlier line's new prompt is left out with
     # its line(s) (skip), flagged (flag) or stored as it is (keep)
     await repo.stage_new_prompts(pg)
+    report.near_duplicates_within_input = await repo.new_prompt_count(pg) <= within_input_max
     matches = await stage_near_duplicates(
-        pg, dataset.id, near_duplicates, threshold, report, stage=NEW_PROMPTS, exact_duplicates=False,
-        within_input=await repo.new_prompt_count(pg) <= within_input_max,
+        pg, dataset.id, near_duplicates, threshold, stage=NEW_PROMPTS, exact_duplicates=False,
+        within_input=report.near_duplicates_within_input,
     )
+    report.near_duplicates = len(matches)
     skipped = await repo.drop_skipped_prompts(pg) if matches and near_duplicates is NearDuplicateMode.skip else 0
     report.prompts_created, report.prompts_reused = await repo.insert_prompts(
         pg, dataset.id, split and split.value, prov,
         flag=near_duplicates is NearDuplicateMode.flag and any(m.earlier is None for m in matches),
     )
-    await finish_near_duplicates(session, pg, dataset.id, near_duplicates, matches, report, stage=NEW_PROMPTS)
+    report.near_duplicate_matches = await finish_near_duplicates(session, pg, dataset.id, near_duplicates, matches, stage=NEW_PROMPTS)
     report.completions_created, report.completions_reused = await repo.resolve_completions(pg, dataset.id, prov)
     await repo.create_new_lines(pg)
     if fmt in (RecordFormat.rm,):

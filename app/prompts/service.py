@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -88,10 +87,9 @@ async def chunks_ahead(rows: Iterable[tuple[int, ParsedRow | str]], size: int, d
             ahead = asyncio.ensure_future(anyio.to_thread.run_sync(read))
             yield chunk
     finally:
-        if not ahead.done():
-            ahead.cancel()
-            with contextlib.suppress(BaseException):
-                await ahead
+        # the import stopped early (an error): the chunk being read is not wanted (a thread cannot
+        # be stopped; its result, or its error, is dropped with the task)
+        ahead.cancel()
 
 
 async def import_rows(
@@ -125,7 +123,7 @@ async def import_rows(
     stored_max_id: int | None = None  # set once the input is over the bound: the prompts stored before it
     found = Found()
     last_yield = time.monotonic()
-    chunks = chunks_ahead(rows, min(chunk_rows, within_input_max + 1), dataset.id)
+    chunks = chunks_ahead(rows, chunk_rows, dataset.id)
     more = True
     while more:
         staged = 0
@@ -198,9 +196,8 @@ async def settle_stage(
     else:
         dup_count, dup_lines = await repo.stage_duplicates(pg, dataset_id, REPORT_LIMIT)
         report.duplicate_lines = sorted([*report.duplicate_lines, *dup_lines])[:REPORT_LIMIT]
-    scratch = report.model_copy()
     matches = await stage_near_duplicates(
-        pg, dataset_id, near_duplicates, threshold, scratch, exact_duplicates=dup_count is None or dup_count > 0,
+        pg, dataset_id, near_duplicates, threshold, exact_duplicates=dup_count is None or dup_count > 0,
         within_input=not chunked, stored_max_id=stored_max_id,
     )
     skipped = len(matches) if near_duplicates is NearDuplicateMode.skip else 0
@@ -212,23 +209,23 @@ async def settle_stage(
     if chunked and staged - skipped - inserted > 0 and len(report.duplicate_lines) < REPORT_LIMIT:
         lines = await repo.stage_lines_not_inserted(pg, dataset_id, before, REPORT_LIMIT)
         report.duplicate_lines = sorted([*report.duplicate_lines, *lines])[:REPORT_LIMIT]
-    await finish_near_duplicates(session, pg, dataset_id, near_duplicates, matches, scratch)
+    listed = await finish_near_duplicates(session, pg, dataset_id, near_duplicates, matches)
     found.count += len(matches)
     found.skipped += skipped
-    found.listed += scratch.near_duplicate_matches[: REPORT_LIMIT - len(found.listed)]
+    found.listed += listed[: REPORT_LIMIT - len(found.listed)]
 
 
 async def stage_near_duplicates(
-    pg, dataset_id: int, mode: NearDuplicateMode, threshold: float, report: ImportReport, *,
+    pg, dataset_id: int, mode: NearDuplicateMode, threshold: float, *,
     stage: str = repo.PROMPT_STAGE, exact_duplicates: bool = True, within_input: bool = True,
     stored_max_id: int | None = None,
 ) -> list[dedup.Match]:
     """The near-duplicate rule of every bulk import, on a stage of new prompts (repository.STAGES):
     find the staged rows that nearly duplicate a stored prompt or an earlier staged row
-    (dedup.first_come), count them in the report, and drop them (skip) or mark those matching a
+    (dedup.first_come), and drop them (skip) or mark those matching a
     stored prompt (flag, keep; a match inside the input is flagged by `finish_near_duplicates`
     once its prompt has an id). `exact_duplicates=False`: the stage holds each text once, none
-    stored. `within_input=False`: only against the stored prompts (an input over the bound; the
+    stored. `within_input=False`: only against the stored prompts (an input over the bound; its
     report says so). `stored_max_id`: only the stored prompts up to that id count (those stored
     before a chunked import began). Returns the matches, in line order."""
     stored: dict[int, dedup.Match] = {}
@@ -236,7 +233,6 @@ async def stage_near_duplicates(
         candidates = await repo.stage_near_duplicate_candidates(pg, dataset_id, dedup.CANDIDATES_PER_KEY, stage, stored_max_id)
         stored = dedup.best_matches(candidates, threshold)
     within: list[tuple[int, int, float]] = []
-    report.near_duplicates_within_input = within_input
     if within_input:
         chunks = repo.stage_batch_candidates(pg, dataset_id, stage, exact_duplicates=exact_duplicates, chunk=dedup.VERIFY_BATCH)
         async for chunk in chunks:
@@ -244,7 +240,6 @@ async def stage_near_duplicates(
             within += dedup.best_pairs([(a, b) for a, b, _, _ in chunk], texts, threshold)
     skip = mode is NearDuplicateMode.skip
     matches = dedup.first_come(stored, within, skip=skip)
-    report.near_duplicates = len(matches)
     if marked := [m for m in matches if skip or m.earlier is None]:
         await repo.mark_stage_near_duplicates(
             pg, [m.index for m in marked], [json.dumps(m.details()) for m in marked], drop=skip, stage=stage
@@ -253,11 +248,11 @@ async def stage_near_duplicates(
 
 
 async def finish_near_duplicates(
-    session: AsyncSession, pg, dataset_id: int, mode: NearDuplicateMode, matches: list[dedup.Match], report: ImportReport, *,
+    session: AsyncSession, pg, dataset_id: int, mode: NearDuplicateMode, matches: list[dedup.Match], *,
     stage: str = repo.PROMPT_STAGE,
-) -> None:
-    """After the insert: the prompt ids of matches inside the input, flagged with them (flag), and
-    the report's list of matches."""
+) -> list[NearDuplicate]:
+    """After the insert: the prompt ids of matches inside the input, flagged with them (flag);
+    returns the report's list of the matches."""
     ids: dict[int, int] = {}
     if inside := [m for m in matches if m.earlier is not None]:
         ids = await repo.stage_prompt_ids(pg, dataset_id, {i for m in inside for i in (m.index, m.earlier)}, stage)
@@ -265,7 +260,7 @@ async def finish_near_duplicates(
             await repo.flag_near_duplicates(
                 session, {ids[m.index]: json.dumps(m.details(ids[m.earlier])) for m in inside if m.index in ids and m.earlier in ids}
             )
-    report.near_duplicate_matches = [
+    return [
         NearDuplicate(line=m.index, prompt_id=m.prompt_id if m.earlier is None else ids.get(m.earlier),
                       similarity=round(m.similarity, 4), matched_line=m.earlier)
         for m in matches[:REPORT_LIMIT]

@@ -303,3 +303,25 @@ async def test_a_chunked_import_skips_and_rejects_as_a_whole_one_does(session):
     await session.rollback()
     stored = select(func.count()).select_from(Prompt).join(Dataset, Dataset.id == Prompt.dataset_id).where(Dataset.name == "all")
     assert (await session.execute(stored)).scalar() == 1  # the prompt stored before it, nothing of the import
+
+
+async def test_a_chunked_import_that_meets_bad_bytes_fails_whole(session):
+    """Invalid UTF-8 after chunks were inserted: the import raises (the API's 422), and the
+    rollback leaves nothing of it."""
+    from sqlalchemy import func, select
+
+    from app.datasets.schemas import DatasetCreate
+    from app.datasets.service import create as create_dataset
+    from app.models import Prompt
+    from app.prompts import service
+    from app.prompts.parsing import READERS, InputError
+    from app.prompts.schemas import ImportFormat
+
+    ds = await create_dataset(session, DatasetCreate(name="bytes"))
+    await session.commit()
+    ds_id = ds.id
+    body = "".join(json.dumps({"prompt": t}) + "\n" for t in _distinct(10)).encode() + b'{"prompt": "\xff"}\n'
+    with pytest.raises(InputError, match="not valid UTF-8"):
+        await service.import_rows(session, ds, READERS[ImportFormat.jsonl](io.BytesIO(body), 1000), within_input_max=3, chunk_rows=4)
+    await session.rollback()
+    assert (await session.execute(select(func.count()).select_from(Prompt).where(Prompt.dataset_id == ds_id))).scalar() == 0
