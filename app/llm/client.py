@@ -380,7 +380,7 @@ def _ordered(choices: Any, n: int) -> list[Any]:
     listed = choices if isinstance(choices, list) else []
     indexes = [_field(c, "index") for c in listed]
     if n > 1 and sorted(i for i in indexes if isinstance(i, int) and not isinstance(i, bool)) == list(range(len(listed))):
-        listed = sorted(listed, key=lambda c: c["index"])
+        listed = sorted(listed, key=lambda c: _field(c, "index"))
     return (listed + [None] * n)[:n]
 
 
