@@ -23,6 +23,10 @@ cost, budget, SQL, job bookkeeping) keeps of what the transport alone could do p
 `bare_aiohttp_ratio_n_k` is completions/s at n=K over the same bare loop's requests/s: not like
 for like (the bare loop gets one completion per request, the pipeline K), it says what an
 endpoint that supports `n` gives, and is reported beside, never instead of, the n=1 figure.
+`sdk_ceiling_ratio` is the official openai client's own loop (built and called exactly as the
+pipeline does, one request per completion, nothing stored) over the same bare aiohttp loop: the
+most `bare_aiohttp_ratio` can be for any pipeline that talks through the real client;
+`pipeline_vs_sdk_ratio` (pipeline / that loop) is what our own work per completion keeps of it.
 Each figure sits beside its completions/s, with the load average over the run.
 """
 
@@ -91,7 +95,7 @@ def profiled(pid: int, out: str | None):
     if out is None:
         yield
         return
-    fmt = "speedscope" if out.endswith(".json") else "flamegraph"
+    fmt = "speedscope" if out.endswith(".json") else ("raw" if out.endswith(".txt") else "flamegraph")
     spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", fmt, "-o", out],
                            stdout=subprocess.DEVNULL)
     time.sleep(1)  # py-spy attaches
@@ -191,6 +195,33 @@ async def bare_aiohttp_rate(base_url: str, n: int) -> float:
         return n / (time.perf_counter() - started)
 
 
+async def sdk_rate(base_url: str, n: int) -> float:
+    """The same loop on the official openai client, built as the pipeline builds it
+    (`app.llm.client.openai_client`: aiohttp transport, retries off) and called as the pipeline
+    calls it (`post` of the plain body, the reply decoded once as dicts): what any pipeline on
+    the real client can do at most, before a row is stored or a cent counted."""
+    from app.config import Settings
+    from app.llm.client import openai_client
+    from app.llm.endpoints import Endpoint
+
+    client = openai_client(Endpoint("fast", base_url, "default", concurrency=CONCURRENCY), Settings())
+    payload = {"model": "default", "messages": [{"role": "user", "content": "bare prompt"}], "temperature": 0.7, "seed": 0}
+    left = n
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await client.post("/chat/completions", body=payload, cast_to=object)
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return n / (time.perf_counter() - started)
+    finally:
+        await client.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a smaller size")
@@ -242,10 +273,11 @@ def main() -> None:
                         api, url, "fast-n", fast_prompts, "fast-n", plan=[{"temperature": 0.8}]))
                 bare = asyncio.run(bare_rate(fast_url, fast_prompts * K))
                 bare_aiohttp = asyncio.run(bare_aiohttp_rate(fast_url, fast_prompts * K))
+                sdk = asyncio.run(sdk_rate(fast_url, fast_prompts * K))
                 print(f"latency 0 ms: {rate_fast:.1f} completions/s ({fast_prompts * K} in {t_fast:.2f} s), "
                       f"service CPU {_ms(cpu_ms)} ms per completion; with n={K}: {rate_n:.1f} completions/s "
                       f"({t_n:.2f} s), {_ms(cpu_ms_n)} ms per completion; bare httpx loop {bare:.1f} requests/s; "
-                      f"bare aiohttp loop {bare_aiohttp:.1f} requests/s")
+                      f"bare aiohttp loop {bare_aiohttp:.1f} requests/s; openai client loop {sdk:.1f} requests/s")
         finally:
             for p in procs:
                 p.terminate()
@@ -261,6 +293,8 @@ def main() -> None:
         "bare_ratio": round(rate_fast / bare, 3), "bare_aiohttp_per_s": round(bare_aiohttp, 1),
         "bare_aiohttp_ratio": round(rate_fast / bare_aiohttp, 3),
         "server_cpu_ms_per_completion_0ms": _ms(cpu_ms),
+        "sdk_per_s": round(sdk, 1), "sdk_ceiling_ratio": round(sdk / bare_aiohttp, 3),
+        "pipeline_vs_sdk_ratio": round(rate_fast / sdk, 3),
         "completions_per_s_0ms_n_k": round(rate_n, 1), "bare_aiohttp_ratio_n_k": round(rate_n / bare_aiohttp, 3),
         "server_cpu_ms_per_completion_0ms_n_k": _ms(cpu_ms_n), "k": K, "concurrency": CONCURRENCY,
         "completions_500ms": slow_prompts * K, "completions_0ms": fast_prompts * K,

@@ -172,6 +172,22 @@ def _describe(exc: BaseException, secret: str | None) -> str:
     return text[:500]
 
 
+def openai_client(endpoint: Endpoint, settings: Settings) -> openai.AsyncOpenAI:
+    """The official async client every call to `endpoint` goes through (bench/generation.py
+    measures its own loop with this same client: the ceiling of what a pipeline on it can do)."""
+    return openai.AsyncOpenAI(
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key or "unused",
+        timeout=settings.llm_timeout_s,
+        max_retries=0,  # LLMClient's tenacity loop owns retries
+        # the SDK's aiohttp transport: at dozens of requests in flight httpx's pool spends
+        # more time checking its connections than sending
+        http_client=openai.DefaultAioHttpClient(
+            limits=httpx2.Limits(max_connections=None, max_keepalive_connections=endpoint.concurrency)
+        ),
+    )
+
+
 class LLMClient:
     """One OpenAI-compatible endpoint (base_url + key), shared by every call to it in this
     process whatever the role; the semaphore is the endpoint's concurrency limit."""
@@ -180,17 +196,7 @@ class LLMClient:
         self.endpoint = endpoint
         self.settings = settings
         self.engine = engine
-        self._openai = openai.AsyncOpenAI(
-            base_url=endpoint.base_url,
-            api_key=endpoint.api_key or "unused",
-            timeout=settings.llm_timeout_s,
-            max_retries=0,  # tenacity below owns retries
-            # the SDK's aiohttp transport: at dozens of requests in flight httpx's pool spends
-            # more time checking its connections than sending
-            http_client=openai.DefaultAioHttpClient(
-                limits=httpx2.Limits(max_connections=None, max_keepalive_connections=endpoint.concurrency)
-            ),
-        )
+        self._openai = openai_client(endpoint, settings)
         self._semaphore = asyncio.Semaphore(endpoint.concurrency)
         self._next_start = 0.0
         self._limiter = RateLimiter(engine) if engine is not None else None
