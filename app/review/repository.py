@@ -41,6 +41,11 @@ _OVERLAP = """CASE WHEN d.settings IS NULL OR NOT (d.settings ? 'review_overlap'
      THEN CAST(d.settings ->> 'review_overlap' AS int) END"""
 
 
+def _shape(one_reviewer: bool) -> str:
+    """The one-time filter that runs a shape's arms only for its overlap."""
+    return "(SELECT overlap FROM ds) = 1" if one_reviewer else "(SELECT overlap FROM ds) > 1"
+
+
 def _eligible(one_reviewer: bool, statuses: bool, tags: bool, source: bool, exclude: bool, include_empty: bool) -> str:
     conds = ["p.dataset_id = :ds", "NOT (:reviewer = ANY (p.reviewed_by))"]
     if statuses:
@@ -62,34 +67,75 @@ def _eligible(one_reviewer: bool, statuses: bool, tags: bool, source: bool, excl
     if not include_empty:
         conds.append("EXISTS (SELECT FROM completion c WHERE c.prompt_id = p.id)")
     # the shape runs only for its overlap: a one-time filter, so the other shape's arms cost nothing
-    conds.append("(SELECT overlap FROM ds) = 1" if one_reviewer else "(SELECT overlap FROM ds) > 1")
+    conds.append(_shape(one_reviewer))
     return " AND ".join(conds)
+
+
+_FLAGGED_SOURCES = (("prompt", "id"), ("ranking", "prompt_id"), ("completion", "prompt_id"))
+
+
+def _next_flagged(after: str) -> str:
+    """The lowest prompt id flagged in any of the three tables (after `after`, when given): one
+    probe of each partial flagged index, each a LIMIT 1 index scan."""
+    probes = ", ".join(
+        f"(SELECT min({col}) FROM {table} WHERE dataset_id = :ds AND ({FLAGGED_PREDICATE})"
+        + (f" AND {col} > {after}" if after else "") + ")"
+        for table, col in _FLAGGED_SOURCES
+    )
+    return f"least({probes})"
 
 
 @functools.cache
 def _claim_sql(statuses: bool, tags: bool, source: bool, exclude: bool, include_empty: bool):
     """The claim statement for one shape of filter (built once, parameters bound per call); the
     partial indexes' predicates are spelled as in app.models, so the planner matches them. It
-    reads the dataset too (its settings, for the overlap), so the route needs no query of its own."""
-    lock = "LIMIT 1 FOR UPDATE OF p SKIP LOCKED"
-    flagged = " UNION ".join(
-        f"SELECT {col} AS id FROM {table} WHERE dataset_id = :ds AND ({FLAGGED_PREDICATE})"
-        for table, col in (("prompt", "id"), ("ranking", "prompt_id"), ("completion", "prompt_id"))
-    )
+    reads the dataset too (its settings, for the overlap), so the route needs no query of its own.
+
+    Each arm walks an ordered stream of candidate ids and probes the prompt row of each (a
+    LATERAL subquery that locks with SKIP LOCKED), so the work is the candidates passed over,
+    whatever the planner thinks of the filters' selectivity:
+    - flagged: `flagged`, a recursive CTE that yields the dataset's flagged prompt ids in order,
+      each step the least of one probe per partial flagged index (prompt, ranking, completion).
+      A join of the three flagged sets with `prompt` (the earlier form) let the planner drive
+      the join from `prompt`'s primary key and rescan the whole flagged set for every prompt it
+      passed (milliseconds per claim, quadratic in the items reviewed); a UNION ALL of the three
+      cannot be merged in index order (its branches have WHERE clauses, so Postgres plans them
+      as separate subqueries and sorts the lot).
+    - oldest (overlap 1, no status filter): `ix_prompt_review_open` read in (dataset_id, id)
+      order. The range on dataset_id instead of an equality keeps dataset_id in the sort order,
+      so the primary key (which would fetch every reviewed row's heap tuple to filter it out) is
+      no candidate for the ORDER BY.
+    Each arm's shape filter sits on the arm itself, so an arm of the other overlap reads nothing."""
+    lock = "FOR UPDATE OF p SKIP LOCKED"
     arms = []
     for one_reviewer in (True, False):  # overlap 1 (the partial indexes' shape), then overlap > 1
         eligible = _eligible(one_reviewer, statuses, tags, source, exclude, include_empty)
+        shape = _shape(one_reviewer)
+        if one_reviewer and not statuses:
+            oldest = f"""SELECT id FROM (SELECT l.id FROM
+                    (SELECT o.dataset_id, o.id FROM prompt o
+                      WHERE o.dataset_id >= :ds AND o.dataset_id <= :ds AND o.review_status IN {_OPEN}) AS o
+                    CROSS JOIN LATERAL (SELECT p.id FROM prompt p WHERE p.id = o.id AND {eligible} AND {_FREE} {lock}) AS l
+                    WHERE {shape} ORDER BY o.dataset_id, o.id LIMIT 1) AS oldest"""
+        else:
+            oldest = f"""SELECT id FROM (SELECT p.id FROM prompt p WHERE {eligible} AND {_FREE} ORDER BY p.id LIMIT 1 {lock}) AS oldest"""
         arms += [
             f"""SELECT id FROM (SELECT p.id FROM prompt p
                     WHERE {eligible} AND p.lease_holder = :reviewer AND p.lease_expires_at > now()
-                    ORDER BY p.id {lock}) AS held""",
-            f"""SELECT id FROM (SELECT p.id FROM ({flagged}) AS f JOIN prompt p ON p.id = f.id
-                    WHERE {eligible} AND {_FREE} ORDER BY f.id {lock}) AS flagged_first""",
-            f"""SELECT id FROM (SELECT p.id FROM prompt p WHERE {eligible} AND {_FREE} ORDER BY p.id {lock}) AS oldest""",
+                    ORDER BY p.id LIMIT 1 {lock}) AS held""",
+            f"""SELECT id FROM (SELECT l.id FROM flagged AS f
+                    CROSS JOIN LATERAL (SELECT p.id FROM prompt p WHERE p.id = f.id AND {eligible} AND {_FREE} {lock}) AS l
+                    WHERE {shape} LIMIT 1) AS flagged_first""",
+            oldest,
         ]
     candidates = "\n    UNION ALL\n    ".join(arms)
     return text(f"""
-WITH ds AS (SELECT d.id, d.settings, {_OVERLAP} AS overlap FROM dataset d WHERE d.id = :ds),
+WITH RECURSIVE ds AS (SELECT d.id, d.settings, {_OVERLAP} AS overlap FROM dataset d WHERE d.id = :ds),
+flagged(id) AS (
+  SELECT {_next_flagged("")}
+  UNION ALL
+  SELECT {_next_flagged("flagged.id")} FROM flagged WHERE flagged.id IS NOT NULL
+),
 pick AS (
   SELECT id FROM (
     {candidates}
