@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import compile_path
 
+from app.auth.dependencies import PUBLIC, READ, ActorDep, check_routes
 from app.config import Settings
 from app.main import create_app
 
@@ -28,3 +31,21 @@ def test_no_route_is_shadowed_by_an_earlier_one():
             if earlier.path == route.path or not (earlier.methods & route.methods):
                 continue
             assert not compile_path(earlier.path)[0].fullmatch(sample), f"{route.path} is shadowed by {earlier.path}"
+
+
+def test_a_public_route_cannot_take_the_actor():
+    """ActorDep reads the caller the route's rule authenticated; PUBLIC authenticates nobody."""
+    app = FastAPI()
+
+    @app.get("/fine", dependencies=[READ])
+    async def fine(actor: ActorDep) -> str:
+        return actor
+
+    check_routes(app)
+
+    @app.get("/nobody", dependencies=[PUBLIC])
+    async def nobody(actor: ActorDep) -> str:
+        return actor
+
+    with pytest.raises(RuntimeError, match="authenticates nobody"):
+        check_routes(app)
