@@ -19,9 +19,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, inspect, text
+from psycopg.types.json import Jsonb
+from sqlalchemy import JSON, TextClause, bindparam, inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import driver_rows
 from app.errors import Conflict, NotFound
 from app.models import Base, Completion, Prompt, Ranking, ReviewEvent, ReviewVerdict
 from app.schemas import ReviewStatusUpdate
@@ -180,18 +182,25 @@ class SqlChange:
             e_dataset_id=self.dataset_id, e_prompt_id=self.prompt_id, e_actor=actor, e_action=action, e_target_type=kind,
             e_target_id=self._rows[self.target][1], e_before=before, e_after=after, e_comment=comment,
         )
-        row = (await session.execute(_record_sql(tuple(shape)), params)).mappings().one()
-        return dict(row)
+        stmt, json_params = _record_sql(tuple(shape))
+        for name in json_params:  # what SQLAlchemy's JSONB type did: the driver takes dicts wrapped
+            if params[name] is not None:
+                params[name] = Jsonb(params[name])
+        [[row]] = await driver_rows(session, (stmt, params))
+        return row
 
 
 _EVENT_COLUMNS = ("dataset_id", "prompt_id", "actor", "action", "target_type", "target_id", "before", "after", "comment")
 
 
 @functools.lru_cache(maxsize=256)  # shapes: the number of completions an item has, mostly
-def _record_sql(writes: tuple[tuple[int, str, bool, tuple[str, ...]], ...]):
+def _record_sql(writes: tuple[tuple[int, str, bool, tuple[str, ...]], ...]) -> tuple[TextClause, tuple[str, ...]]:
     """`SqlChange.record`'s statement for one shape of change ((n, kind, new, columns) per row
     written), as text built once: building and compiling the Core expression per request cost
-    about as much as running it. Parameters are typed as their columns, so they bind as Core's did."""
+    about as much as running it. Parameters are typed as their columns (a cast each, as Core
+    renders them), so they bind as Core's did; it runs on the driver directly (`db.driver_rows`:
+    SQLAlchemy's execute cost more than the statement's round trip), so the JSON parameters,
+    returned beside it, are the caller's to wrap."""
     ctes, binds = [], []
     for n, kind, new, cols in writes:
         table = AUDITED[kind][0].__table__
@@ -210,7 +219,7 @@ def _record_sql(writes: tuple[tuple[int, str, bool, tuple[str, ...]], ...]):
         + f"INSERT INTO review_event ({', '.join(_EVENT_COLUMNS)}) VALUES ({', '.join(f':e_{c}' for c in _EVENT_COLUMNS)}) "
         + f"RETURNING {', '.join(c.name for c in event.c)}"
     )
-    return text(sql).bindparams(*binds).columns(*event.c)
+    return text(sql).bindparams(*binds), tuple(b.key for b in binds if isinstance(b.type, JSON))
 
 
 def item_of_row(kind: str, row: Mapping[str, Any]) -> int:

@@ -9,6 +9,7 @@ trying a slow hash against every row.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -55,21 +56,46 @@ class OpenMode:
     Every request of the local single-user mode (no key at all) asked the database first, a round
     trip as costly as the route's own statements. A key made through this process's API ends the
     mode at once (`key_made`); one made elsewhere (`rlhf-forge keys create`, another API process)
-    within `ttl_s`. Keys are never deleted, so the mode never comes back once a key exists."""
+    within `ttl_s`. Keys are never deleted, so the mode never comes back once a key exists.
+
+    One request asks at a time: those that find the answer expired while another is reading it
+    wait for that answer (read a moment before they came: a "no key" stands `ttl_s` anyway, a
+    "key exists" for good) instead of each asking too (32 busy reviewers: ~20 queries a second
+    instead of one). When the one asking fails, each waiting asks for itself."""
 
     def __init__(self, ttl_s: float = 1.0):
         self.ttl_s = ttl_s
         self._open_until = 0.0  # monotonic time until which "no key" stands
+        self._asking: asyncio.Future[bool] | None = None  # the answer a request is reading now
 
     async def keys_configured(self, session: AsyncSession, settings: Settings) -> bool:
         if settings.api_keys:
             return True
-        if time.monotonic() < self._open_until:
-            return False
-        configured = await repo.any_key(session)
-        if not configured:
-            self._open_until = time.monotonic() + self.ttl_s
-        return configured
+        loop = asyncio.get_running_loop()
+        while True:
+            if time.monotonic() < self._open_until:
+                return False
+            asking = self._asking
+            if asking is None or asking.get_loop() is not loop:
+                break
+            try:
+                return await asyncio.shield(asking)
+            except asyncio.CancelledError:
+                if not asking.cancelled():
+                    raise  # this request was cancelled
+                # the request asking failed or went away: the first waiting asks, the others wait for it
+        asking = self._asking = loop.create_future()
+        try:
+            configured = await repo.any_key(session)
+            if not configured:
+                self._open_until = time.monotonic() + self.ttl_s
+            asking.set_result(configured)
+            return configured
+        finally:
+            if not asking.done():
+                asking.cancel()
+            if self._asking is asking:
+                self._asking = None
 
     def key_made(self) -> None:
         """A key was made here: the next request asks the database again."""

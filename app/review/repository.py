@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.db import pipelined
+from app.db import driver_rows
 from app.models import FLAGGED_PREDICATE, Completion, Prompt, Ranking, ReviewEvent, ReviewStatus, ReviewVerdict, Verdict
 
 OPEN_STATUSES = (ReviewStatus.pending.value, ReviewStatus.needs_review.value)
@@ -41,6 +41,11 @@ _OVERLAP = """CASE WHEN d.settings IS NULL OR NOT (d.settings ? 'review_overlap'
      THEN CAST(d.settings ->> 'review_overlap' AS int) END"""
 
 
+def _shape(one_reviewer: bool) -> str:
+    """The one-time filter that runs a shape's arms only for its overlap."""
+    return "(SELECT overlap FROM ds) = 1" if one_reviewer else "(SELECT overlap FROM ds) > 1"
+
+
 def _eligible(one_reviewer: bool, statuses: bool, tags: bool, source: bool, exclude: bool, include_empty: bool) -> str:
     conds = ["p.dataset_id = :ds", "NOT (:reviewer = ANY (p.reviewed_by))"]
     if statuses:
@@ -62,34 +67,77 @@ def _eligible(one_reviewer: bool, statuses: bool, tags: bool, source: bool, excl
     if not include_empty:
         conds.append("EXISTS (SELECT FROM completion c WHERE c.prompt_id = p.id)")
     # the shape runs only for its overlap: a one-time filter, so the other shape's arms cost nothing
-    conds.append("(SELECT overlap FROM ds) = 1" if one_reviewer else "(SELECT overlap FROM ds) > 1")
+    conds.append(_shape(one_reviewer))
     return " AND ".join(conds)
+
+
+_FLAGGED_SOURCES = (("prompt", "id"), ("ranking", "prompt_id"), ("completion", "prompt_id"))
+
+
+def _next_flagged(after: str) -> str:
+    """The lowest prompt id flagged in any of the three tables (after `after`, when given): one
+    probe of each partial flagged index, each a LIMIT 1 index scan."""
+    probes = ", ".join(
+        f"(SELECT min({col}) FROM {table} WHERE dataset_id = :ds AND ({FLAGGED_PREDICATE})"
+        + (f" AND {col} > {after}" if after else "") + ")"
+        for table, col in _FLAGGED_SOURCES
+    )
+    return f"least({probes})"
 
 
 @functools.cache
 def _claim_sql(statuses: bool, tags: bool, source: bool, exclude: bool, include_empty: bool):
     """The claim statement for one shape of filter (built once, parameters bound per call); the
     partial indexes' predicates are spelled as in app.models, so the planner matches them. It
-    reads the dataset too (its settings, for the overlap), so the route needs no query of its own."""
-    lock = "LIMIT 1 FOR UPDATE OF p SKIP LOCKED"
-    flagged = " UNION ".join(
-        f"SELECT {col} AS id FROM {table} WHERE dataset_id = :ds AND ({FLAGGED_PREDICATE})"
-        for table, col in (("prompt", "id"), ("ranking", "prompt_id"), ("completion", "prompt_id"))
-    )
+    reads the dataset too (its settings, for the overlap), and returns the leased item as
+    `load_item` reads it (its prompt columns from the UPDATE's RETURNING, so as leased), so the
+    route needs no query of its own.
+
+    Each arm walks an ordered stream of candidate ids and probes the prompt row of each (a
+    LATERAL subquery that locks with SKIP LOCKED), so the work is the candidates passed over,
+    whatever the planner thinks of the filters' selectivity:
+    - flagged: `flagged`, a recursive CTE that yields the dataset's flagged prompt ids in order,
+      each step the least of one probe per partial flagged index (prompt, ranking, completion).
+      A join of the three flagged sets with `prompt` (the earlier form) let the planner drive
+      the join from `prompt`'s primary key and rescan the whole flagged set for every prompt it
+      passed (milliseconds per claim, quadratic in the items reviewed); a UNION ALL of the three
+      cannot be merged in index order (its branches have WHERE clauses, so Postgres plans them
+      as separate subqueries and sorts the lot).
+    - oldest (overlap 1, no status filter): `ix_prompt_review_open` read in (dataset_id, id)
+      order. The range on dataset_id instead of an equality keeps dataset_id in the sort order,
+      so the primary key (which would fetch every reviewed row's heap tuple to filter it out) is
+      no candidate for the ORDER BY.
+    Each arm's shape filter sits on the arm itself, so an arm of the other overlap reads nothing."""
+    lock = "FOR UPDATE OF p SKIP LOCKED"
     arms = []
     for one_reviewer in (True, False):  # overlap 1 (the partial indexes' shape), then overlap > 1
         eligible = _eligible(one_reviewer, statuses, tags, source, exclude, include_empty)
+        shape = _shape(one_reviewer)
+        if one_reviewer and not statuses:
+            oldest = f"""SELECT id FROM (SELECT l.id FROM
+                    (SELECT o.dataset_id, o.id FROM prompt o
+                      WHERE o.dataset_id >= :ds AND o.dataset_id <= :ds AND o.review_status IN {_OPEN}) AS o
+                    CROSS JOIN LATERAL (SELECT p.id FROM prompt p WHERE p.id = o.id AND {eligible} AND {_FREE} {lock}) AS l
+                    WHERE {shape} ORDER BY o.dataset_id, o.id LIMIT 1) AS oldest"""
+        else:
+            oldest = f"""SELECT id FROM (SELECT p.id FROM prompt p WHERE {eligible} AND {_FREE} ORDER BY p.id LIMIT 1 {lock}) AS oldest"""
         arms += [
             f"""SELECT id FROM (SELECT p.id FROM prompt p
                     WHERE {eligible} AND p.lease_holder = :reviewer AND p.lease_expires_at > now()
-                    ORDER BY p.id {lock}) AS held""",
-            f"""SELECT id FROM (SELECT p.id FROM ({flagged}) AS f JOIN prompt p ON p.id = f.id
-                    WHERE {eligible} AND {_FREE} ORDER BY f.id {lock}) AS flagged_first""",
-            f"""SELECT id FROM (SELECT p.id FROM prompt p WHERE {eligible} AND {_FREE} ORDER BY p.id {lock}) AS oldest""",
+                    ORDER BY p.id LIMIT 1 {lock}) AS held""",
+            f"""SELECT id FROM (SELECT l.id FROM flagged AS f
+                    CROSS JOIN LATERAL (SELECT p.id FROM prompt p WHERE p.id = f.id AND {eligible} AND {_FREE} {lock}) AS l
+                    WHERE {shape} LIMIT 1) AS flagged_first""",
+            oldest,
         ]
     candidates = "\n    UNION ALL\n    ".join(arms)
     return text(f"""
-WITH ds AS (SELECT d.id, d.settings, {_OVERLAP} AS overlap FROM dataset d WHERE d.id = :ds),
+WITH RECURSIVE ds AS (SELECT d.id, d.settings, {_OVERLAP} AS overlap FROM dataset d WHERE d.id = :ds),
+flagged(id) AS (
+  SELECT {_next_flagged("")}
+  UNION ALL
+  SELECT {_next_flagged("flagged.id")} FROM flagged WHERE flagged.id IS NOT NULL
+),
 pick AS (
   SELECT id FROM (
     {candidates}
@@ -102,9 +150,11 @@ claimed AS (
       lease_expires_at = CASE WHEN id = (SELECT id FROM pick) THEN now() + make_interval(secs => :lease_seconds) END,
       updated_at = now()
   WHERE id = (SELECT id FROM pick) OR (dataset_id = :ds AND lease_holder = :reviewer)
-  RETURNING id, lease_holder
+  RETURNING {_ITEM_COLUMNS}
 )
-SELECT ds.settings, (SELECT id FROM claimed WHERE lease_holder IS NOT NULL) AS prompt_id FROM ds
+SELECT ds.settings AS claim_settings, item.* FROM ds LEFT JOIN (
+  {_ITEM.format(extra="", source="claimed", where="p.lease_holder IS NOT NULL")}
+) AS item ON true
 """)
 
 
@@ -113,9 +163,10 @@ class Claim(NamedTuple):
     prompt_id: int | None  # the item now leased; None: nothing left under the filter
 
 
-# An item as a reviewer sees it, in one round trip: the prompt and its dataset's settings, its
+# An item as a reviewer sees it, in one statement: the prompt and its dataset's settings, its
 # completions, the latest judge ranking, the caller's latest ranking and verdict (json aggregation).
-# `cost` goes out as text so it keeps its scale, as the ORM's Decimal does.
+# `cost` goes out as text so it keeps its scale, as the ORM's Decimal does. `{source}` is the
+# prompt table, or the claim's UPDATE ... RETURNING (the row as leased).
 _ITEM = """
 SELECT p.id, p.dataset_id, p.text, p.source, p.split, p.tags, p.meta, p.review_status, p.flag_reasons,
        p.reviewed_by, p.created_at, p.lease_holder, p.lease_expires_at, d.settings AS dataset_settings,
@@ -126,36 +177,33 @@ SELECT p.id, p.dataset_id, p.text, p.source, p.split, p.tags, p.meta, p.review_s
        (SELECT to_jsonb(r) || jsonb_build_object('cost', r.cost::text) FROM ranking r
           WHERE r.prompt_id = p.id AND r.ranker_kind = 'human' AND r.reviewer = :actor ORDER BY r.id DESC LIMIT 1) AS my_ranking,
        (SELECT to_jsonb(v) FROM review_verdict v WHERE v.prompt_id = p.id AND v.reviewer = :actor) AS verdict{extra}
-FROM prompt p JOIN dataset d ON d.id = p.dataset_id
-WHERE p.id = :prompt_id
+FROM {source} p JOIN dataset d ON d.id = p.dataset_id
+WHERE {where}
 """
-_ITEM_SQL = text(_ITEM.format(extra=""))
+# the prompt columns the item shows (what the claim's UPDATE returns)
+_ITEM_COLUMNS = (
+    "id, dataset_id, text, source, split, tags, meta, review_status, flag_reasons, reviewed_by, created_at, "
+    "lease_holder, lease_expires_at"
+)
+_ITEM_SQL = text(_ITEM.format(extra="", source="prompt", where="p.id = :prompt_id"))
 # for an action: the row locked, and the id a verdict the actor does not have yet will take
 _ITEM_LOCKED_SQL = text(
     _ITEM.format(
         extra=""",
        CASE WHEN NOT EXISTS (SELECT FROM review_verdict v WHERE v.prompt_id = p.id AND v.reviewer = :actor)
-            THEN nextval(pg_get_serial_sequence('review_verdict', 'id')) END AS new_verdict_id"""
+            THEN nextval(pg_get_serial_sequence('review_verdict', 'id')) END AS new_verdict_id""",
+        source="prompt", where="p.id = :prompt_id",
     )
     + "FOR UPDATE OF p"
-)
-
-
-# the item the actor holds in a dataset (the claim just before leased it, releasing any other)
-_ITEM_HELD_SQL = text(
-    _ITEM.format(extra="").replace(
-        "WHERE p.id = :prompt_id", "WHERE p.dataset_id = :ds AND p.lease_holder = :actor AND p.lease_expires_at > now()"
-    )
 )
 
 
 async def load_item(session: AsyncSession, prompt_id: int, actor: str, *, lock: bool = False) -> dict[str, Any] | None:
     """The item as a dict (completions, rankings and verdict as dicts of their columns), or None;
     with `lock`, the prompt row is locked for the transaction and `new_verdict_id` is the id for
-    the actor's verdict when they have none yet (actions). Pipelined: an action's BEGIN goes
-    with it."""
+    the actor's verdict when they have none yet (actions). One statement."""
     q = _ITEM_LOCKED_SQL if lock else _ITEM_SQL
-    [rows] = await pipelined(session, (q, {"prompt_id": prompt_id, "actor": actor}))
+    [rows] = await driver_rows(session, (q, {"prompt_id": prompt_id, "actor": actor}))
     return rows[0] if rows else None
 
 
@@ -171,29 +219,28 @@ async def claim_and_load(
     releases any other item the reviewer held in the dataset (one item per reviewer at a time).
     The lease columns live on the row, so a claim that reaches a row just after another committed
     re-checks them (READ COMMITTED re-evaluates the WHERE on the new row version). The candidate
-    queries (held; flagged, walked from the small flagged set in the partial indexes; oldest),
-    for overlap 1 and then for more, are the arms of a UNION ALL under LIMIT 1: Postgres runs an
-    arm only when those before it found nothing, and an arm of the other overlap not at all. The
+    queries (held; flagged, walked in id order from the partial flagged indexes; oldest), for
+    overlap 1 and then for more, are the arms of a UNION ALL under LIMIT 1: Postgres runs an arm
+    only when those before it found nothing, and an arm of the other overlap not at all. The
     overlap is the dataset's setting (read in the same statement), else `default_overlap`. The
-    SQL is text built once per filter shape: building and compiling the expression per request
-    cost more than running it.
-
-    The claim and the item's read go in one round trip with the transaction's BEGIN (pipelined:
-    the read is its own statement, so it sees the row as locked and leased).
+    same statement reads the leased item (its completions, rankings, the reviewer's verdict)
+    from the UPDATE's RETURNING. The SQL is text built once per filter shape: building and
+    compiling the expression per request cost more than running it.
     """
     q = _claim_sql(bool(f.statuses), bool(f.tags), bool(f.source), bool(f.exclude), f.include_empty)
     params = {
-        "ds": dataset_id, "reviewer": reviewer, "default_overlap": default_overlap, "lease_seconds": lease_seconds,
-        "statuses": list(f.statuses), "tags": list(f.tags), "source": f.source, "exclude": list(f.exclude),
+        "ds": dataset_id, "reviewer": reviewer, "actor": reviewer, "default_overlap": default_overlap,
+        "lease_seconds": lease_seconds, "statuses": list(f.statuses), "tags": list(f.tags), "source": f.source,
+        "exclude": list(f.exclude),
     }
-    claimed, items = await pipelined(session, (q, params), (_ITEM_HELD_SQL, {"ds": dataset_id, "actor": reviewer}))
-    if not claimed:
+    [rows] = await driver_rows(session, (q, params))
+    if not rows:
         return None
-    got = Claim(claimed[0]["settings"], claimed[0]["prompt_id"])
-    item = items[0] if items and got.prompt_id is not None else None
-    if got.prompt_id is not None and (item is None or item["id"] != got.prompt_id):  # pragma: no cover - one lease per reviewer
-        raise RuntimeError(f"claimed prompt {got.prompt_id} but read {item and item['id']}")
-    return got, item
+    item = rows[0]
+    settings = item.pop("claim_settings")
+    if item["id"] is None:
+        return Claim(settings, None), None
+    return Claim(settings, item["id"]), item
 
 
 async def lock_item(session: AsyncSession, prompt_id: int) -> Prompt | None:

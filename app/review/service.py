@@ -41,7 +41,7 @@ async def load_item(session: AsyncSession, prompt_id: int) -> Prompt:
 
 async def next_item(session: AsyncSession, dataset_id: int, reviewer: str, settings: Settings, f: repo.QueueFilter) -> dict[str, Any] | None:
     """The item now leased to `reviewer` as `item_view` shows it, or None when nothing is left;
-    one round trip (the claim, which reads the dataset too, and the item's read, pipelined).
+    one statement (the claim, which reads the dataset and the leased item too).
     NotFound when the dataset does not exist; a bad review_overlap setting raises InvalidInput
     after the claim: the request's rollback undoes whatever it released."""
     got = await repo.claim_and_load(

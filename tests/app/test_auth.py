@@ -298,3 +298,36 @@ async def test_metrics_need_a_key_when_keys_are_configured(keyed):
     assert (await keyed.get("/metrics")).status_code == 401
     r = await keyed.get("/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"})
     assert r.status_code == 200 and "forge_http_request_duration_seconds" in r.text
+
+
+async def test_the_open_mode_is_asked_once_by_requests_arriving_together(monkeypatch):
+    """When "no key" expires, the requests that arrive while one reads the answer take that
+    answer instead of each asking; when the one asking fails, the others ask for themselves."""
+    import asyncio
+
+    from app.auth import repository
+    from app.auth.service import OpenMode
+
+    asked: list[int] = []
+
+    async def any_key(session):
+        asked.append(1)
+        await asyncio.sleep(0.05)
+        if len(asked) == 1 and fail:
+            raise RuntimeError("the database went away")
+        return False
+
+    monkeypatch.setattr(repository, "any_key", any_key)
+    settings = Settings(api_keys={})
+    fail = False
+    mode = OpenMode(ttl_s=60)
+    assert await asyncio.gather(*(mode.keys_configured(None, settings) for _ in range(20))) == [False] * 20
+    assert len(asked) == 1
+    assert await mode.keys_configured(None, settings) is False and len(asked) == 1  # kept for ttl_s
+
+    asked.clear()
+    fail = True
+    mode = OpenMode(ttl_s=60)
+    got = await asyncio.gather(*(mode.keys_configured(None, settings) for _ in range(5)), return_exceptions=True)
+    assert isinstance(got[0], RuntimeError) and got[1:] == [False] * 4
+    assert len(asked) == 2  # the first failed; the next waiting asked, the rest took its answer
