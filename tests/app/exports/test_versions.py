@@ -280,8 +280,8 @@ async def test_one_pass_files_and_archive_are_the_same_each_time(seed, session, 
 async def test_a_freeze_whose_rows_come_back_out_of_prompt_order_fails():
     """The freeze's rows come from INSERT ... RETURNING, whose order SQL does not promise: the
     job fails rather than write files that a later render (ordered by prompt) would not equal."""
-    from app.exports.service import _Pass
     from app.exports.schemas import ExportFormat
+    from app.exports.service import _Pass
 
     async def rows(*lists: tuple[int, ...]):  # as repo.copy_rows hands them over: lists of rows
         for ids in lists:
