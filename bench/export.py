@@ -10,8 +10,10 @@
   read by httpx: the full path (filters, SFT target rule, split hash, JSON, HTTP).
   Each is run twice, alternately; the faster run counts.
 - bulk: `POST /api/v1/datasets/{id}/exports` (SFT, with its archive) polled to the end: the job
-  freezes the version into export_item and writes sft.{split}.jsonl with their sha256, the
-  manifest and the .tar.gz; `bulk_ratio` = its rows/s / the api stream's rows/s.
+  works out the split groups, freezes the version into export_item and writes sft.{split}.jsonl
+  with their sha256 (one statement: the rows inserted come back rendered), the manifest, the
+  dataset card (its review figures join the frozen items with `prompt`) and the .tar.gz;
+  `bulk_ratio` = its rows/s / the api stream's rows/s.
 - RSS: this process's peak resident set (VmHWM, server and client together) when the
   api stream has delivered 10% of the rows and when it has delivered all of them; for the bulk
   job, its resident set sampled every 50 ms while it runs, against the resident set before it.

@@ -65,6 +65,10 @@ def write_parquet(jsonl: Path) -> Path:
 
 
 async def figures(session: AsyncSession, export_id: int) -> dict[str, Any]:
+    """The judges and review figures of a version's prompts. A version just frozen has no
+    statistics yet (Postgres guesses 1 row for its export_id), so the planner would probe
+    `prompt` once per item in a nested loop (1M items: 1.3 s); merged in prompt order, 0.9 s."""
+    await session.execute(text("SET LOCAL enable_nestloop = off"))
     judges = [
         {"model": m, "template": t, "rankings": n}
         for m, t, n in await session.execute(_JUDGES, {"export_id": export_id})

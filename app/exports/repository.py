@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
+from psycopg import pq
+from psycopg.waiting import Wait
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -321,9 +323,11 @@ def freeze_bundle_sql(
     cannot differ from a later one without the job failing."""
     sql, params = resolution_sql(ExportFilters(**export.filters), SplitSpec(**export.split), groups)
     return (
-        f"INSERT INTO export_item AS e (export_id, {_ITEM_COLUMNS}) "
-        f"SELECT %(export_id)s, {_ITEM_COLUMNS} FROM ({sql}) r ORDER BY r.prompt_id "
-        f"RETURNING {bundle_columns(formats, render)}",
+        (
+            f"INSERT INTO export_item AS e (export_id, {_ITEM_COLUMNS}) "
+            f"SELECT %(export_id)s, {_ITEM_COLUMNS} FROM ({sql}) r ORDER BY r.prompt_id "
+            f"RETURNING {bundle_columns(formats, render)}"
+        ),
         {**params, "dataset_id": export.dataset_id, "export_id": export.id},
     )
 
@@ -363,16 +367,74 @@ async def copy_lines(
 
 async def copy_rows(
     conn: AsyncConnection, query: str, params: dict[str, Any], work_mem: str | None = None
-) -> AsyncIterator[memoryview]:
-    """Yield the rows of `query` as COPY sends them: each its values joined by \\x02, then a
-    newline (NULL: an empty value; JSON text is never empty)."""
+) -> AsyncIterator[list[memoryview]]:
+    """Yield the rows of `query` as COPY sends them, in lists: each row its values joined by
+    \\x02, then a newline (NULL: an empty value; JSON text is never empty). A list holds the
+    rows that had arrived when it was read (at most COPY_BATCH): one wait for the socket per
+    list. psycopg's `AsyncCopy.read` hands over one row a wait, which cost more CPU than the
+    rows (1M rows: 2.7 s against 1.7 s this way)."""
     pg = await driver(conn)
     async with pg.cursor() as cur:
         if work_mem:
             await cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
-        async with cur.copy(_COPY.format(query=query), params) as copy:
-            while row := await copy.read():
-                yield row
+        async with cur.copy(_COPY.format(query=query), params):
+            arrived = _Arrived(pg.pgconn, pg.info.encoding)
+            while rows := await pg.wait(arrived.rows()):
+                yield rows
+
+
+# the most rows one read of a COPY hands over
+COPY_BATCH = 4096
+
+
+class _Arrived:
+    """Reads a COPY TO a list at a time. `rows()` is a psycopg generator (what
+    `AsyncConnection.wait` runs, as it runs psycopg's own `copy_from` for `Copy.read`): it
+    returns the rows libpq holds, waiting for the socket only when it holds none; at the end of
+    the COPY it reads the statement's result (an error raises), and from then on returns []."""
+
+    def __init__(self, pgconn: Any, encoding: str):
+        self.pgconn = pgconn
+        self.encoding = encoding
+        self.over = False
+
+    def rows(self) -> Any:
+        pgconn = self.pgconn
+        rows: list[memoryview] = []
+        while not self.over:
+            nbytes, data = pgconn.get_copy_data(1)
+            if nbytes > 0:
+                rows.append(data)
+                if len(rows) >= COPY_BATCH:
+                    break
+            elif nbytes == 0:  # nothing buffered: hand over what there is, or wait for more
+                if rows:
+                    break
+                while not (yield Wait.R):
+                    continue
+                pgconn.consume_input()
+            else:  # the COPY is over: its result (an error raises), after the last rows
+                yield from self._result()
+                self.over = True
+        return rows
+
+    def _result(self) -> Any:
+        """Every result libpq has for the statement (until none: the connection is then free
+        again); the first error among them raises."""
+        pgconn = self.pgconn
+        results = []
+        while True:
+            while pgconn.is_busy():
+                while not (yield Wait.R):
+                    continue
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:
+                break
+            results.append(result)
+        for result in results:
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                raise psycopg.errors.error_from_result(result, encoding=self.encoding)
 
 
 async def freeze(session: AsyncSession, export: Export, groups: Groups = NO_GROUPS, work_mem: str | None = None) -> int:

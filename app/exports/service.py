@@ -378,38 +378,44 @@ class _Pass:
         self.rows: dict[str, int] = {}
         self.pairs: dict[str, int] = {}
 
-    async def batches(self, rows: AsyncIterator[memoryview]) -> AsyncIterator[tuple[list[tuple[str, bytes]], int]]:
-        """Per about CHUNK_BYTES: the (file name, bytes) pairs and the number of prompts they hold."""
+    async def batches(self, rows: AsyncIterator[list[memoryview]]) -> AsyncIterator[tuple[list[tuple[str, bytes]], int]]:
+        """Per about CHUNK_BYTES: the (file name, bytes) pairs and the number of prompts they
+        hold, from lists of rows as `repo.copy_rows` reads them."""
         lines: dict[str, list[bytes]] = {}
         counts = self.rows
         size = prompts = last = 0
         pairs: dict[bytes, int] = {}
         columns = list(enumerate(self.multi, start=3))
-        async for row in rows:
-            values = bytes(row[:-1]).split(b"\x02")  # the rendered values never hold \x02
-            if self.check_order:
-                if int(values[0]) <= last:
-                    raise RuntimeError(f"export rows out of prompt order: {int(values[0])} after {last}")
-                last = int(values[0])
-            split = values[1]
-            if values[2] != b"0":
-                pairs[split] = pairs.get(split, 0) + int(values[2])
-            names = self.names[split]
-            for i, multi in columns:
-                line = values[i]
-                if line:
-                    name = names[i - 3]
-                    if multi:  # pairs: the records of one prompt, joined by \x03
-                        counts[name] = counts.get(name, 0) + line.count(b"\x03") + 1
-                        line = line.replace(b"\x03", b"\n")
-                    else:
-                        counts[name] = counts.get(name, 0) + 1
-                    if name in lines:
-                        lines[name].append(line)
-                    else:
-                        lines[name] = [line]
-                    size += len(line)
-            prompts += 1
+        check = self.check_order
+        names_of = self.names
+        async for arrived in rows:
+            # one split of the rows that arrived together (the rendered values never hold
+            # \x02 nor a newline: JSON text escapes control characters)
+            for row in b"".join(arrived).split(b"\n")[:-1]:
+                values = row.split(b"\x02")
+                if check:
+                    if int(values[0]) <= last:
+                        raise RuntimeError(f"export rows out of prompt order: {int(values[0])} after {last}")
+                    last = int(values[0])
+                split = values[1]
+                if values[2] != b"0":
+                    pairs[split] = pairs.get(split, 0) + int(values[2])
+                names = names_of[split]
+                for i, multi in columns:
+                    line = values[i]
+                    if line:
+                        name = names[i - 3]
+                        if multi:  # pairs: the records of one prompt, joined by \x03
+                            counts[name] = counts.get(name, 0) + line.count(b"\x03") + 1
+                            line = line.replace(b"\x03", b"\n")
+                        else:
+                            counts[name] = counts.get(name, 0) + 1
+                        if name in lines:
+                            lines[name].append(line)
+                        else:
+                            lines[name] = [line]
+                        size += len(line)
+            prompts += len(arrived)
             if size >= CHUNK_BYTES:
                 yield [(name, b"\n".join(group) + b"\n") for name, group in lines.items()], prompts
                 lines, size, prompts = {}, 0, 0

@@ -280,16 +280,54 @@ async def test_one_pass_files_and_archive_are_the_same_each_time(seed, session, 
 async def test_a_freeze_whose_rows_come_back_out_of_prompt_order_fails():
     """The freeze's rows come from INSERT ... RETURNING, whose order SQL does not promise: the
     job fails rather than write files that a later render (ordered by prompt) would not equal."""
-    from app.exports.service import _Pass
     from app.exports.schemas import ExportFormat
+    from app.exports.service import _Pass
 
-    async def rows(*ids: int):
-        for i in ids:
-            yield memoryview(b"%d\x02train\x020\x02{\"id\":\"%d\"}\n" % (i, i))
+    async def rows(*lists: tuple[int, ...]):  # as repo.copy_rows hands them over: lists of rows
+        for ids in lists:
+            yield [memoryview(b"%d\x02train\x020\x02{\"id\":\"%d\"}\n" % (i, i)) for i in ids]
 
     ordered = _Pass([ExportFormat.sft], check_order=True)
-    batches = [b async for b in ordered.batches(rows(1, 2, 10))]
+    batches = [b async for b in ordered.batches(rows((1, 2), (10,)))]
     assert batches == [([("sft.train.jsonl", b'{"id":"1"}\n{"id":"2"}\n{"id":"10"}\n')], 3)]
     with pytest.raises(RuntimeError, match="out of prompt order: 2 after 10"):
-        [b async for b in _Pass([ExportFormat.sft], check_order=True).batches(rows(1, 10, 2))]
-    assert len([b async for b in _Pass([ExportFormat.sft]).batches(rows(1, 10, 2))]) == 1  # a read of the frozen rows
+        [b async for b in _Pass([ExportFormat.sft], check_order=True).batches(rows((1, 10), (2,)))]
+    with pytest.raises(RuntimeError, match="out of prompt order: 2 after 10"):  # within one list too
+        [b async for b in _Pass([ExportFormat.sft], check_order=True).batches(rows((1, 10, 2)))]
+    assert len([b async for b in _Pass([ExportFormat.sft]).batches(rows((1, 10), (2,)))]) == 1  # a read of the frozen rows
+
+
+async def test_copy_rows_hands_over_every_row_and_what_postgres_raises(engine):
+    """The job's COPY reader (lists of the rows that arrived, read off libpq directly): every row
+    once and in order, the statement's error raised after the rows before it, and the connection
+    usable after an error and after a reader that stopped halfway."""
+    import psycopg
+    from sqlalchemy import text as sql
+
+    from app.exports import repository as repo
+
+    n = 3 * repo.COPY_BATCH + 7
+    query = "SELECT g, repeat('x', 1 + mod(g, 300)) FROM generate_series(1, %(n)s) g"
+    async with engine.connect() as conn:
+        await conn.execute(sql("SELECT 1"))  # a transaction, as the job's session has
+        lists = [rows async for rows in repo.copy_rows(conn, query, {"n": n})]
+        got = [bytes(r) for rows in lists for r in rows]
+        assert got == [b"%d\x02%s\n" % (g, b"x" * (1 + g % 300)) for g in range(1, n + 1)]
+        assert max(len(rows) for rows in lists) <= repo.COPY_BATCH and len(lists) >= 4
+        await conn.rollback()
+
+        await conn.execute(sql("SELECT 1"))
+        seen = 0
+        failing = "SELECT CASE WHEN g <= %(n)s THEN g ELSE g / (g - g) END FROM generate_series(1, 100000) g"
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            async for rows in repo.copy_rows(conn, failing, {"n": n}):
+                seen += len(rows)
+        assert seen <= n
+        await conn.rollback()
+        assert (await conn.execute(sql("SELECT 42"))).scalar() == 42
+
+        reader = repo.copy_rows(conn, query, {"n": 100_000})  # in the transaction SELECT 42 began
+        assert len(await anext(reader)) >= 1
+        await reader.aclose()  # psycopg cancels the rest of the COPY
+        await conn.rollback()
+        assert (await conn.execute(sql("SELECT 43"))).scalar() == 43
