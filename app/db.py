@@ -225,7 +225,9 @@ def _driver_sql(stmt: TextClause, dialect) -> tuple[bytes, tuple[str, ...]]:
     return got[1], got[2]
 
 
-async def driver_rows(session: AsyncSession, *statements: tuple[TextClause, dict[str, Any]]) -> list[list[dict[str, Any]]]:
+async def driver_rows(
+    session: AsyncSession, *statements: tuple[TextClause, dict[str, Any]], alone: bool = False
+) -> list[list[dict[str, Any]]]:
     """Run text statements in the session's transaction on the driver directly: each rows as
     dicts of the driver's values (jsonb as dicts, timestamps as datetimes). Statements run in
     order, each seeing what those before it wrote; an error raises, and the request's rollback
@@ -235,10 +237,18 @@ async def driver_rows(session: AsyncSession, *statements: tuple[TextClause, dict
     Plain statements, not psycopg's pipeline mode: pipelining BEGIN with the statements saved a
     round trip but cost more CPU than it saved, and more time too (per transaction of BEGIN, one
     statement and COMMIT on this machine: 320 us of client CPU and 510 us in all pipelined, 230
-    and 410 us as three plain round trips)."""
+    and 410 us as three plain round trips).
+
+    `alone`: the one statement is all the request writes (and atomic by itself, even when the
+    request fails after it). When the session's connection holds no transaction yet, it runs as
+    its own (autocommit: no BEGIN and COMMIT round trips, two of the three the statement would
+    take; the request's commit and rollback then find nothing to do); else in the transaction."""
     conn = await session.connection()
     raw = (await conn.get_raw_connection()).driver_connection
     out = []
+    auto = alone and len(statements) == 1 and raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    if auto:
+        await raw.set_autocommit(True)
     try:
         async with psycopg.AsyncRawCursor(raw, row_factory=dict_row) as cursor:
             for stmt, params in statements:
@@ -252,6 +262,9 @@ async def driver_rows(session: AsyncSession, *statements: tuple[TextClause, dict
         if invalidated:
             await conn.invalidate(exc)
         raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=invalidated) from exc
+    finally:
+        if auto and not raw.closed:
+            await raw.set_autocommit(False)
     return out
 
 

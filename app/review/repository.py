@@ -33,9 +33,12 @@ _OPEN = "('pending', 'needs_review')"  # inlined, so the planner matches ix_prom
 _FREE = "(p.lease_expires_at IS NULL OR p.lease_expires_at <= now())"
 
 
+MAX_OVERLAP = 50  # the most reviewers a dataset's settings.review_overlap may ask for an item
+
 # The overlap the claim works with: the dataset's settings.review_overlap when it is an integer
-# literal, the service's default when the setting is absent, NULL otherwise (no arm runs: the
-# service refuses the setting and the request's rollback undoes the claim's releases).
+# literal, the service's default when the setting is absent, NULL otherwise. Out of 1..MAX_OVERLAP
+# (or NULL) the claim changes nothing (no arm runs, nothing is released) and the service refuses
+# the setting: the claim runs in a transaction of its own, which no rollback would undo.
 _OVERLAP = """CASE WHEN d.settings IS NULL OR NOT (d.settings ? 'review_overlap') THEN CAST(:default_overlap AS int)
      WHEN jsonb_typeof(d.settings -> 'review_overlap') = 'number' AND (d.settings ->> 'review_overlap') ~ '^[0-9]{1,3}$'
      THEN CAST(d.settings ->> 'review_overlap' AS int) END"""
@@ -149,7 +152,8 @@ claimed AS (
   SET lease_holder = CASE WHEN id = (SELECT id FROM pick) THEN CAST(:reviewer AS varchar) END,
       lease_expires_at = CASE WHEN id = (SELECT id FROM pick) THEN now() + make_interval(secs => :lease_seconds) END,
       updated_at = now()
-  WHERE id = (SELECT id FROM pick) OR (dataset_id = :ds AND lease_holder = :reviewer)
+  WHERE (id = (SELECT id FROM pick) OR (dataset_id = :ds AND lease_holder = :reviewer))
+    AND (SELECT overlap FROM ds) BETWEEN 1 AND {MAX_OVERLAP}
   RETURNING {_ITEM_COLUMNS}
 )
 SELECT ds.settings AS claim_settings, item.* FROM ds LEFT JOIN (
@@ -233,7 +237,8 @@ async def claim_and_load(
         "lease_seconds": lease_seconds, "statuses": list(f.statuses), "tags": list(f.tags), "source": f.source,
         "exclude": list(f.exclude),
     }
-    [rows] = await driver_rows(session, (q, params))
+    # the claim is all `next` writes, and changes nothing when the overlap setting is refused
+    [rows] = await driver_rows(session, (q, params), alone=True)
     if not rows:
         return None
     item = rows[0]

@@ -17,7 +17,7 @@ from app.models import Dataset, Prompt, ReviewEvent, ReviewStatus, Verdict
 from app.prompts import service as prompts_service
 from app.review import repository as repo
 
-MAX_OVERLAP = 50
+MAX_OVERLAP = repo.MAX_OVERLAP
 
 
 def overlap_of(dataset: Dataset, settings: Settings) -> int:
@@ -43,7 +43,8 @@ async def next_item(session: AsyncSession, dataset_id: int, reviewer: str, setti
     """The item now leased to `reviewer` as `item_view` shows it, or None when nothing is left;
     one statement (the claim, which reads the dataset and the leased item too).
     NotFound when the dataset does not exist; a bad review_overlap setting raises InvalidInput
-    after the claim: the request's rollback undoes whatever it released."""
+    after the claim, which changed nothing (it runs as its own transaction: `db.driver_rows`'s
+    `alone`; with such a setting it releases and leases nothing)."""
     got = await repo.claim_and_load(
         session, dataset_id, reviewer, default_overlap=settings.review_overlap, lease_seconds=settings.review_lease_seconds, f=f
     )

@@ -122,6 +122,25 @@ def test_concurrent_reviewers_never_share_an_item(http, factory, live_server):
     assert factory.scalar("SELECT count(*) FROM review_verdict") == 12
 
 
+def test_a_refused_overlap_setting_leaves_the_reviewers_lease_and_the_queue_as_they_were(http, factory):
+    """The claim is all `next` writes and runs as its own transaction: with a setting the service
+    refuses (after the claim), the claim must have changed nothing, as no rollback undoes it."""
+    ds = factory.dataset("later-bad")
+    held, _, _ = factory.judged_item(ds, "held", ["a", "b"])
+    other, _, _ = factory.judged_item(ds, "other", ["a", "b"])
+    assert next_id(http, ds, "ann") == held
+    before = factory.rows("SELECT id, lease_holder, lease_expires_at, updated_at FROM prompt ORDER BY id")
+    for bad in (0, 51, "two", 2.5):
+        factory.execute("UPDATE dataset SET settings = jsonb_build_object('review_overlap', CAST(:v AS jsonb)) WHERE id = :d",
+                        v=__import__("json").dumps(bad), d=ds)
+        for who in ("ann", "bob"):
+            r = http.get(f"{API}/datasets/{ds}/review/next", headers=as_(who))
+            assert r.status_code == 422 and "review_overlap" in r.json()["error"]["message"], (bad, r.text)
+        assert factory.rows("SELECT id, lease_holder, lease_expires_at, updated_at FROM prompt ORDER BY id") == before, bad
+    factory.execute("UPDATE dataset SET settings = '{}' WHERE id = :d", d=ds)
+    assert next_id(http, ds, "ann") == held and next_id(http, ds, "bob") == other
+
+
 def test_bad_overlap_setting_and_bad_queue_params(http, factory):
     ds = factory.dataset("bad", review_overlap="two")
     r = http.get(f"{API}/datasets/{ds}/review/next")
