@@ -134,7 +134,13 @@ def server_process(cmd: list[str], port: int, env: dict[str, str]):
                     if time.monotonic() > deadline:
                         raise RuntimeError("server did not start") from None
                     time.sleep(0.1)
-            yield Server(f"http://127.0.0.1:{port}", proc.pid)
+            try:
+                yield Server(f"http://127.0.0.1:{port}", proc.pid)
+            except BaseException:
+                # what the server said while the phase failed (its access log, any traceback)
+                log.seek(0)
+                sys.stderr.write("server output, last lines:\n" + log.read()[-6000:].decode(errors="replace"))
+                raise
         finally:
             proc.terminate()
             proc.wait(timeout=30)
