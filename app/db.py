@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
@@ -201,7 +202,9 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
-_DRIVER_SQL: dict[int, tuple[TextClause, bytes, tuple[str, ...]]] = {}
+# per statement object, for as long as it lives (statements built per shape by an lru_cache
+# leave with it)
+_DRIVER_SQL: weakref.WeakKeyDictionary[TextClause, tuple[bytes, tuple[str, ...]]] = weakref.WeakKeyDictionary()
 _PARAM = re.compile(r"%\((\w+)\)s|%%")
 
 
@@ -209,8 +212,8 @@ def _driver_sql(stmt: TextClause, dialect) -> tuple[bytes, tuple[str, ...]]:
     """A text statement as the server takes it: `$n` placeholders, and the parameter names in
     their order. Compiled and converted once per statement: psycopg converts `%(name)s` on every
     execute, and does not cache statements over 4 KB (the claim), which it then re-parsed each time."""
-    got = _DRIVER_SQL.get(id(stmt))
-    if got is None or got[0] is not stmt:
+    got = _DRIVER_SQL.get(stmt)
+    if got is None:
         names: list[str] = []
 
         def placeholder(m: re.Match) -> str:
@@ -221,8 +224,8 @@ def _driver_sql(stmt: TextClause, dialect) -> tuple[bytes, tuple[str, ...]]:
             return f"${names.index(m[1]) + 1}"
 
         sql = _PARAM.sub(placeholder, str(stmt.compile(dialect=dialect)))
-        got = _DRIVER_SQL[id(stmt)] = (stmt, sql.encode(), tuple(names))
-    return got[1], got[2]
+        got = _DRIVER_SQL[stmt] = (sql.encode(), tuple(names))
+    return got
 
 
 async def driver_rows(

@@ -1,5 +1,6 @@
 """The review queue over real HTTP: order, leases, filters, overlap, and concurrent reviewers."""
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -132,7 +133,7 @@ def test_a_refused_overlap_setting_leaves_the_reviewers_lease_and_the_queue_as_t
     before = factory.rows("SELECT id, lease_holder, lease_expires_at, updated_at FROM prompt ORDER BY id")
     for bad in (0, 51, "two", 2.5):
         factory.execute("UPDATE dataset SET settings = jsonb_build_object('review_overlap', CAST(:v AS jsonb)) WHERE id = :d",
-                        v=__import__("json").dumps(bad), d=ds)
+                        v=json.dumps(bad), d=ds)
         for who in ("ann", "bob"):
             r = http.get(f"{API}/datasets/{ds}/review/next", headers=as_(who))
             assert r.status_code == 422 and "review_overlap" in r.json()["error"]["message"], (bad, r.text)
@@ -150,7 +151,7 @@ def test_bad_overlap_setting_and_bad_queue_params(http, factory):
         r = http.get(f"{API}/datasets/{ok}/review/next", params=params)
         assert r.status_code == 422 and where in r.json()["error"]["message"], r.text
     assert http.get(f"{API}/datasets/999999/review/next").status_code == 404
-    # a value Postgres refuses (the claim runs on the driver directly, pipelined): 422, as elsewhere
+    # a value Postgres refuses (the claim runs on the driver directly): 422, as elsewhere
     r = http.get(f"{API}/datasets/{ok}/review/next", params={"tag": "a\x00b"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_value", r.text
     assert http.get(f"{API}/datasets/{ok}/review/next").json() == {"item": None}  # the connection is fine after it
